@@ -1,0 +1,251 @@
+//! IPAM views: `IPAddressClaim`, `IPAddress` and pools (v1alpha1/v1beta1/v1beta2 shapes tolerated).
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use kube::api::DynamicObject;
+use serde_json::Value;
+
+use super::{at, problem, str_at, ParseProblem};
+use crate::names::LABEL_ROLE;
+
+/// `spec.poolRef` of a claim or address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolRef {
+    /// `apiGroup` (empty when unset, as v1beta1 allowed).
+    pub api_group: String,
+    /// Pool kind.
+    pub kind: String,
+    /// Pool name.
+    pub name: String,
+}
+
+impl PoolRef {
+    fn parse(v: Option<&Value>) -> Option<Self> {
+        let v = v?;
+        Some(Self {
+            api_group: str_at(v, &["apiGroup"]).unwrap_or_default(),
+            kind: str_at(v, &["kind"])?,
+            name: str_at(v, &["name"])?,
+        })
+    }
+}
+
+/// The controller ownerReference of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRef {
+    /// Kind of the owner.
+    pub kind: String,
+    /// Name of the owner.
+    pub name: String,
+    /// UID of the owner.
+    pub uid: String,
+}
+
+/// An `IPAddressClaim`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimView {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// UID.
+    pub uid: String,
+    /// The ownerReference with `controller: true`, if any.
+    pub controller: Option<OwnerRef>,
+    /// Number of ownerReferences.
+    pub owner_count: usize,
+    /// `spec.poolRef` (`None` when malformed).
+    pub pool_ref: Option<PoolRef>,
+    /// `status.addressRef.name`, when non-empty.
+    pub address_ref: Option<String>,
+    /// `metadata.creationTimestamp`.
+    pub created: Option<jiff::Timestamp>,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// Our role label, if present.
+    pub role_label: Option<String>,
+    /// `metadata.labels` (`None` when absent).
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+impl ClaimView {
+    /// Reads an IPAddressClaim.
+    pub fn parse(obj: &DynamicObject) -> Result<Self, ParseProblem> {
+        let meta = &obj.metadata;
+        let name = meta.name.clone().ok_or_else(|| problem("IPAddressClaim", obj, "no metadata.name"))?;
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let owners = meta.owner_references.as_deref().unwrap_or_default();
+        let controller = owners.iter().find(|o| o.controller == Some(true)).map(|o| OwnerRef {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            uid: o.uid.clone(),
+        });
+        Ok(Self {
+            name,
+            namespace,
+            uid: meta.uid.clone().unwrap_or_default(),
+            controller,
+            owner_count: owners.len(),
+            pool_ref: PoolRef::parse(at(&obj.data, &["spec", "poolRef"])),
+            address_ref: str_at(&obj.data, &["status", "addressRef", "name"]).filter(|n| !n.is_empty()),
+            created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            deleting: meta.deletion_timestamp.is_some(),
+            role_label: meta.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).cloned(),
+            labels: meta.labels.clone(),
+        })
+    }
+}
+
+/// An `IPAddress` with a parsed address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddressView {
+    /// Name (equals the claim's).
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// `spec.address`.
+    pub address: IpAddr,
+    /// `spec.claimRef.name`.
+    pub claim_name: String,
+    /// `spec.poolRef`.
+    pub pool_ref: Option<PoolRef>,
+}
+
+impl AddressView {
+    /// Reads an IPAddress; an unparsable `spec.address` is a problem, not a panic.
+    pub fn parse(obj: &DynamicObject) -> Result<Self, ParseProblem> {
+        let meta = &obj.metadata;
+        let name = meta.name.clone().ok_or_else(|| problem("IPAddress", obj, "no metadata.name"))?;
+        let raw = str_at(&obj.data, &["spec", "address"]).ok_or_else(|| problem("IPAddress", obj, "no spec.address"))?;
+        let address = raw
+            .parse::<IpAddr>()
+            .map_err(|e| problem("IPAddress", obj, format!("spec.address {raw:?}: {e}")))?;
+        Ok(Self {
+            claim_name: str_at(&obj.data, &["spec", "claimRef", "name"]).unwrap_or_else(|| name.clone()),
+            name,
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            address,
+            pool_ref: PoolRef::parse(at(&obj.data, &["spec", "poolRef"])),
+        })
+    }
+}
+
+/// An IP pool (`GlobalInClusterIPPool` or `InClusterIPPool`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolView {
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace (`None` for cluster-scoped pools).
+    pub namespace: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// `status.ipAddresses.total`.
+    pub total: Option<i64>,
+    /// `status.ipAddresses.free`.
+    pub free: Option<i64>,
+    /// `status.ipAddresses.used`.
+    pub used: Option<i64>,
+    /// Being deleted.
+    pub deleting: bool,
+}
+
+impl PoolView {
+    /// Reads a pool of kind `kind`.
+    pub fn parse(kind: &str, obj: &DynamicObject) -> Result<Self, ParseProblem> {
+        let meta = &obj.metadata;
+        let name = meta.name.clone().ok_or_else(|| problem("pool", obj, "no metadata.name"))?;
+        let count = |key: &str| at(&obj.data, &["status", "ipAddresses", key]).and_then(Value::as_i64);
+        Ok(Self {
+            kind: kind.to_owned(),
+            name,
+            namespace: meta.namespace.clone(),
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+            total: count("total"),
+            free: count("free"),
+            used: count("used"),
+            deleting: meta.deletion_timestamp.is_some(),
+        })
+    }
+
+    /// Known to have no free address (`status.ipAddresses.free == 0`).
+    pub fn exhausted(&self) -> bool {
+        self.free == Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> DynamicObject {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn claim_owner_pool_and_address_ref_are_read() {
+        let c = ClaimView::parse(&obj(json!({
+            "apiVersion": "ipam.cluster.x-k8s.io/v1beta2", "kind": "IPAddressClaim",
+            "metadata": {"name": "vip-cp-a", "namespace": "n", "uid": "cu", "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "labels": {"vip.capi.gorizond.io/role": "control-plane"},
+                         "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": "a", "uid": "u1", "controller": true}]},
+            "spec": {"poolRef": {"apiGroup": "ipam.cluster.x-k8s.io", "kind": "GlobalInClusterIPPool", "name": "p"}, "clusterName": "a"},
+            "status": {"addressRef": {"name": "vip-cp-a"}}
+        })))
+        .unwrap();
+        assert_eq!(c.controller.as_ref().unwrap().uid, "u1");
+        assert_eq!(c.pool_ref.as_ref().unwrap().name, "p");
+        assert_eq!(c.address_ref.as_deref(), Some("vip-cp-a"));
+        assert_eq!(c.role_label.as_deref(), Some("control-plane"));
+        assert!(c.created.is_some());
+    }
+
+    #[test]
+    fn v1alpha1_claim_with_empty_address_ref_is_pending() {
+        let c = ClaimView::parse(&obj(json!({
+            "apiVersion": "ipam.cluster.x-k8s.io/v1beta1", "kind": "IPAddressClaim",
+            "metadata": {"name": "x", "namespace": "n"},
+            "spec": {"poolRef": {"kind": "GlobalInClusterIPPool", "name": "p"}},
+            "status": {"addressRef": {"name": ""}}
+        })))
+        .unwrap();
+        assert_eq!(c.address_ref, None);
+        assert_eq!(c.pool_ref.unwrap().api_group, "");
+        assert!(c.controller.is_none());
+    }
+
+    #[test]
+    fn address_ipv4_ipv6_and_garbage() {
+        let mk = |a: &str| {
+            obj(json!({"apiVersion": "ipam.cluster.x-k8s.io/v1beta2", "kind": "IPAddress",
+                "metadata": {"name": "vip-cp-a", "namespace": "n"},
+                "spec": {"address": a, "prefix": 24, "claimRef": {"name": "vip-cp-a"},
+                         "poolRef": {"apiGroup": "ipam.cluster.x-k8s.io", "kind": "GlobalInClusterIPPool", "name": "p"}}}))
+        };
+        assert_eq!(AddressView::parse(&mk("10.0.0.5")).unwrap().address.to_string(), "10.0.0.5");
+        assert_eq!(AddressView::parse(&mk("fd00::5")).unwrap().address.to_string(), "fd00::5");
+        assert!(AddressView::parse(&mk("not-an-ip")).is_err());
+    }
+
+    #[test]
+    fn pool_status_counts() {
+        let p = PoolView::parse("GlobalInClusterIPPool", &obj(json!({
+            "apiVersion": "ipam.cluster.x-k8s.io/v1alpha2", "kind": "GlobalInClusterIPPool",
+            "metadata": {"name": "p"}, "spec": {"addresses": ["10.0.0.1-10.0.0.2"], "prefix": 24},
+            "status": {"ipAddresses": {"total": 2, "used": 2, "free": 0, "outOfRange": 0}}
+        })))
+        .unwrap();
+        assert!(p.exhausted());
+        assert_eq!((p.total, p.used), (Some(2), Some(2)));
+        let fresh = PoolView::parse("GlobalInClusterIPPool", &obj(json!({
+            "apiVersion": "ipam.cluster.x-k8s.io/v1alpha2", "kind": "GlobalInClusterIPPool", "metadata": {"name": "q"}
+        })))
+        .unwrap();
+        assert!(!fresh.exhausted(), "unknown status is not exhaustion");
+    }
+}

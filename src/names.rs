@@ -1,0 +1,123 @@
+//! Every string a user can see: label and annotation keys, claim names, variable names, Event reasons,
+//! metric names and flag names. The README tables are written from (and checked against) this module.
+
+/// Pool label listing the ClusterClass names a pool serves (comma-separated).
+/// The value `"true"` means: read the list from the pool annotation with the same key.
+pub const LABEL_CLUSTER_CLASS: &str = "vip.capi.gorizond.io/cluster-class";
+/// Pool label listing the roles a pool serves (comma-separated: `control-plane`, `ingress`).
+/// Also set on our claims with the single role the claim is for.
+pub const LABEL_ROLE: &str = "vip.capi.gorizond.io/role";
+/// Cluster annotation: `"false"` turns the ingress VIP off for that Cluster (on by default).
+pub const ANNOTATION_INGRESS_ENABLED: &str = "vip.capi.gorizond.io/ingress-enabled";
+/// Cluster annotation (and, for IPv4 values, label) carrying the allocated ingress VIP.
+pub const ANNOTATION_INGRESS_VIP: &str = "vip.capi.gorizond.io/ingress-vip";
+/// The class-label value that redirects the class list to the pool annotation of the same key.
+pub const CLASS_LIST_IN_ANNOTATION: &str = "true";
+
+/// CAPI label naming the Cluster an object belongs to (set on our claims; the IPAM provider copies it).
+pub const LABEL_CAPI_CLUSTER_NAME: &str = "cluster.x-k8s.io/cluster-name";
+/// CAPI annotation that pauses a Cluster.
+pub const ANNOTATION_CAPI_PAUSED: &str = "cluster.x-k8s.io/paused";
+
+/// Role of the control-plane VIP (pool label value and claim label value).
+pub const ROLE_CONTROL_PLANE: &str = "control-plane";
+/// Role of the ingress VIP.
+pub const ROLE_INGRESS: &str = "ingress";
+/// Claim name prefix of the control-plane VIP: `vip-cp-<cluster>`.
+pub const CLAIM_PREFIX_CONTROL_PLANE: &str = "vip-cp-";
+/// Claim name prefix of the ingress VIP: `vip-ingress-<cluster>`.
+pub const CLAIM_PREFIX_INGRESS: &str = "vip-ingress-";
+/// Topology variable receiving the control-plane VIP when the ClusterClass declares it.
+pub const VARIABLE_CLUSTER_VIP: &str = "clusterVip";
+/// Topology variable receiving the ingress VIP when the ClusterClass declares it.
+pub const VARIABLE_INGRESS_VIP: &str = "ingressVip";
+
+/// Reporting controller of our Events, field manager of our writes, and user-agent product name.
+pub const CONTROLLER_NAME: &str = "capi-vip-allocator";
+/// Group of IPAM claims, addresses and pools.
+pub const IPAM_GROUP: &str = "ipam.cluster.x-k8s.io";
+/// Group of Cluster and ClusterClass.
+pub const CAPI_GROUP: &str = "cluster.x-k8s.io";
+/// The pool kind we select from.
+pub const KIND_GLOBAL_POOL: &str = "GlobalInClusterIPPool";
+
+/// Event reasons (also the `reason` label of `capi_vip_allocator_allocation_errors_total`).
+pub mod reasons {
+    /// Normal: the control-plane VIP was written to the Cluster.
+    pub const VIP_ALLOCATED: &str = "VIPAllocated";
+    /// Normal: the ingress VIP was written to the Cluster.
+    pub const INGRESS_VIP_ALLOCATED: &str = "IngressVIPAllocated";
+    /// Warning (control plane) / Normal (ingress): no pool carries the class and role labels.
+    pub const POOL_NOT_FOUND: &str = "PoolNotFound";
+    /// Warning: the chosen pool has no free address and our claim has none.
+    pub const POOL_EXHAUSTED: &str = "PoolExhausted";
+    /// Warning: a claim with our name is controlled by another object.
+    pub const CLAIM_CONFLICT: &str = "ClaimConflict";
+    /// Warning: the Cluster's ClusterClass is not in the cache.
+    pub const CLUSTER_CLASS_NOT_FOUND: &str = "ClusterClassNotFound";
+    /// Warning: the API server refused our Cluster patch for a reason other than a stale cache.
+    pub const PATCH_FAILED: &str = "PatchFailed";
+    /// Warning: the API server refused to create or adopt our claim.
+    pub const CLAIM_FAILED: &str = "ClaimFailed";
+    /// Normal: the Cluster already had an endpoint host; no claim is made (clusterVip mirrors it).
+    pub const MANUAL_ENDPOINT: &str = "ManualEndpoint";
+    /// Normal: a pending claim was deleted to be recreated on the currently matching pool.
+    pub const CLAIM_REPLACED: &str = "ClaimReplaced";
+    /// All reasons, for docs and tests.
+    pub const ALL: &[&str] = &[
+        VIP_ALLOCATED,
+        INGRESS_VIP_ALLOCATED,
+        POOL_NOT_FOUND,
+        POOL_EXHAUSTED,
+        CLAIM_CONFLICT,
+        CLUSTER_CLASS_NOT_FOUND,
+        PATCH_FAILED,
+        CLAIM_FAILED,
+        MANUAL_ENDPOINT,
+        CLAIM_REPLACED,
+    ];
+}
+
+/// Metric names (the Go operator's, unchanged).
+pub mod metrics {
+    /// Counter `{role,cluster_class}`: VIPs written to Clusters.
+    pub const ALLOCATIONS_TOTAL: &str = "capi_vip_allocator_allocations_total";
+    /// Counter `{role,cluster_class,reason}`: transitions into an error state (reason = Event reason).
+    pub const ALLOCATION_ERRORS_TOTAL: &str = "capi_vip_allocator_allocation_errors_total";
+    /// Histogram `{role,cluster_class}`: claim creation → our Cluster patch, in seconds.
+    pub const ALLOCATION_DURATION_SECONDS: &str = "capi_vip_allocator_allocation_duration_seconds";
+    /// Gauge `{cluster_class,role}`: pools matching a class and role.
+    pub const POOLS_AVAILABLE: &str = "capi_vip_allocator_pools_available";
+    /// Gauge `{pool_name}`: `status.ipAddresses.total` of a pool.
+    pub const POOL_ADDRESSES_TOTAL: &str = "capi_vip_allocator_pool_addresses_total";
+    /// Gauge `{pool_name}`: `status.ipAddresses.free` of a pool.
+    pub const POOL_ADDRESSES_FREE: &str = "capi_vip_allocator_pool_addresses_free";
+    /// Gauge `{pool_name}`: `status.ipAddresses.used` of a pool.
+    pub const POOL_ADDRESSES_USED: &str = "capi_vip_allocator_pool_addresses_used";
+    /// Gauge `{role,namespace}`: our claims.
+    pub const CLAIMS_TOTAL: &str = "capi_vip_allocator_claims_total";
+    /// Gauge `{role,namespace}`: our claims with an address.
+    pub const CLAIMS_READY: &str = "capi_vip_allocator_claims_ready";
+    /// Gauge `{role,namespace}`: our claims still waiting for an address.
+    pub const CLAIMS_PENDING: &str = "capi_vip_allocator_claims_pending";
+    /// Counter `{cluster_class,result}`: reconciles by result (`success`, `error`, `skipped`).
+    pub const RECONCILE_TOTAL: &str = "capi_vip_allocator_reconcile_total";
+    /// Histogram `{cluster_class}`: reconcile wall time in seconds.
+    pub const RECONCILE_DURATION_SECONDS: &str = "capi_vip_allocator_reconcile_duration_seconds";
+}
+
+/// Command-line flag names (the Go operator's, plus ours).
+pub mod flags {
+    /// Address of `/metrics`.
+    pub const METRICS_BIND_ADDRESS: &str = "metrics-bind-address";
+    /// Address of `/healthz` and `/readyz`.
+    pub const HEALTH_PROBE_BIND_ADDRESS: &str = "health-probe-bind-address";
+    /// Leader election on/off.
+    pub const LEADER_ELECT: &str = "leader-elect";
+    /// Port written with the VIP when the Cluster has none.
+    pub const DEFAULT_PORT: &str = "default-port";
+    /// Runs the Cluster reconciler.
+    pub const ENABLE_RECONCILER: &str = "enable-reconciler";
+    /// Runs the Runtime SDK hook server.
+    pub const ENABLE_RUNTIME_EXTENSION: &str = "enable-runtime-extension";
+}

@@ -1,0 +1,208 @@
+//! The rules: from a snapshot of one Cluster and everything it depends on, decide what to do.
+//! Pure: no async, no client, no clock. `act` carries the plan out.
+
+pub mod labels;
+pub mod patch;
+pub mod pools;
+mod rules;
+
+#[cfg(test)]
+mod tests;
+
+pub use patch::{build_json_patch, ClusterChanges};
+pub use rules::plan;
+
+use crate::{
+    api::{AddressView, ClaimView, ClassView, ClusterView, PoolRef, PoolView},
+    names::{
+        reasons, CLAIM_PREFIX_CONTROL_PLANE, CLAIM_PREFIX_INGRESS, ROLE_CONTROL_PLANE, ROLE_INGRESS,
+        VARIABLE_CLUSTER_VIP, VARIABLE_INGRESS_VIP,
+    },
+};
+
+/// Which VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// The control-plane endpoint VIP.
+    ControlPlane,
+    /// The ingress VIP.
+    Ingress,
+}
+
+impl Role {
+    /// Both roles.
+    pub const ALL: [Role; 2] = [Role::ControlPlane, Role::Ingress];
+
+    /// The role's label value (`control-plane`, `ingress`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::ControlPlane => ROLE_CONTROL_PLANE,
+            Role::Ingress => ROLE_INGRESS,
+        }
+    }
+
+    /// Parses a role label value.
+    pub fn from_label(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.label() == value)
+    }
+
+    /// The claim name for a Cluster: `vip-cp-<cluster>` / `vip-ingress-<cluster>`.
+    pub fn claim_name(self, cluster: &str) -> String {
+        match self {
+            Role::ControlPlane => format!("{CLAIM_PREFIX_CONTROL_PLANE}{cluster}"),
+            Role::Ingress => format!("{CLAIM_PREFIX_INGRESS}{cluster}"),
+        }
+    }
+
+    /// The Cluster name a claim name belongs to, if it has one of our prefixes.
+    pub fn cluster_of_claim(claim: &str) -> Option<(Role, &str)> {
+        // `vip-ingress-` does not start with `vip-cp-` and vice versa, so the order does not matter.
+        if let Some(c) = claim.strip_prefix(CLAIM_PREFIX_CONTROL_PLANE) {
+            return Some((Role::ControlPlane, c));
+        }
+        claim.strip_prefix(CLAIM_PREFIX_INGRESS).map(|c| (Role::Ingress, c))
+    }
+
+    /// The topology variable carrying this VIP.
+    pub fn variable(self) -> &'static str {
+        match self {
+            Role::ControlPlane => VARIABLE_CLUSTER_VIP,
+            Role::Ingress => VARIABLE_INGRESS_VIP,
+        }
+    }
+
+    /// The Normal Event reason published when this VIP is written.
+    pub fn allocated_reason(self) -> &'static str {
+        match self {
+            Role::ControlPlane => reasons::VIP_ALLOCATED,
+            Role::Ingress => reasons::INGRESS_VIP_ALLOCATED,
+        }
+    }
+}
+
+/// A claim and the address it points to, as cached.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoleInputs {
+    /// The claim named for this role and Cluster, whoever owns it.
+    pub claim: Option<ClaimView>,
+    /// The IPAddress named by the claim's `status.addressRef`.
+    pub address: Option<AddressView>,
+}
+
+/// Everything the rules look at for one Cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The Cluster.
+    pub cluster: ClusterView,
+    /// Its ClusterClass (`None` = not in the cache).
+    pub class: Option<ClassView>,
+    /// All pools.
+    pub pools: Vec<PoolView>,
+    /// Control-plane claim and address.
+    pub control_plane: RoleInputs,
+    /// Ingress claim and address.
+    pub ingress: RoleInputs,
+    /// `--default-port`.
+    pub default_port: u16,
+}
+
+impl Snapshot {
+    /// The inputs of a role.
+    pub fn inputs(&self, role: Role) -> &RoleInputs {
+        match role {
+            Role::ControlPlane => &self.control_plane,
+            Role::Ingress => &self.ingress,
+        }
+    }
+}
+
+/// A claim operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Create claim `name` on `pool`, owned by the Cluster.
+    CreateClaim {
+        /// Role.
+        role: Role,
+        /// Claim name.
+        name: String,
+        /// Pool to claim from.
+        pool: PoolRef,
+    },
+    /// Add our controller ownerReference and labels to an ownerless claim.
+    AdoptClaim {
+        /// Role.
+        role: Role,
+        /// Claim name.
+        name: String,
+    },
+    /// Delete our claim (precondition: its uid) so it can be recreated or its address released.
+    DeleteClaim {
+        /// Role.
+        role: Role,
+        /// Claim name.
+        name: String,
+        /// Claim uid.
+        uid: String,
+    },
+}
+
+/// Event severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Severity {
+    /// Informational.
+    Normal,
+    /// Needs attention.
+    Warning,
+}
+
+/// A state worth telling the user about (published once per change of state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Role concerned.
+    pub role: Role,
+    /// Normal or Warning.
+    pub severity: Severity,
+    /// Event reason (also the `reason` metric label).
+    pub reason: &'static str,
+    /// Human message.
+    pub note: String,
+    /// Counts in `allocation_errors_total`.
+    pub is_error: bool,
+}
+
+/// A VIP the Cluster patch writes for the first time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// Role.
+    pub role: Role,
+    /// The address.
+    pub vip: String,
+    /// When our claim was created (for `allocation_duration_seconds`).
+    pub claim_created: Option<jiff::Timestamp>,
+}
+
+/// Why a Cluster is left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// No `spec.topology` class.
+    NoTopology,
+    /// `spec.paused` or the paused annotation.
+    Paused,
+    /// Being deleted.
+    Deleting,
+}
+
+/// What to do for one Cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Set when nothing at all is done.
+    pub skip: Option<Skip>,
+    /// Claim operations, executed before the Cluster patch.
+    pub steps: Vec<Step>,
+    /// Our fields to write on the Cluster.
+    pub changes: ClusterChanges,
+    /// VIPs written by `changes` (Events and metrics after the patch succeeds).
+    pub allocations: Vec<Allocation>,
+    /// The current state per role, when it is worth an Event.
+    pub reports: Vec<Report>,
+}

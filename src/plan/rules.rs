@@ -1,0 +1,269 @@
+//! The decision for one Cluster. See `docs/operator.md` for the rules in prose.
+
+use serde_json::{json, Value};
+
+use super::{
+    labels::{is_label_value, pool_matches},
+    pools::choose_pool,
+    Allocation, Plan, Report, Role, Severity, Skip, Snapshot, Step,
+};
+use crate::{
+    api::{ClaimView, PoolRef, PoolView},
+    names::{reasons, ANNOTATION_INGRESS_ENABLED, ANNOTATION_INGRESS_VIP, IPAM_GROUP},
+};
+
+/// Decides what to do for the Cluster in `snap`.
+pub fn plan(snap: &Snapshot) -> Plan {
+    let mut out = Plan::default();
+    let cluster = &snap.cluster;
+    let skip = if cluster.deleting {
+        Some(Skip::Deleting)
+    } else if cluster.paused {
+        Some(Skip::Paused)
+    } else if cluster.class.is_none() {
+        Some(Skip::NoTopology)
+    } else {
+        None
+    };
+    if skip.is_some() {
+        out.skip = skip;
+        return out;
+    }
+    let Some(class_ref) = cluster.class.as_ref() else { return out };
+    let Some(class) = snap.class.as_ref() else {
+        out.reports.push(Report {
+            role: Role::ControlPlane,
+            severity: Severity::Warning,
+            reason: reasons::CLUSTER_CLASS_NOT_FOUND,
+            note: format!("ClusterClass {}/{} not found; waiting for it", class_ref.namespace, class_ref.name),
+            is_error: true,
+        });
+        return out;
+    };
+
+    control_plane(snap, &class_ref.name, class.declares(Role::ControlPlane.variable()), &mut out);
+    if cluster.annotation(ANNOTATION_INGRESS_ENABLED) != Some("false") {
+        ingress(snap, &class_ref.name, class.declares(Role::Ingress.variable()), &mut out);
+    }
+    out
+}
+
+/// Who controls a claim, relative to the Cluster.
+enum Ownership<'a> {
+    Ours(&'a ClaimView),
+    Ownerless(&'a ClaimView),
+    Foreign(&'a ClaimView),
+}
+
+fn ownership<'a>(snap: &Snapshot, claim: &'a ClaimView) -> Ownership<'a> {
+    match &claim.controller {
+        Some(o) if o.uid == snap.cluster.uid => Ownership::Ours(claim),
+        Some(_) => Ownership::Foreign(claim),
+        None => Ownership::Ownerless(claim),
+    }
+}
+
+/// The address our claim holds, if the IPAM provider answered.
+fn vip_of(snap: &Snapshot, role: Role, claim: &ClaimView) -> Option<String> {
+    let address_name = claim.address_ref.as_ref()?;
+    let address = snap.inputs(role).address.as_ref()?;
+    (address.name == *address_name && address.namespace == claim.namespace).then(|| address.address.to_string())
+}
+
+fn is_empty_value(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        _ => false,
+    }
+}
+
+fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
+    let role = Role::ControlPlane;
+    let cluster = &snap.cluster;
+    let host = cluster.endpoint.as_ref().and_then(|e| e.host.clone());
+    let port_unset = cluster.endpoint.as_ref().and_then(|e| e.port).unwrap_or(0) == 0;
+    let claim = snap.inputs(role).claim.as_ref();
+    let our_claim = claim.filter(|c| matches!(ownership(snap, c), Ownership::Ours(_)));
+    let our_vip = our_claim.and_then(|c| vip_of(snap, role, c));
+
+    if let Some(host) = host {
+        let var = cluster.variable(role.variable());
+        if our_vip.as_deref() == Some(host.as_str()) {
+            // Our VIP is in place: keep the port and variable in line (a retry of a half-done write).
+            if port_unset {
+                out.changes.endpoint_port = Some(snap.default_port);
+            }
+            if declares_var && var.and_then(Value::as_str) != Some(host.as_str()) {
+                out.changes.variables.push((role.variable().to_owned(), json!(host)));
+            }
+            return;
+        }
+        // Manual endpoint: no claim, mirror the host into an empty (or our stale) variable.
+        let stale_ours = our_vip.is_some() && var.and_then(Value::as_str) == our_vip.as_deref();
+        if declares_var && (is_empty_value(var) || stale_ours) {
+            out.changes.variables.push((role.variable().to_owned(), json!(host)));
+        }
+        if let Some(c) = our_claim.filter(|c| !c.deleting) {
+            // Nobody uses this claim's address: release it rather than hold an IP.
+            out.steps.push(Step::DeleteClaim { role, name: c.name.clone(), uid: c.uid.clone() });
+        }
+        out.reports.push(Report {
+            role,
+            severity: Severity::Normal,
+            reason: reasons::MANUAL_ENDPOINT,
+            note: format!("spec.controlPlaneEndpoint.host is already {host}; no VIP is claimed"),
+            is_error: false,
+        });
+        return;
+    }
+
+    let Some(vip) = claimed_vip(snap, role, class, true, out) else { return };
+    out.changes.endpoint_host = Some(vip.0.clone());
+    if port_unset {
+        out.changes.endpoint_port = Some(snap.default_port);
+    }
+    if declares_var && cluster.variable(role.variable()).and_then(Value::as_str) != Some(vip.0.as_str()) {
+        out.changes.variables.push((role.variable().to_owned(), json!(vip.0)));
+    }
+    out.allocations.push(Allocation { role, vip: vip.0, claim_created: vip.1 });
+}
+
+fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
+    let role = Role::Ingress;
+    let cluster = &snap.cluster;
+    let current = cluster.annotation(ANNOTATION_INGRESS_VIP).filter(|v| !v.is_empty()).map(str::to_owned);
+    let claim = snap.inputs(role).claim.as_ref();
+    let our_claim = claim.filter(|c| matches!(ownership(snap, c), Ownership::Ours(_)));
+    let our_vip = our_claim.and_then(|c| vip_of(snap, role, c));
+    let var = cluster.variable(role.variable());
+
+    if let Some(current) = current {
+        if our_vip.as_deref() != Some(current.as_str()) {
+            // Set by someone else: respect it, never claim.
+            if declares_var && is_empty_value(var) {
+                out.changes.variables.push((role.variable().to_owned(), json!(current)));
+            }
+            return;
+        }
+        // Ours and written: finish a half-done write (label, variable).
+        if is_label_value(&current) && cluster.label(ANNOTATION_INGRESS_VIP) != Some(current.as_str()) {
+            out.changes.labels.push((ANNOTATION_INGRESS_VIP.to_owned(), current.clone()));
+        }
+        if declares_var && var.and_then(Value::as_str) != Some(current.as_str()) {
+            out.changes.variables.push((role.variable().to_owned(), json!(current)));
+        }
+        return;
+    }
+
+    let Some((vip, created)) = claimed_vip(snap, role, class, false, out) else { return };
+    out.changes.annotations.push((ANNOTATION_INGRESS_VIP.to_owned(), vip.clone()));
+    // A label value cannot hold ':' (IPv6): the label is only a compatibility copy, so skip it then.
+    if is_label_value(&vip) {
+        out.changes.labels.push((ANNOTATION_INGRESS_VIP.to_owned(), vip.clone()));
+    }
+    if declares_var && var.and_then(Value::as_str) != Some(vip.as_str()) {
+        out.changes.variables.push((role.variable().to_owned(), json!(vip)));
+    }
+    out.allocations.push(Allocation { role, vip, claim_created: created });
+}
+
+/// Drives the claim of `role` and returns its address once the IPAM provider answered.
+/// `required`: a missing pool is a Warning and an error (control plane) or a Normal note (ingress).
+fn claimed_vip(
+    snap: &Snapshot,
+    role: Role,
+    class: &str,
+    required: bool,
+    out: &mut Plan,
+) -> Option<(String, Option<jiff::Timestamp>)> {
+    let name = role.claim_name(&snap.cluster.name);
+    let choice = choose_pool(&snap.pools, class, role.label());
+    let claim = match snap.inputs(role).claim.as_ref().map(|c| ownership(snap, c)) {
+        None => {
+            match choice {
+                Some(pool) => out.steps.push(Step::CreateClaim { role, name, pool: pool_ref(pool) }),
+                None => out.reports.push(pool_not_found(role, class, required)),
+            }
+            return None;
+        }
+        Some(Ownership::Foreign(c)) => {
+            let owner = c.controller.as_ref().map(|o| format!("{} {} (uid {})", o.kind, o.name, o.uid)).unwrap_or_default();
+            out.reports.push(Report {
+                role,
+                severity: Severity::Warning,
+                reason: reasons::CLAIM_CONFLICT,
+                note: format!("IPAddressClaim {}/{} is controlled by {owner}, not by this Cluster; it is not used", c.namespace, c.name),
+                is_error: true,
+            });
+            return None;
+        }
+        Some(Ownership::Ownerless(c)) => {
+            out.steps.push(Step::AdoptClaim { role, name: c.name.clone() });
+            c
+        }
+        Some(Ownership::Ours(c)) => c,
+    };
+    if claim.deleting {
+        return None;
+    }
+    if let Some(vip) = vip_of(snap, role, claim) {
+        return Some((vip, claim.created));
+    }
+    if claim.address_ref.is_some() {
+        return None; // bound; the IPAddress is on its way through the watch
+    }
+    // Pending: the spec is immutable, so a claim on a pool that no longer fits is replaced (no IP is held yet).
+    let current = claim.pool_ref.as_ref().and_then(|r| find_pool(&snap.pools, r));
+    let fits = current.is_some_and(|p| !p.deleting && pool_matches(&p.labels, &p.annotations, class, role.label()));
+    let better = choice.filter(|c| Some(c.name.as_str()) != current.map(|p| p.name.as_str()));
+    let replace = match (fits, current, better) {
+        (false, _, Some(_)) => true,
+        (true, Some(p), Some(b)) => p.exhausted() && !b.exhausted(),
+        _ => false,
+    };
+    if replace {
+        let to = better.map(|b| b.name.as_str()).unwrap_or_default();
+        out.steps.push(Step::DeleteClaim { role, name: claim.name.clone(), uid: claim.uid.clone() });
+        out.reports.push(Report {
+            role,
+            severity: Severity::Normal,
+            reason: reasons::CLAIM_REPLACED,
+            note: format!("pending IPAddressClaim {} is recreated on pool {to}", claim.name),
+            is_error: false,
+        });
+    } else if !fits && choice.is_none() {
+        out.reports.push(pool_not_found(role, class, required));
+    } else if let Some(p) = current.filter(|p| p.exhausted()) {
+        out.reports.push(Report {
+            role,
+            severity: Severity::Warning,
+            reason: reasons::POOL_EXHAUSTED,
+            note: format!("pool {} has no free address; IPAddressClaim {} is waiting", p.name, claim.name),
+            is_error: true,
+        });
+    }
+    None
+}
+
+fn find_pool<'a>(pools: &'a [PoolView], r: &PoolRef) -> Option<&'a PoolView> {
+    pools.iter().find(|p| p.kind == r.kind && p.name == r.name && (r.api_group.is_empty() || r.api_group == IPAM_GROUP))
+}
+
+fn pool_ref(pool: &PoolView) -> PoolRef {
+    PoolRef { api_group: IPAM_GROUP.to_owned(), kind: pool.kind.clone(), name: pool.name.clone() }
+}
+
+fn pool_not_found(role: Role, class: &str, required: bool) -> Report {
+    let what = format!(
+        "no pool has labels vip.capi.gorizond.io/cluster-class listing {class:?} and vip.capi.gorizond.io/role listing {:?}",
+        role.label()
+    );
+    Report {
+        role,
+        severity: if required { Severity::Warning } else { Severity::Normal },
+        reason: reasons::POOL_NOT_FOUND,
+        note: if required { what } else { format!("{what}; no ingress VIP is allocated") },
+        is_error: required,
+    }
+}
