@@ -32,7 +32,11 @@ pub struct Args {
     pub leader_elect: bool,
 
     /// Name of the Lease used for leader election.
-    #[arg(long, default_value = "capi-vip-allocator.gorizond.io", value_name = "NAME")]
+    #[arg(
+        long,
+        default_value = "capi-vip-allocator.gorizond.io",
+        value_name = "NAME"
+    )]
     pub leader_election_id: String,
 
     /// Namespace of the leader-election Lease (default: the pod's namespace).
@@ -225,7 +229,10 @@ mod tests {
         assert!(!a.leader_elect);
         assert_eq!(a.default_port, 6443);
         assert!(a.enable_reconciler, "reconciler must default to on");
-        assert!(!a.enable_runtime_extension, "runtime extension must default to off");
+        assert!(
+            !a.enable_runtime_extension,
+            "runtime extension must default to off"
+        );
         assert_eq!(a.runtime_extension_port, 9443);
         assert_eq!(a.runtime_extension_name, "vip-allocator");
         assert_eq!(a.leader_election_id, "capi-vip-allocator.gorizond.io");
@@ -236,7 +243,11 @@ mod tests {
 
     #[test]
     fn shipped_deployment_args_parse_verbatim() {
-        let a = parse(&["--leader-elect", "--enable-runtime-extension=true", "--runtime-extension-port=9443"]);
+        let a = parse(&[
+            "--leader-elect",
+            "--enable-runtime-extension=true",
+            "--runtime-extension-port=9443",
+        ]);
         assert!(a.leader_elect);
         assert!(a.enable_runtime_extension);
         assert_eq!(a.runtime_extension_port, 9443);
@@ -244,7 +255,14 @@ mod tests {
 
     #[test]
     fn go_flag_syntaxes_all_parse() {
-        let a = parse(&["-metrics-bind-address=:9090", "--health-probe-bind-address", ":9091", "--enable-reconciler=false", "-default-port", "7443"]);
+        let a = parse(&[
+            "-metrics-bind-address=:9090",
+            "--health-probe-bind-address",
+            ":9091",
+            "--enable-reconciler=false",
+            "-default-port",
+            "7443",
+        ]);
         assert_eq!(a.metrics_bind_address, ":9090");
         assert_eq!(a.health_probe_bind_address, ":9091");
         assert!(!a.enable_reconciler);
@@ -260,7 +278,12 @@ mod tests {
 
     #[test]
     fn zap_flags_map_to_log_settings() {
-        let a = parse(&["--zap-log-level=debug", "--zap-encoder=json", "--zap-devel=false", "--zap-stacktrace-level=error"]);
+        let a = parse(&[
+            "--zap-log-level=debug",
+            "--zap-encoder=json",
+            "--zap-devel=false",
+            "--zap-stacktrace-level=error",
+        ]);
         assert_eq!(a.effective_log_level(), "debug");
         assert_eq!(a.effective_log_format(), LogFormat::Json);
         let b = parse(&["--zap-devel"]);
@@ -280,7 +303,10 @@ mod tests {
     #[test]
     fn go_durations_parse() {
         assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_go_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_go_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_go_duration("10").is_err());
     }

@@ -4,6 +4,10 @@
 //! → `controller::act` (claims, Cluster patch, Events, metrics).
 
 pub mod api;
+pub mod app;
 pub mod cli;
+pub mod controller;
+pub mod http;
 pub mod names;
 pub mod plan;
+pub mod telemetry;

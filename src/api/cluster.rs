@@ -59,12 +59,18 @@ impl ClusterView {
     /// Reads a Cluster of either API shape. Fails only when identity fields are missing.
     pub fn parse(obj: &DynamicObject) -> Result<Self, ParseProblem> {
         let meta = &obj.metadata;
-        let name = meta.name.clone().ok_or_else(|| problem("Cluster", obj, "no metadata.name"))?;
+        let name = meta
+            .name
+            .clone()
+            .ok_or_else(|| problem("Cluster", obj, "no metadata.name"))?;
         let namespace = meta
             .namespace
             .clone()
             .ok_or_else(|| problem("Cluster", obj, "no metadata.namespace"))?;
-        let uid = meta.uid.clone().ok_or_else(|| problem("Cluster", obj, "no metadata.uid"))?;
+        let uid = meta
+            .uid
+            .clone()
+            .ok_or_else(|| problem("Cluster", obj, "no metadata.uid"))?;
         let data = &obj.data;
         let topology = at(data, &["spec", "topology"]);
         let class = topology.and_then(|t| {
@@ -74,18 +80,27 @@ impl ClusterView {
                 None => (str_at(t, &["class"]), str_at(t, &["classNamespace"])),
             };
             let name = name.filter(|n| !n.is_empty())?;
-            let namespace = ns.filter(|n| !n.is_empty()).unwrap_or_else(|| namespace.clone());
+            let namespace = ns
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| namespace.clone());
             Some(ClassRef { name, namespace })
         });
         let annotations = meta.annotations.clone();
-        let paused = at(data, &["spec", "paused"]).and_then(Value::as_bool).unwrap_or(false)
+        let paused = at(data, &["spec", "paused"])
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
             || map_of(&annotations).contains_key(ANNOTATION_CAPI_PAUSED);
-        let endpoint = at(data, &["spec", "controlPlaneEndpoint"]).filter(|v| v.is_object()).map(|raw| Endpoint {
-            host: str_at(raw, &["host"]).filter(|h| !h.is_empty()),
-            port: at(raw, &["port"]).and_then(Value::as_i64),
-            raw: raw.clone(),
-        });
-        let variables = topology.and_then(|t| at(t, &["variables"])).and_then(Value::as_array).cloned();
+        let endpoint = at(data, &["spec", "controlPlaneEndpoint"])
+            .filter(|v| v.is_object())
+            .map(|raw| Endpoint {
+                host: str_at(raw, &["host"]).filter(|h| !h.is_empty()),
+                port: at(raw, &["port"]).and_then(Value::as_i64),
+                raw: raw.clone(),
+            });
+        let variables = topology
+            .and_then(|t| at(t, &["variables"]))
+            .and_then(Value::as_array)
+            .cloned();
         Ok(Self {
             name,
             namespace,
@@ -135,7 +150,11 @@ pub struct ClassView {
 impl ClassView {
     /// Reads a ClusterClass of either API shape.
     pub fn parse(obj: &DynamicObject) -> Result<Self, ParseProblem> {
-        let name = obj.metadata.name.clone().ok_or_else(|| problem("ClusterClass", obj, "no metadata.name"))?;
+        let name = obj
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| problem("ClusterClass", obj, "no metadata.name"))?;
         let namespace = obj.metadata.namespace.clone().unwrap_or_default();
         let mut variables = BTreeSet::new();
         for path in [["spec", "variables"], ["status", "variables"]] {
@@ -143,7 +162,11 @@ impl ClassView {
                 variables.extend(list.iter().filter_map(|v| str_at(v, &["name"])));
             }
         }
-        Ok(Self { name, namespace, variables })
+        Ok(Self {
+            name,
+            namespace,
+            variables,
+        })
     }
 
     /// Whether the class declares variable `name`.
@@ -169,7 +192,13 @@ mod tests {
             "spec": {"topology": {"classRef": {"name": "gold"}, "version": "v1.33.0"}}
         })))
         .unwrap();
-        assert_eq!(c.class, Some(ClassRef { name: "gold".into(), namespace: "team".into() }));
+        assert_eq!(
+            c.class,
+            Some(ClassRef {
+                name: "gold".into(),
+                namespace: "team".into()
+            })
+        );
         assert_eq!(c.resource_version, "7");
         assert!(c.endpoint.is_none() && c.variables.is_none() && !c.paused);
     }
@@ -195,7 +224,13 @@ mod tests {
                                   "variables": [{"name": "a", "value": 1}]}}
         })))
         .unwrap();
-        assert_eq!(c.class, Some(ClassRef { name: "silver".into(), namespace: "classes".into() }));
+        assert_eq!(
+            c.class,
+            Some(ClassRef {
+                name: "silver".into(),
+                namespace: "classes".into()
+            })
+        );
         let ep = c.endpoint.unwrap();
         assert_eq!(ep.host, None, "empty host counts as unset");
         assert_eq!(ep.port, Some(0));
@@ -204,8 +239,11 @@ mod tests {
 
     #[test]
     fn paused_from_spec_or_annotation_and_deleting() {
-        let a = ClusterView::parse(&obj(json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-            "metadata": {"name": "c", "namespace": "n", "uid": "u"}, "spec": {"paused": true}}))).unwrap();
+        let a = ClusterView::parse(&obj(
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+            "metadata": {"name": "c", "namespace": "n", "uid": "u"}, "spec": {"paused": true}}),
+        ))
+        .unwrap();
         assert!(a.paused);
         let b = ClusterView::parse(&obj(json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
             "metadata": {"name": "c", "namespace": "n", "uid": "u", "annotations": {"cluster.x-k8s.io/paused": ""},
@@ -215,21 +253,29 @@ mod tests {
 
     #[test]
     fn malformed_shapes_never_panic() {
-        let c = ClusterView::parse(&obj(json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+        let c = ClusterView::parse(&obj(
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
             "metadata": {"name": "c", "namespace": "n", "uid": "u"},
-            "spec": {"topology": "oops", "controlPlaneEndpoint": [1], "paused": "yes"}}))).unwrap();
+            "spec": {"topology": "oops", "controlPlaneEndpoint": [1], "paused": "yes"}}),
+        ))
+        .unwrap();
         assert!(c.class.is_none() && c.endpoint.is_none() && !c.paused);
-        let no_uid = ClusterView::parse(&obj(json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-            "metadata": {"name": "c", "namespace": "n"}})));
+        let no_uid = ClusterView::parse(&obj(
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+            "metadata": {"name": "c", "namespace": "n"}}),
+        ));
         assert!(no_uid.is_err());
     }
 
     #[test]
     fn class_variables_come_from_spec_and_status() {
-        let c = ClassView::parse(&obj(json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "ClusterClass",
+        let c = ClassView::parse(&obj(
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "ClusterClass",
             "metadata": {"name": "gold", "namespace": "n"},
             "spec": {"variables": [{"name": "clusterVip", "required": false, "schema": {}}]},
-            "status": {"variables": [{"name": "ingressVip", "definitions": []}]}}))).unwrap();
+            "status": {"variables": [{"name": "ingressVip", "definitions": []}]}}),
+        ))
+        .unwrap();
         assert!(c.declares("clusterVip") && c.declares("ingressVip") && !c.declares("other"));
     }
 }

@@ -37,9 +37,19 @@ impl ApiShapes {
         Self {
             cluster: ar(CAPI_GROUP, capi_version, "Cluster", "clusters"),
             cluster_class: ar(CAPI_GROUP, capi_version, "ClusterClass", "clusterclasses"),
-            claim: ar(IPAM_GROUP, ipam_version, "IPAddressClaim", "ipaddressclaims"),
+            claim: ar(
+                IPAM_GROUP,
+                ipam_version,
+                "IPAddressClaim",
+                "ipaddressclaims",
+            ),
             address: ar(IPAM_GROUP, ipam_version, "IPAddress", "ipaddresses"),
-            global_pool: ar(IPAM_GROUP, "v1alpha2", KIND_GLOBAL_POOL, "globalinclusterippools"),
+            global_pool: ar(
+                IPAM_GROUP,
+                "v1alpha2",
+                KIND_GLOBAL_POOL,
+                "globalinclusterippools",
+            ),
         }
     }
 }
@@ -92,12 +102,25 @@ async fn find(
     kind: &'static str,
 ) -> Result<ApiResource, DiscoveryError> {
     for version in versions {
-        let list = match client.list_api_group_resources(&format!("{group}/{version}")).await {
+        let list = match client
+            .list_api_group_resources(&format!("{group}/{version}"))
+            .await
+        {
             Ok(list) => list,
             Err(kube::Error::Api(s)) if s.code == 404 => continue,
-            Err(e) => return Err(DiscoveryError::Request { group, version, source: Box::new(e) }),
+            Err(e) => {
+                return Err(DiscoveryError::Request {
+                    group,
+                    version,
+                    source: Box::new(e),
+                })
+            }
         };
-        if let Some(r) = list.resources.iter().find(|r| r.kind == kind && !r.name.contains('/')) {
+        if let Some(r) = list
+            .resources
+            .iter()
+            .find(|r| r.kind == kind && !r.name.contains('/'))
+        {
             return Ok(ApiResource {
                 group: group.to_owned(),
                 version: (*version).to_owned(),
@@ -107,5 +130,9 @@ async fn find(
             });
         }
     }
-    Err(DiscoveryError::NotServed { kind, group, versions })
+    Err(DiscoveryError::NotServed {
+        kind,
+        group,
+        versions,
+    })
 }

@@ -72,14 +72,20 @@ impl ClaimView {
     /// Reads an IPAddressClaim.
     pub fn parse(obj: &DynamicObject) -> Result<Self, ParseProblem> {
         let meta = &obj.metadata;
-        let name = meta.name.clone().ok_or_else(|| problem("IPAddressClaim", obj, "no metadata.name"))?;
+        let name = meta
+            .name
+            .clone()
+            .ok_or_else(|| problem("IPAddressClaim", obj, "no metadata.name"))?;
         let namespace = meta.namespace.clone().unwrap_or_default();
         let owners = meta.owner_references.as_deref().unwrap_or_default();
-        let controller = owners.iter().find(|o| o.controller == Some(true)).map(|o| OwnerRef {
-            kind: o.kind.clone(),
-            name: o.name.clone(),
-            uid: o.uid.clone(),
-        });
+        let controller = owners
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| OwnerRef {
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+                uid: o.uid.clone(),
+            });
         Ok(Self {
             name,
             namespace,
@@ -87,10 +93,15 @@ impl ClaimView {
             controller,
             owner_count: owners.len(),
             pool_ref: PoolRef::parse(at(&obj.data, &["spec", "poolRef"])),
-            address_ref: str_at(&obj.data, &["status", "addressRef", "name"]).filter(|n| !n.is_empty()),
+            address_ref: str_at(&obj.data, &["status", "addressRef", "name"])
+                .filter(|n| !n.is_empty()),
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
             deleting: meta.deletion_timestamp.is_some(),
-            role_label: meta.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)).cloned(),
+            role_label: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_ROLE))
+                .cloned(),
             labels: meta.labels.clone(),
         })
     }
@@ -115,13 +126,18 @@ impl AddressView {
     /// Reads an IPAddress; an unparsable `spec.address` is a problem, not a panic.
     pub fn parse(obj: &DynamicObject) -> Result<Self, ParseProblem> {
         let meta = &obj.metadata;
-        let name = meta.name.clone().ok_or_else(|| problem("IPAddress", obj, "no metadata.name"))?;
-        let raw = str_at(&obj.data, &["spec", "address"]).ok_or_else(|| problem("IPAddress", obj, "no spec.address"))?;
+        let name = meta
+            .name
+            .clone()
+            .ok_or_else(|| problem("IPAddress", obj, "no metadata.name"))?;
+        let raw = str_at(&obj.data, &["spec", "address"])
+            .ok_or_else(|| problem("IPAddress", obj, "no spec.address"))?;
         let address = raw
             .parse::<IpAddr>()
             .map_err(|e| problem("IPAddress", obj, format!("spec.address {raw:?}: {e}")))?;
         Ok(Self {
-            claim_name: str_at(&obj.data, &["spec", "claimRef", "name"]).unwrap_or_else(|| name.clone()),
+            claim_name: str_at(&obj.data, &["spec", "claimRef", "name"])
+                .unwrap_or_else(|| name.clone()),
             name,
             namespace: meta.namespace.clone().unwrap_or_default(),
             address,
@@ -157,8 +173,12 @@ impl PoolView {
     /// Reads a pool of kind `kind`.
     pub fn parse(kind: &str, obj: &DynamicObject) -> Result<Self, ParseProblem> {
         let meta = &obj.metadata;
-        let name = meta.name.clone().ok_or_else(|| problem("pool", obj, "no metadata.name"))?;
-        let count = |key: &str| at(&obj.data, &["status", "ipAddresses", key]).and_then(Value::as_i64);
+        let name = meta
+            .name
+            .clone()
+            .ok_or_else(|| problem("pool", obj, "no metadata.name"))?;
+        let count =
+            |key: &str| at(&obj.data, &["status", "ipAddresses", key]).and_then(Value::as_i64);
         Ok(Self {
             kind: kind.to_owned(),
             name,
@@ -222,13 +242,27 @@ mod tests {
     #[test]
     fn address_ipv4_ipv6_and_garbage() {
         let mk = |a: &str| {
-            obj(json!({"apiVersion": "ipam.cluster.x-k8s.io/v1beta2", "kind": "IPAddress",
+            obj(
+                json!({"apiVersion": "ipam.cluster.x-k8s.io/v1beta2", "kind": "IPAddress",
                 "metadata": {"name": "vip-cp-a", "namespace": "n"},
                 "spec": {"address": a, "prefix": 24, "claimRef": {"name": "vip-cp-a"},
-                         "poolRef": {"apiGroup": "ipam.cluster.x-k8s.io", "kind": "GlobalInClusterIPPool", "name": "p"}}}))
+                         "poolRef": {"apiGroup": "ipam.cluster.x-k8s.io", "kind": "GlobalInClusterIPPool", "name": "p"}}}),
+            )
         };
-        assert_eq!(AddressView::parse(&mk("10.0.0.5")).unwrap().address.to_string(), "10.0.0.5");
-        assert_eq!(AddressView::parse(&mk("fd00::5")).unwrap().address.to_string(), "fd00::5");
+        assert_eq!(
+            AddressView::parse(&mk("10.0.0.5"))
+                .unwrap()
+                .address
+                .to_string(),
+            "10.0.0.5"
+        );
+        assert_eq!(
+            AddressView::parse(&mk("fd00::5"))
+                .unwrap()
+                .address
+                .to_string(),
+            "fd00::5"
+        );
         assert!(AddressView::parse(&mk("not-an-ip")).is_err());
     }
 

@@ -26,17 +26,26 @@ pub struct ParseProblem {
     pub message: String,
 }
 
-pub(crate) fn problem(kind: &'static str, obj: &DynamicObject, message: impl Into<String>) -> ParseProblem {
+pub(crate) fn problem(
+    kind: &'static str,
+    obj: &DynamicObject,
+    message: impl Into<String>,
+) -> ParseProblem {
     let name = match &obj.metadata.namespace {
         Some(ns) => format!("{ns}/{}", obj.metadata.name.as_deref().unwrap_or("")),
         None => obj.metadata.name.clone().unwrap_or_default(),
     };
-    ParseProblem { kind, name, message: message.into() }
+    ParseProblem {
+        kind,
+        name,
+        message: message.into(),
+    }
 }
 
 /// Follows a path of object keys; `None` when any step is missing or not an object.
 pub(crate) fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |cur, key| cur.as_object()?.get(*key))
+    path.iter()
+        .try_fold(v, |cur, key| cur.as_object()?.get(*key))
 }
 
 pub(crate) fn str_at(v: &Value, path: &[&str]) -> Option<String> {

@@ -7,12 +7,19 @@ use crate::names::{CLASS_LIST_IN_ANNOTATION, LABEL_CLUSTER_CLASS, LABEL_ROLE};
 /// Whether `list` (comma-separated, items trimmed) contains `wanted` exactly (case-sensitive).
 /// Empty items never match, and an empty `wanted` never matches.
 pub fn list_contains(list: &str, wanted: &str) -> bool {
-    !wanted.is_empty() && list.split(',').map(str::trim).any(|item| !item.is_empty() && item == wanted)
+    !wanted.is_empty()
+        && list
+            .split(',')
+            .map(str::trim)
+            .any(|item| !item.is_empty() && item == wanted)
 }
 
 /// The class list of a pool: the class label, or the annotation of the same key when the label is `"true"`
 /// (class names can be longer than a label value allows).
-pub fn class_list<'a>(labels: &'a BTreeMap<String, String>, annotations: &'a BTreeMap<String, String>) -> Option<&'a str> {
+pub fn class_list<'a>(
+    labels: &'a BTreeMap<String, String>,
+    annotations: &'a BTreeMap<String, String>,
+) -> Option<&'a str> {
     let label = labels.get(LABEL_CLUSTER_CLASS)?;
     if label == CLASS_LIST_IN_ANNOTATION {
         annotations.get(LABEL_CLUSTER_CLASS).map(String::as_str)
@@ -29,14 +36,24 @@ pub fn pool_matches(
     role: &str,
 ) -> bool {
     let classes_ok = class_list(labels, annotations).is_some_and(|l| list_contains(l, class));
-    let role_ok = labels.get(LABEL_ROLE).is_some_and(|l| list_contains(l, role));
+    let role_ok = labels
+        .get(LABEL_ROLE)
+        .is_some_and(|l| list_contains(l, role));
     classes_ok && role_ok
 }
 
 /// Every class name a pool lists (for the `pools_available` gauge).
-pub fn listed_classes<'a>(labels: &'a BTreeMap<String, String>, annotations: &'a BTreeMap<String, String>) -> Vec<&'a str> {
+pub fn listed_classes<'a>(
+    labels: &'a BTreeMap<String, String>,
+    annotations: &'a BTreeMap<String, String>,
+) -> Vec<&'a str> {
     class_list(labels, annotations)
-        .map(|l| l.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+        .map(|l| {
+            l.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -55,7 +72,10 @@ mod tests {
     use super::*;
 
     fn m(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     // The Go operator's matching cases, and more.
@@ -126,7 +146,10 @@ mod tests {
         let ann = m(&[(LABEL_CLUSTER_CLASS, &format!("short, {long}"))]);
         assert!(pool_matches(&labels, &ann, &long, "control-plane"));
         assert!(pool_matches(&labels, &ann, "short", "control-plane"));
-        assert!(!pool_matches(&labels, &ann, "true", "control-plane"), "'true' is a redirect, not a class");
+        assert!(
+            !pool_matches(&labels, &ann, "true", "control-plane"),
+            "'true' is a redirect, not a class"
+        );
     }
     #[test]
     fn true_label_without_annotation_matches_nothing() {
@@ -142,9 +165,27 @@ mod tests {
     }
     #[test]
     fn both_labels_are_required() {
-        assert!(!pool_matches(&m(&[(LABEL_CLUSTER_CLASS, "a")]), &m(&[]), "a", "ingress"));
-        assert!(!pool_matches(&m(&[(LABEL_ROLE, "ingress")]), &m(&[]), "a", "ingress"));
-        assert!(pool_matches(&m(&[(LABEL_CLUSTER_CLASS, "a"), (LABEL_ROLE, "ingress,control-plane")]), &m(&[]), "a", "control-plane"));
+        assert!(!pool_matches(
+            &m(&[(LABEL_CLUSTER_CLASS, "a")]),
+            &m(&[]),
+            "a",
+            "ingress"
+        ));
+        assert!(!pool_matches(
+            &m(&[(LABEL_ROLE, "ingress")]),
+            &m(&[]),
+            "a",
+            "ingress"
+        ));
+        assert!(pool_matches(
+            &m(&[
+                (LABEL_CLUSTER_CLASS, "a"),
+                (LABEL_ROLE, "ingress,control-plane")
+            ]),
+            &m(&[]),
+            "a",
+            "control-plane"
+        ));
     }
     #[test]
     fn listed_classes_skips_empty_items() {

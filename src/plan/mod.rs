@@ -15,8 +15,8 @@ pub use rules::plan;
 use crate::{
     api::{AddressView, ClaimView, ClassView, ClusterView, PoolRef, PoolView},
     names::{
-        reasons, CLAIM_PREFIX_CONTROL_PLANE, CLAIM_PREFIX_INGRESS, ROLE_CONTROL_PLANE, ROLE_INGRESS,
-        VARIABLE_CLUSTER_VIP, VARIABLE_INGRESS_VIP,
+        reasons, CLAIM_PREFIX_CONTROL_PLANE, CLAIM_PREFIX_INGRESS, ROLE_CONTROL_PLANE,
+        ROLE_INGRESS, VARIABLE_CLUSTER_VIP, VARIABLE_INGRESS_VIP,
     },
 };
 
@@ -60,7 +60,9 @@ impl Role {
         if let Some(c) = claim.strip_prefix(CLAIM_PREFIX_CONTROL_PLANE) {
             return Some((Role::ControlPlane, c));
         }
-        claim.strip_prefix(CLAIM_PREFIX_INGRESS).map(|c| (Role::Ingress, c))
+        claim
+            .strip_prefix(CLAIM_PREFIX_INGRESS)
+            .map(|c| (Role::Ingress, c))
     }
 
     /// The topology variable carrying this VIP.

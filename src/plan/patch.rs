@@ -51,7 +51,9 @@ pub fn build_json_patch(cluster: &ClusterView, changes: &ClusterChanges) -> Vec<
     if changes.endpoint_host.is_some() || changes.endpoint_port.is_some() {
         match &cluster.endpoint {
             Some(ep) => {
-                guards.push(json!({"op": "test", "path": "/spec/controlPlaneEndpoint", "value": ep.raw}));
+                guards.push(
+                    json!({"op": "test", "path": "/spec/controlPlaneEndpoint", "value": ep.raw}),
+                );
                 if let Some(host) = &changes.endpoint_host {
                     ops.push(json!({"op": "add", "path": "/spec/controlPlaneEndpoint/host", "value": host}));
                 }
@@ -79,7 +81,9 @@ pub fn build_json_patch(cluster: &ClusterView, changes: &ClusterChanges) -> Vec<
             Some(list) => {
                 let mut appended = Vec::new();
                 for (name, value) in &changes.variables {
-                    let idx = list.iter().position(|v| v.get("name").and_then(Value::as_str) == Some(name.as_str()));
+                    let idx = list
+                        .iter()
+                        .position(|v| v.get("name").and_then(Value::as_str) == Some(name.as_str()));
                     match idx {
                         Some(i) => {
                             guards.push(json!({"op": "test", "path": format!("/spec/topology/variables/{i}"), "value": list[i]}));
@@ -89,7 +93,9 @@ pub fn build_json_patch(cluster: &ClusterView, changes: &ClusterChanges) -> Vec<
                     }
                 }
                 if !appended.is_empty() {
-                    guards.push(json!({"op": "test", "path": "/spec/topology/variables", "value": list}));
+                    guards.push(
+                        json!({"op": "test", "path": "/spec/topology/variables", "value": list}),
+                    );
                     for entry in appended {
                         ops.push(json!({"op": "add", "path": "/spec/topology/variables/-", "value": entry}));
                     }
@@ -97,15 +103,24 @@ pub fn build_json_patch(cluster: &ClusterView, changes: &ClusterChanges) -> Vec<
             }
             None => {
                 needs_rv_guard = true;
-                let entries: Vec<Value> =
-                    changes.variables.iter().map(|(n, v)| json!({"name": n, "value": v})).collect();
-                ops.push(json!({"op": "add", "path": "/spec/topology/variables", "value": entries}));
+                let entries: Vec<Value> = changes
+                    .variables
+                    .iter()
+                    .map(|(n, v)| json!({"name": n, "value": v}))
+                    .collect();
+                ops.push(
+                    json!({"op": "add", "path": "/spec/topology/variables", "value": entries}),
+                );
             }
         }
     }
 
     for (field, present, items) in [
-        ("annotations", cluster.annotations.is_some(), &changes.annotations),
+        (
+            "annotations",
+            cluster.annotations.is_some(),
+            &changes.annotations,
+        ),
         ("labels", cluster.labels.is_some(), &changes.labels),
     ] {
         if items.is_empty() {
@@ -117,7 +132,8 @@ pub fn build_json_patch(cluster: &ClusterView, changes: &ClusterChanges) -> Vec<
             }
         } else {
             needs_rv_guard = true;
-            let map: serde_json::Map<String, Value> = items.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            let map: serde_json::Map<String, Value> =
+                items.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
             ops.push(json!({"op": "add", "path": format!("/metadata/{field}"), "value": map}));
         }
     }
@@ -174,7 +190,10 @@ mod tests {
         assert_eq!(vars[0], json!({"name": "first", "value": {"x": 1}}));
         assert_eq!(vars[1], json!({"name": "clusterVip", "value": "10.0.0.5"}));
         assert_eq!(vars[2], json!({"name": "last", "value": [1, 2]}));
-        assert_eq!(out["spec"]["controlPlaneEndpoint"], json!({"host": "10.0.0.5", "port": 6443}));
+        assert_eq!(
+            out["spec"]["controlPlaneEndpoint"],
+            json!({"host": "10.0.0.5", "port": 6443})
+        );
         assert_eq!(out["metadata"]["annotations"], json!({"keep": "me"}));
     }
 
@@ -184,7 +203,10 @@ mod tests {
         v["spec"]["topology"]["variables"] = json!([{"name": "first", "value": 1}]);
         let (doc, view) = cluster(v);
         let changes = ClusterChanges {
-            variables: vec![("clusterVip".into(), json!("10.0.0.5")), ("ingressVip".into(), json!("10.0.1.5"))],
+            variables: vec![
+                ("clusterVip".into(), json!("10.0.0.5")),
+                ("ingressVip".into(), json!("10.0.1.5")),
+            ],
             ..Default::default()
         };
         let ops = build_json_patch(&view, &changes);
@@ -195,26 +217,45 @@ mod tests {
         );
         // Someone else added an entry after our snapshot: the test guard refuses, nothing is lost.
         let mut concurrent = doc.clone();
-        concurrent["spec"]["topology"]["variables"].as_array_mut().unwrap().push(json!({"name": "theirs", "value": true}));
+        concurrent["spec"]["topology"]["variables"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "theirs", "value": true}));
         assert!(apply(&concurrent, &ops).is_err());
     }
 
     #[test]
     fn concurrent_change_of_our_entry_fails_the_guard() {
         let (doc, view) = cluster(base());
-        let ops = build_json_patch(&view, &ClusterChanges { variables: vec![("clusterVip".into(), json!("10.0.0.5"))], ..Default::default() });
+        let ops = build_json_patch(
+            &view,
+            &ClusterChanges {
+                variables: vec![("clusterVip".into(), json!("10.0.0.5"))],
+                ..Default::default()
+            },
+        );
         let mut moved = doc.clone();
-        moved["spec"]["topology"]["variables"] = json!([{"name": "clusterVip", "value": ""}, {"name": "first", "value": {"x": 1}}]);
-        assert!(apply(&moved, &ops).is_err(), "entry moved: index-based replace must not apply");
+        moved["spec"]["topology"]["variables"] =
+            json!([{"name": "clusterVip", "value": ""}, {"name": "first", "value": {"x": 1}}]);
+        assert!(
+            apply(&moved, &ops).is_err(),
+            "entry moved: index-based replace must not apply"
+        );
         let mut set_by_user = doc.clone();
         set_by_user["spec"]["topology"]["variables"][1]["value"] = json!("192.168.1.1");
-        assert!(apply(&set_by_user, &ops).is_err(), "value set concurrently must not be overwritten");
+        assert!(
+            apply(&set_by_user, &ops).is_err(),
+            "value set concurrently must not be overwritten"
+        );
     }
 
     #[test]
     fn missing_variables_and_endpoint_are_created_under_a_resource_version_guard() {
         let mut v = base();
-        v["spec"]["topology"].as_object_mut().unwrap().remove("variables");
+        v["spec"]["topology"]
+            .as_object_mut()
+            .unwrap()
+            .remove("variables");
         let (doc, view) = cluster(v);
         let changes = ClusterChanges {
             endpoint_host: Some("fd00::5".into()),
@@ -223,9 +264,15 @@ mod tests {
             ..Default::default()
         };
         let ops = build_json_patch(&view, &changes);
-        assert_eq!(ops[0], json!({"op": "test", "path": "/metadata/resourceVersion", "value": "10"}));
+        assert_eq!(
+            ops[0],
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "10"})
+        );
         let out = apply(&doc, &ops).unwrap();
-        assert_eq!(out["spec"]["topology"]["variables"], json!([{"name": "clusterVip", "value": "fd00::5"}]));
+        assert_eq!(
+            out["spec"]["topology"]["variables"],
+            json!([{"name": "clusterVip", "value": "fd00::5"}])
+        );
         assert_eq!(out["spec"]["controlPlaneEndpoint"]["host"], "fd00::5");
         let mut newer = doc.clone();
         newer["metadata"]["resourceVersion"] = json!("11");
@@ -237,12 +284,24 @@ mod tests {
         let mut v = base();
         v["spec"]["controlPlaneEndpoint"] = json!({"host": "", "port": 7443});
         let (doc, view) = cluster(v);
-        let ops = build_json_patch(&view, &ClusterChanges { endpoint_host: Some("10.0.0.9".into()), ..Default::default() });
+        let ops = build_json_patch(
+            &view,
+            &ClusterChanges {
+                endpoint_host: Some("10.0.0.9".into()),
+                ..Default::default()
+            },
+        );
         let out = apply(&doc, &ops).unwrap();
-        assert_eq!(out["spec"]["controlPlaneEndpoint"], json!({"host": "10.0.0.9", "port": 7443}));
+        assert_eq!(
+            out["spec"]["controlPlaneEndpoint"],
+            json!({"host": "10.0.0.9", "port": 7443})
+        );
         let mut raced = doc.clone();
         raced["spec"]["controlPlaneEndpoint"]["host"] = json!("1.2.3.4");
-        assert!(apply(&raced, &ops).is_err(), "a host set concurrently is never overwritten");
+        assert!(
+            apply(&raced, &ops).is_err(),
+            "a host set concurrently is never overwritten"
+        );
     }
 
     #[test]
@@ -254,8 +313,14 @@ mod tests {
             ..Default::default()
         };
         let out = apply(&doc, &build_json_patch(&view, &changes)).unwrap();
-        assert_eq!(out["metadata"]["annotations"], json!({"keep": "me", "vip.capi.gorizond.io/ingress-vip": "10.0.1.5"}));
-        assert_eq!(out["metadata"]["labels"], json!({"team": "a", "vip.capi.gorizond.io/ingress-vip": "10.0.1.5"}));
+        assert_eq!(
+            out["metadata"]["annotations"],
+            json!({"keep": "me", "vip.capi.gorizond.io/ingress-vip": "10.0.1.5"})
+        );
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"team": "a", "vip.capi.gorizond.io/ingress-vip": "10.0.1.5"})
+        );
     }
 
     #[test]
@@ -263,7 +328,10 @@ mod tests {
         let mut v = base();
         v["metadata"].as_object_mut().unwrap().remove("annotations");
         let (doc, view) = cluster(v);
-        let changes = ClusterChanges { annotations: vec![("a/b".into(), "1".into())], ..Default::default() };
+        let changes = ClusterChanges {
+            annotations: vec![("a/b".into(), "1".into())],
+            ..Default::default()
+        };
         let out = apply(&doc, &build_json_patch(&view, &changes)).unwrap();
         assert_eq!(out["metadata"]["annotations"], json!({"a/b": "1"}));
     }

@@ -21,7 +21,11 @@ pub fn matching_pools<'a>(pools: &'a [PoolView], class: &str, role: &str) -> Vec
 /// The pool a new claim should use, or `None` when no pool matches.
 pub fn choose_pool<'a>(pools: &'a [PoolView], class: &str, role: &str) -> Option<&'a PoolView> {
     let matching = matching_pools(pools, class, role);
-    matching.iter().find(|p| !p.exhausted()).or(matching.first()).copied()
+    matching
+        .iter()
+        .find(|p| !p.exhausted())
+        .or(matching.first())
+        .copied()
 }
 
 #[cfg(test)]
@@ -34,9 +38,12 @@ mod tests {
             kind: "GlobalInClusterIPPool".into(),
             name: name.into(),
             namespace: None,
-            labels: [(LABEL_CLUSTER_CLASS.to_owned(), classes.to_owned()), (LABEL_ROLE.to_owned(), roles.to_owned())]
-                .into_iter()
-                .collect(),
+            labels: [
+                (LABEL_CLUSTER_CLASS.to_owned(), classes.to_owned()),
+                (LABEL_ROLE.to_owned(), roles.to_owned()),
+            ]
+            .into_iter()
+            .collect(),
             annotations: Default::default(),
             total: free.map(|f| f + 1),
             free,
@@ -47,33 +54,65 @@ mod tests {
 
     #[test]
     fn first_by_name_wins_regardless_of_order() {
-        let pools = vec![pool("zeta", "gold", "control-plane", Some(5)), pool("alpha", "gold", "control-plane", Some(5))];
-        assert_eq!(choose_pool(&pools, "gold", "control-plane").unwrap().name, "alpha");
+        let pools = vec![
+            pool("zeta", "gold", "control-plane", Some(5)),
+            pool("alpha", "gold", "control-plane", Some(5)),
+        ];
+        assert_eq!(
+            choose_pool(&pools, "gold", "control-plane").unwrap().name,
+            "alpha"
+        );
         let reversed: Vec<_> = pools.into_iter().rev().collect();
-        assert_eq!(choose_pool(&reversed, "gold", "control-plane").unwrap().name, "alpha");
+        assert_eq!(
+            choose_pool(&reversed, "gold", "control-plane")
+                .unwrap()
+                .name,
+            "alpha"
+        );
     }
 
     #[test]
     fn exhausted_pool_is_skipped_when_another_has_room() {
-        let pools = vec![pool("alpha", "gold", "control-plane", Some(0)), pool("beta", "gold", "control-plane", Some(3))];
-        assert_eq!(choose_pool(&pools, "gold", "control-plane").unwrap().name, "beta");
+        let pools = vec![
+            pool("alpha", "gold", "control-plane", Some(0)),
+            pool("beta", "gold", "control-plane", Some(3)),
+        ];
+        assert_eq!(
+            choose_pool(&pools, "gold", "control-plane").unwrap().name,
+            "beta"
+        );
     }
 
     #[test]
     fn all_exhausted_falls_back_to_first_by_name() {
-        let pools = vec![pool("beta", "gold", "control-plane", Some(0)), pool("alpha", "gold", "control-plane", Some(0))];
-        assert_eq!(choose_pool(&pools, "gold", "control-plane").unwrap().name, "alpha");
+        let pools = vec![
+            pool("beta", "gold", "control-plane", Some(0)),
+            pool("alpha", "gold", "control-plane", Some(0)),
+        ];
+        assert_eq!(
+            choose_pool(&pools, "gold", "control-plane").unwrap().name,
+            "alpha"
+        );
     }
 
     #[test]
     fn unknown_status_counts_as_available() {
-        let pools = vec![pool("alpha", "gold", "control-plane", Some(0)), pool("beta", "gold", "control-plane", None)];
-        assert_eq!(choose_pool(&pools, "gold", "control-plane").unwrap().name, "beta");
+        let pools = vec![
+            pool("alpha", "gold", "control-plane", Some(0)),
+            pool("beta", "gold", "control-plane", None),
+        ];
+        assert_eq!(
+            choose_pool(&pools, "gold", "control-plane").unwrap().name,
+            "beta"
+        );
     }
 
     #[test]
     fn role_and_class_must_both_match() {
-        let pools = vec![pool("a", "gold", "ingress", Some(1)), pool("b", "silver", "control-plane", Some(1))];
+        let pools = vec![
+            pool("a", "gold", "ingress", Some(1)),
+            pool("b", "silver", "control-plane", Some(1)),
+        ];
         assert!(choose_pool(&pools, "gold", "control-plane").is_none());
         assert_eq!(choose_pool(&pools, "gold", "ingress").unwrap().name, "a");
     }

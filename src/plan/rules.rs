@@ -29,21 +29,36 @@ pub fn plan(snap: &Snapshot) -> Plan {
         out.skip = skip;
         return out;
     }
-    let Some(class_ref) = cluster.class.as_ref() else { return out };
+    let Some(class_ref) = cluster.class.as_ref() else {
+        return out;
+    };
     let Some(class) = snap.class.as_ref() else {
         out.reports.push(Report {
             role: Role::ControlPlane,
             severity: Severity::Warning,
             reason: reasons::CLUSTER_CLASS_NOT_FOUND,
-            note: format!("ClusterClass {}/{} not found; waiting for it", class_ref.namespace, class_ref.name),
+            note: format!(
+                "ClusterClass {}/{} not found; waiting for it",
+                class_ref.namespace, class_ref.name
+            ),
             is_error: true,
         });
         return out;
     };
 
-    control_plane(snap, &class_ref.name, class.declares(Role::ControlPlane.variable()), &mut out);
+    control_plane(
+        snap,
+        &class_ref.name,
+        class.declares(Role::ControlPlane.variable()),
+        &mut out,
+    );
     if cluster.annotation(ANNOTATION_INGRESS_ENABLED) != Some("false") {
-        ingress(snap, &class_ref.name, class.declares(Role::Ingress.variable()), &mut out);
+        ingress(
+            snap,
+            &class_ref.name,
+            class.declares(Role::Ingress.variable()),
+            &mut out,
+        );
     }
     out
 }
@@ -67,7 +82,8 @@ fn ownership<'a>(snap: &Snapshot, claim: &'a ClaimView) -> Ownership<'a> {
 fn vip_of(snap: &Snapshot, role: Role, claim: &ClaimView) -> Option<String> {
     let address_name = claim.address_ref.as_ref()?;
     let address = snap.inputs(role).address.as_ref()?;
-    (address.name == *address_name && address.namespace == claim.namespace).then(|| address.address.to_string())
+    (address.name == *address_name && address.namespace == claim.namespace)
+        .then(|| address.address.to_string())
 }
 
 fn is_empty_value(v: Option<&Value>) -> bool {
@@ -95,18 +111,26 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
                 out.changes.endpoint_port = Some(snap.default_port);
             }
             if declares_var && var.and_then(Value::as_str) != Some(host.as_str()) {
-                out.changes.variables.push((role.variable().to_owned(), json!(host)));
+                out.changes
+                    .variables
+                    .push((role.variable().to_owned(), json!(host)));
             }
             return;
         }
         // Manual endpoint: no claim, mirror the host into an empty (or our stale) variable.
         let stale_ours = our_vip.is_some() && var.and_then(Value::as_str) == our_vip.as_deref();
         if declares_var && (is_empty_value(var) || stale_ours) {
-            out.changes.variables.push((role.variable().to_owned(), json!(host)));
+            out.changes
+                .variables
+                .push((role.variable().to_owned(), json!(host)));
         }
         if let Some(c) = our_claim.filter(|c| !c.deleting) {
             // Nobody uses this claim's address: release it rather than hold an IP.
-            out.steps.push(Step::DeleteClaim { role, name: c.name.clone(), uid: c.uid.clone() });
+            out.steps.push(Step::DeleteClaim {
+                role,
+                name: c.name.clone(),
+                uid: c.uid.clone(),
+            });
         }
         out.reports.push(Report {
             role,
@@ -118,21 +142,34 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
         return;
     }
 
-    let Some(vip) = claimed_vip(snap, role, class, true, out) else { return };
+    let Some(vip) = claimed_vip(snap, role, class, true, out) else {
+        return;
+    };
     out.changes.endpoint_host = Some(vip.0.clone());
     if port_unset {
         out.changes.endpoint_port = Some(snap.default_port);
     }
-    if declares_var && cluster.variable(role.variable()).and_then(Value::as_str) != Some(vip.0.as_str()) {
-        out.changes.variables.push((role.variable().to_owned(), json!(vip.0)));
+    if declares_var
+        && cluster.variable(role.variable()).and_then(Value::as_str) != Some(vip.0.as_str())
+    {
+        out.changes
+            .variables
+            .push((role.variable().to_owned(), json!(vip.0)));
     }
-    out.allocations.push(Allocation { role, vip: vip.0, claim_created: vip.1 });
+    out.allocations.push(Allocation {
+        role,
+        vip: vip.0,
+        claim_created: vip.1,
+    });
 }
 
 fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
     let role = Role::Ingress;
     let cluster = &snap.cluster;
-    let current = cluster.annotation(ANNOTATION_INGRESS_VIP).filter(|v| !v.is_empty()).map(str::to_owned);
+    let current = cluster
+        .annotation(ANNOTATION_INGRESS_VIP)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
     let claim = snap.inputs(role).claim.as_ref();
     let our_claim = claim.filter(|c| matches!(ownership(snap, c), Ownership::Ours(_)));
     let our_vip = our_claim.and_then(|c| vip_of(snap, role, c));
@@ -142,30 +179,50 @@ fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
         if our_vip.as_deref() != Some(current.as_str()) {
             // Set by someone else: respect it, never claim.
             if declares_var && is_empty_value(var) {
-                out.changes.variables.push((role.variable().to_owned(), json!(current)));
+                out.changes
+                    .variables
+                    .push((role.variable().to_owned(), json!(current)));
             }
             return;
         }
         // Ours and written: finish a half-done write (label, variable).
-        if is_label_value(&current) && cluster.label(ANNOTATION_INGRESS_VIP) != Some(current.as_str()) {
-            out.changes.labels.push((ANNOTATION_INGRESS_VIP.to_owned(), current.clone()));
+        if is_label_value(&current)
+            && cluster.label(ANNOTATION_INGRESS_VIP) != Some(current.as_str())
+        {
+            out.changes
+                .labels
+                .push((ANNOTATION_INGRESS_VIP.to_owned(), current.clone()));
         }
         if declares_var && var.and_then(Value::as_str) != Some(current.as_str()) {
-            out.changes.variables.push((role.variable().to_owned(), json!(current)));
+            out.changes
+                .variables
+                .push((role.variable().to_owned(), json!(current)));
         }
         return;
     }
 
-    let Some((vip, created)) = claimed_vip(snap, role, class, false, out) else { return };
-    out.changes.annotations.push((ANNOTATION_INGRESS_VIP.to_owned(), vip.clone()));
+    let Some((vip, created)) = claimed_vip(snap, role, class, false, out) else {
+        return;
+    };
+    out.changes
+        .annotations
+        .push((ANNOTATION_INGRESS_VIP.to_owned(), vip.clone()));
     // A label value cannot hold ':' (IPv6): the label is only a compatibility copy, so skip it then.
     if is_label_value(&vip) {
-        out.changes.labels.push((ANNOTATION_INGRESS_VIP.to_owned(), vip.clone()));
+        out.changes
+            .labels
+            .push((ANNOTATION_INGRESS_VIP.to_owned(), vip.clone()));
     }
     if declares_var && var.and_then(Value::as_str) != Some(vip.as_str()) {
-        out.changes.variables.push((role.variable().to_owned(), json!(vip)));
+        out.changes
+            .variables
+            .push((role.variable().to_owned(), json!(vip)));
     }
-    out.allocations.push(Allocation { role, vip, claim_created: created });
+    out.allocations.push(Allocation {
+        role,
+        vip,
+        claim_created: created,
+    });
 }
 
 /// Drives the claim of `role` and returns its address once the IPAM provider answered.
@@ -182,13 +239,21 @@ fn claimed_vip(
     let claim = match snap.inputs(role).claim.as_ref().map(|c| ownership(snap, c)) {
         None => {
             match choice {
-                Some(pool) => out.steps.push(Step::CreateClaim { role, name, pool: pool_ref(pool) }),
+                Some(pool) => out.steps.push(Step::CreateClaim {
+                    role,
+                    name,
+                    pool: pool_ref(pool),
+                }),
                 None => out.reports.push(pool_not_found(role, class, required)),
             }
             return None;
         }
         Some(Ownership::Foreign(c)) => {
-            let owner = c.controller.as_ref().map(|o| format!("{} {} (uid {})", o.kind, o.name, o.uid)).unwrap_or_default();
+            let owner = c
+                .controller
+                .as_ref()
+                .map(|o| format!("{} {} (uid {})", o.kind, o.name, o.uid))
+                .unwrap_or_default();
             out.reports.push(Report {
                 role,
                 severity: Severity::Warning,
@@ -199,7 +264,10 @@ fn claimed_vip(
             return None;
         }
         Some(Ownership::Ownerless(c)) => {
-            out.steps.push(Step::AdoptClaim { role, name: c.name.clone() });
+            out.steps.push(Step::AdoptClaim {
+                role,
+                name: c.name.clone(),
+            });
             c
         }
         Some(Ownership::Ours(c)) => c,
@@ -214,8 +282,13 @@ fn claimed_vip(
         return None; // bound; the IPAddress is on its way through the watch
     }
     // Pending: the spec is immutable, so a claim on a pool that no longer fits is replaced (no IP is held yet).
-    let current = claim.pool_ref.as_ref().and_then(|r| find_pool(&snap.pools, r));
-    let fits = current.is_some_and(|p| !p.deleting && pool_matches(&p.labels, &p.annotations, class, role.label()));
+    let current = claim
+        .pool_ref
+        .as_ref()
+        .and_then(|r| find_pool(&snap.pools, r));
+    let fits = current.is_some_and(|p| {
+        !p.deleting && pool_matches(&p.labels, &p.annotations, class, role.label())
+    });
     let better = choice.filter(|c| Some(c.name.as_str()) != current.map(|p| p.name.as_str()));
     let replace = match (fits, current, better) {
         (false, _, Some(_)) => true,
@@ -224,12 +297,19 @@ fn claimed_vip(
     };
     if replace {
         let to = better.map(|b| b.name.as_str()).unwrap_or_default();
-        out.steps.push(Step::DeleteClaim { role, name: claim.name.clone(), uid: claim.uid.clone() });
+        out.steps.push(Step::DeleteClaim {
+            role,
+            name: claim.name.clone(),
+            uid: claim.uid.clone(),
+        });
         out.reports.push(Report {
             role,
             severity: Severity::Normal,
             reason: reasons::CLAIM_REPLACED,
-            note: format!("pending IPAddressClaim {} is recreated on pool {to}", claim.name),
+            note: format!(
+                "pending IPAddressClaim {} is recreated on pool {to}",
+                claim.name
+            ),
             is_error: false,
         });
     } else if !fits && choice.is_none() {
@@ -239,7 +319,10 @@ fn claimed_vip(
             role,
             severity: Severity::Warning,
             reason: reasons::POOL_EXHAUSTED,
-            note: format!("pool {} has no free address; IPAddressClaim {} is waiting", p.name, claim.name),
+            note: format!(
+                "pool {} has no free address; IPAddressClaim {} is waiting",
+                p.name, claim.name
+            ),
             is_error: true,
         });
     }
@@ -247,11 +330,19 @@ fn claimed_vip(
 }
 
 fn find_pool<'a>(pools: &'a [PoolView], r: &PoolRef) -> Option<&'a PoolView> {
-    pools.iter().find(|p| p.kind == r.kind && p.name == r.name && (r.api_group.is_empty() || r.api_group == IPAM_GROUP))
+    pools.iter().find(|p| {
+        p.kind == r.kind
+            && p.name == r.name
+            && (r.api_group.is_empty() || r.api_group == IPAM_GROUP)
+    })
 }
 
 fn pool_ref(pool: &PoolView) -> PoolRef {
-    PoolRef { api_group: IPAM_GROUP.to_owned(), kind: pool.kind.clone(), name: pool.name.clone() }
+    PoolRef {
+        api_group: IPAM_GROUP.to_owned(),
+        kind: pool.kind.clone(),
+        name: pool.name.clone(),
+    }
 }
 
 fn pool_not_found(role: Role, class: &str, required: bool) -> Report {
@@ -261,9 +352,17 @@ fn pool_not_found(role: Role, class: &str, required: bool) -> Report {
     );
     Report {
         role,
-        severity: if required { Severity::Warning } else { Severity::Normal },
+        severity: if required {
+            Severity::Warning
+        } else {
+            Severity::Normal
+        },
         reason: reasons::POOL_NOT_FOUND,
-        note: if required { what } else { format!("{what}; no ingress VIP is allocated") },
+        note: if required {
+            what
+        } else {
+            format!("{what}; no ingress VIP is allocated")
+        },
         is_error: required,
     }
 }

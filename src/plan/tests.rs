@@ -25,7 +25,14 @@ fn cluster(v: Value) -> ClusterView {
 }
 
 fn class(vars: &[&str]) -> ClassView {
-    ClassView { name: "gold".into(), namespace: "ns".into(), variables: vars.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>() }
+    ClassView {
+        name: "gold".into(),
+        namespace: "ns".into(),
+        variables: vars
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<BTreeSet<_>>(),
+    }
 }
 
 fn pool(name: &str, roles: &str, free: Option<i64>) -> PoolView {
@@ -33,7 +40,12 @@ fn pool(name: &str, roles: &str, free: Option<i64>) -> PoolView {
         kind: "GlobalInClusterIPPool".into(),
         name: name.into(),
         namespace: None,
-        labels: [(LABEL_CLUSTER_CLASS.to_owned(), "gold".to_owned()), (LABEL_ROLE.to_owned(), roles.to_owned())].into_iter().collect(),
+        labels: [
+            (LABEL_CLUSTER_CLASS.to_owned(), "gold".to_owned()),
+            (LABEL_ROLE.to_owned(), roles.to_owned()),
+        ]
+        .into_iter()
+        .collect(),
         annotations: Default::default(),
         total: Some(10),
         free,
@@ -48,9 +60,17 @@ fn claim(role: Role, owner_uid: Option<&str>, pool: &str, bound: bool) -> ClaimV
         name: name.clone(),
         namespace: "ns".into(),
         uid: format!("claim-{name}"),
-        controller: owner_uid.map(|u| OwnerRef { kind: "Cluster".into(), name: "c1".into(), uid: u.into() }),
+        controller: owner_uid.map(|u| OwnerRef {
+            kind: "Cluster".into(),
+            name: "c1".into(),
+            uid: u.into(),
+        }),
         owner_count: usize::from(owner_uid.is_some()),
-        pool_ref: Some(PoolRef { api_group: "ipam.cluster.x-k8s.io".into(), kind: "GlobalInClusterIPPool".into(), name: pool.into() }),
+        pool_ref: Some(PoolRef {
+            api_group: "ipam.cluster.x-k8s.io".into(),
+            kind: "GlobalInClusterIPPool".into(),
+            name: pool.into(),
+        }),
         address_ref: bound.then(|| name.clone()),
         created: Some("2026-01-01T00:00:00Z".parse().unwrap()),
         deleting: false,
@@ -60,14 +80,23 @@ fn claim(role: Role, owner_uid: Option<&str>, pool: &str, bound: bool) -> ClaimV
 }
 
 fn address(role: Role, ip: &str) -> AddressView {
-    AddressView { name: role.claim_name("c1"), namespace: "ns".into(), address: ip.parse().unwrap(), claim_name: role.claim_name("c1"), pool_ref: None }
+    AddressView {
+        name: role.claim_name("c1"),
+        namespace: "ns".into(),
+        address: ip.parse().unwrap(),
+        claim_name: role.claim_name("c1"),
+        pool_ref: None,
+    }
 }
 
 fn snap(c: Value) -> Snapshot {
     Snapshot {
         cluster: cluster(c),
         class: Some(class(&["clusterVip"])),
-        pools: vec![pool("cp-pool", "control-plane", Some(5)), pool("ing-pool", "ingress", Some(5))],
+        pools: vec![
+            pool("cp-pool", "control-plane", Some(5)),
+            pool("ing-pool", "ingress", Some(5)),
+        ],
         control_plane: RoleInputs::default(),
         ingress: RoleInputs::default(),
         default_port: 6443,
@@ -75,8 +104,15 @@ fn snap(c: Value) -> Snapshot {
 }
 
 fn bound(s: &mut Snapshot, role: Role, ip: &str) {
-    let pool = if role == Role::ControlPlane { "cp-pool" } else { "ing-pool" };
-    let inputs = RoleInputs { claim: Some(claim(role, Some("uid-1"), pool, true)), address: Some(address(role, ip)) };
+    let pool = if role == Role::ControlPlane {
+        "cp-pool"
+    } else {
+        "ing-pool"
+    };
+    let inputs = RoleInputs {
+        claim: Some(claim(role, Some("uid-1"), pool, true)),
+        address: Some(address(role, ip)),
+    };
     match role {
         Role::ControlPlane => s.control_plane = inputs,
         Role::Ingress => s.ingress = inputs,
@@ -90,10 +126,29 @@ fn reasons_of(p: &Plan) -> Vec<&'static str> {
 #[test]
 fn new_cluster_gets_both_claims_on_matching_pools() {
     let p = plan(&snap(cluster_json()));
-    assert_eq!(p.steps, vec![
-        Step::CreateClaim { role: Role::ControlPlane, name: "vip-cp-c1".into(), pool: PoolRef { api_group: "ipam.cluster.x-k8s.io".into(), kind: "GlobalInClusterIPPool".into(), name: "cp-pool".into() } },
-        Step::CreateClaim { role: Role::Ingress, name: "vip-ingress-c1".into(), pool: PoolRef { api_group: "ipam.cluster.x-k8s.io".into(), kind: "GlobalInClusterIPPool".into(), name: "ing-pool".into() } },
-    ]);
+    assert_eq!(
+        p.steps,
+        vec![
+            Step::CreateClaim {
+                role: Role::ControlPlane,
+                name: "vip-cp-c1".into(),
+                pool: PoolRef {
+                    api_group: "ipam.cluster.x-k8s.io".into(),
+                    kind: "GlobalInClusterIPPool".into(),
+                    name: "cp-pool".into()
+                }
+            },
+            Step::CreateClaim {
+                role: Role::Ingress,
+                name: "vip-ingress-c1".into(),
+                pool: PoolRef {
+                    api_group: "ipam.cluster.x-k8s.io".into(),
+                    kind: "GlobalInClusterIPPool".into(),
+                    name: "ing-pool".into()
+                }
+            },
+        ]
+    );
     assert!(p.changes.is_empty() && p.reports.is_empty());
 }
 
@@ -104,7 +159,10 @@ fn bound_claim_writes_host_default_port_and_declared_variable() {
     let p = plan(&s);
     assert_eq!(p.changes.endpoint_host.as_deref(), Some("10.0.0.5"));
     assert_eq!(p.changes.endpoint_port, Some(6443));
-    assert_eq!(p.changes.variables, vec![("clusterVip".to_owned(), json!("10.0.0.5"))]);
+    assert_eq!(
+        p.changes.variables,
+        vec![("clusterVip".to_owned(), json!("10.0.0.5"))]
+    );
     assert_eq!(p.allocations.len(), 1);
     assert_eq!(p.allocations[0].role, Role::ControlPlane);
 }
@@ -134,8 +192,17 @@ fn manual_endpoint_creates_no_claim_and_mirrors_into_empty_variable() {
     c["spec"]["controlPlaneEndpoint"] = json!({"host": "192.168.0.10", "port": 6443});
     c["spec"]["topology"]["variables"] = json!([{"name": "clusterVip", "value": ""}]);
     let p = plan(&snap(c));
-    assert!(!p.steps.iter().any(|s| matches!(s, Step::CreateClaim { role: Role::ControlPlane, .. })));
-    assert_eq!(p.changes.variables, vec![("clusterVip".to_owned(), json!("192.168.0.10"))]);
+    assert!(!p.steps.iter().any(|s| matches!(
+        s,
+        Step::CreateClaim {
+            role: Role::ControlPlane,
+            ..
+        }
+    )));
+    assert_eq!(
+        p.changes.variables,
+        vec![("clusterVip".to_owned(), json!("192.168.0.10"))]
+    );
     assert!(p.changes.endpoint_host.is_none() && p.changes.endpoint_port.is_none());
     assert!(reasons_of(&p).contains(&"ManualEndpoint"));
 }
@@ -155,7 +222,11 @@ fn manual_endpoint_releases_our_unused_claim() {
     let mut s = snap(c);
     s.control_plane.claim = Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", false));
     let p = plan(&s);
-    assert!(p.steps.contains(&Step::DeleteClaim { role: Role::ControlPlane, name: "vip-cp-c1".into(), uid: "claim-vip-cp-c1".into() }));
+    assert!(p.steps.contains(&Step::DeleteClaim {
+        role: Role::ControlPlane,
+        name: "vip-cp-c1".into(),
+        uid: "claim-vip-cp-c1".into()
+    }));
 }
 
 #[test]
@@ -169,7 +240,11 @@ fn already_allocated_cluster_needs_nothing() {
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
     bound(&mut s, Role::Ingress, "10.0.1.5");
     let p = plan(&s);
-    assert_eq!(p, Plan::default(), "steady state: no steps, no writes, no reports");
+    assert_eq!(
+        p,
+        Plan::default(),
+        "steady state: no steps, no writes, no reports"
+    );
 }
 
 #[test]
@@ -178,10 +253,17 @@ fn half_done_write_is_completed_with_the_variable() {
     c["spec"]["controlPlaneEndpoint"] = json!({"host": "10.0.0.5", "port": 6443});
     let mut s = snap(c);
     s.class = Some(class(&["clusterVip"]));
-    s.cluster.annotations = Some([(ANNOTATION_INGRESS_ENABLED.to_owned(), "false".to_owned())].into_iter().collect());
+    s.cluster.annotations = Some(
+        [(ANNOTATION_INGRESS_ENABLED.to_owned(), "false".to_owned())]
+            .into_iter()
+            .collect(),
+    );
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
     let p = plan(&s);
-    assert_eq!(p.changes.variables, vec![("clusterVip".to_owned(), json!("10.0.0.5"))]);
+    assert_eq!(
+        p.changes.variables,
+        vec![("clusterVip".to_owned(), json!("10.0.0.5"))]
+    );
     assert!(p.allocations.is_empty() && p.changes.endpoint_host.is_none());
 }
 
@@ -191,9 +273,18 @@ fn ingress_vip_goes_to_annotation_label_and_declared_variable() {
     s.class = Some(class(&["ingressVip"]));
     bound(&mut s, Role::Ingress, "10.0.1.5");
     let p = plan(&s);
-    assert_eq!(p.changes.annotations, vec![(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())]);
-    assert_eq!(p.changes.labels, vec![(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())]);
-    assert_eq!(p.changes.variables, vec![("ingressVip".to_owned(), json!("10.0.1.5"))]);
+    assert_eq!(
+        p.changes.annotations,
+        vec![(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())]
+    );
+    assert_eq!(
+        p.changes.labels,
+        vec![(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())]
+    );
+    assert_eq!(
+        p.changes.variables,
+        vec![("ingressVip".to_owned(), json!("10.0.1.5"))]
+    );
     assert!(p.allocations.iter().any(|a| a.role == Role::Ingress));
 }
 
@@ -202,7 +293,10 @@ fn ipv6_ingress_vip_gets_no_label() {
     let mut s = snap(cluster_json());
     bound(&mut s, Role::Ingress, "fd00::15");
     let p = plan(&s);
-    assert_eq!(p.changes.annotations, vec![(ANNOTATION_INGRESS_VIP.to_owned(), "fd00::15".to_owned())]);
+    assert_eq!(
+        p.changes.annotations,
+        vec![(ANNOTATION_INGRESS_VIP.to_owned(), "fd00::15".to_owned())]
+    );
     assert!(p.changes.labels.is_empty());
 }
 
@@ -214,7 +308,10 @@ fn missing_ingress_pool_never_blocks_the_control_plane() {
     let p = plan(&s);
     assert_eq!(p.changes.endpoint_host.as_deref(), Some("10.0.0.5"));
     let r = p.reports.iter().find(|r| r.role == Role::Ingress).unwrap();
-    assert_eq!((r.reason, r.severity, r.is_error), ("PoolNotFound", Severity::Normal, false));
+    assert_eq!(
+        (r.reason, r.severity, r.is_error),
+        ("PoolNotFound", Severity::Normal, false)
+    );
 }
 
 #[test]
@@ -222,9 +319,25 @@ fn missing_control_plane_pool_is_a_warning_and_an_error() {
     let mut s = snap(cluster_json());
     s.pools.retain(|p| p.name == "ing-pool");
     let p = plan(&s);
-    let r = p.reports.iter().find(|r| r.role == Role::ControlPlane).unwrap();
-    assert_eq!((r.reason, r.severity, r.is_error), ("PoolNotFound", Severity::Warning, true));
-    assert!(p.steps.iter().any(|s| matches!(s, Step::CreateClaim { role: Role::Ingress, .. })), "ingress proceeds");
+    let r = p
+        .reports
+        .iter()
+        .find(|r| r.role == Role::ControlPlane)
+        .unwrap();
+    assert_eq!(
+        (r.reason, r.severity, r.is_error),
+        ("PoolNotFound", Severity::Warning, true)
+    );
+    assert!(
+        p.steps.iter().any(|s| matches!(
+            s,
+            Step::CreateClaim {
+                role: Role::Ingress,
+                ..
+            }
+        )),
+        "ingress proceeds"
+    );
 }
 
 #[test]
@@ -232,15 +345,33 @@ fn ingress_disabled_by_annotation() {
     let mut c = cluster_json();
     c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_ENABLED: "false"});
     let p = plan(&snap(c));
-    assert!(!p.steps.iter().any(|s| matches!(s, Step::CreateClaim { role: Role::Ingress, .. })));
-    assert!(p.steps.iter().any(|s| matches!(s, Step::CreateClaim { role: Role::ControlPlane, .. })));
+    assert!(!p.steps.iter().any(|s| matches!(
+        s,
+        Step::CreateClaim {
+            role: Role::Ingress,
+            ..
+        }
+    )));
+    assert!(p.steps.iter().any(|s| matches!(
+        s,
+        Step::CreateClaim {
+            role: Role::ControlPlane,
+            ..
+        }
+    )));
 }
 
 #[test]
 fn ingress_enabled_for_any_other_annotation_value() {
     let mut c = cluster_json();
     c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_ENABLED: "False"});
-    assert!(plan(&snap(c)).steps.iter().any(|s| matches!(s, Step::CreateClaim { role: Role::Ingress, .. })));
+    assert!(plan(&snap(c)).steps.iter().any(|s| matches!(
+        s,
+        Step::CreateClaim {
+            role: Role::Ingress,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -273,19 +404,39 @@ fn missing_class_blocks_with_a_warning() {
 #[test]
 fn claim_controlled_by_another_uid_is_never_used() {
     let mut s = snap(cluster_json());
-    s.control_plane = RoleInputs { claim: Some(claim(Role::ControlPlane, Some("other-uid"), "cp-pool", true)), address: Some(address(Role::ControlPlane, "10.0.0.5")) };
+    s.control_plane = RoleInputs {
+        claim: Some(claim(
+            Role::ControlPlane,
+            Some("other-uid"),
+            "cp-pool",
+            true,
+        )),
+        address: Some(address(Role::ControlPlane, "10.0.0.5")),
+    };
     let p = plan(&s);
     assert!(p.changes.endpoint_host.is_none());
-    assert!(!p.steps.iter().any(|s| matches!(s, Step::CreateClaim { role: Role::ControlPlane, .. } | Step::DeleteClaim { .. })));
+    assert!(!p.steps.iter().any(|s| matches!(
+        s,
+        Step::CreateClaim {
+            role: Role::ControlPlane,
+            ..
+        } | Step::DeleteClaim { .. }
+    )));
     assert!(reasons_of(&p).contains(&"ClaimConflict"));
 }
 
 #[test]
 fn ownerless_claim_is_adopted_and_used() {
     let mut s = snap(cluster_json());
-    s.control_plane = RoleInputs { claim: Some(claim(Role::ControlPlane, None, "cp-pool", true)), address: Some(address(Role::ControlPlane, "10.0.0.5")) };
+    s.control_plane = RoleInputs {
+        claim: Some(claim(Role::ControlPlane, None, "cp-pool", true)),
+        address: Some(address(Role::ControlPlane, "10.0.0.5")),
+    };
     let p = plan(&s);
-    assert!(p.steps.contains(&Step::AdoptClaim { role: Role::ControlPlane, name: "vip-cp-c1".into() }));
+    assert!(p.steps.contains(&Step::AdoptClaim {
+        role: Role::ControlPlane,
+        name: "vip-cp-c1".into()
+    }));
     assert_eq!(p.changes.endpoint_host.as_deref(), Some("10.0.0.5"));
 }
 
@@ -295,9 +446,19 @@ fn pending_claim_on_exhausted_pool_reports_exhaustion() {
     s.pools[0].free = Some(0);
     s.control_plane.claim = Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", false));
     let p = plan(&s);
-    let r = p.reports.iter().find(|r| r.role == Role::ControlPlane).unwrap();
-    assert_eq!((r.reason, r.severity, r.is_error), ("PoolExhausted", Severity::Warning, true));
-    assert!(!p.steps.iter().any(|s| matches!(s, Step::DeleteClaim { .. })));
+    let r = p
+        .reports
+        .iter()
+        .find(|r| r.role == Role::ControlPlane)
+        .unwrap();
+    assert_eq!(
+        (r.reason, r.severity, r.is_error),
+        ("PoolExhausted", Severity::Warning, true)
+    );
+    assert!(!p
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::DeleteClaim { .. })));
 }
 
 #[test]
@@ -307,7 +468,11 @@ fn pending_claim_moves_from_exhausted_pool_to_one_with_room() {
     s.pools.push(pool("cp-pool-2", "control-plane", Some(3)));
     s.control_plane.claim = Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", false));
     let p = plan(&s);
-    assert!(p.steps.contains(&Step::DeleteClaim { role: Role::ControlPlane, name: "vip-cp-c1".into(), uid: "claim-vip-cp-c1".into() }));
+    assert!(p.steps.contains(&Step::DeleteClaim {
+        role: Role::ControlPlane,
+        name: "vip-cp-c1".into(),
+        uid: "claim-vip-cp-c1".into()
+    }));
     assert!(reasons_of(&p).contains(&"ClaimReplaced"));
 }
 
@@ -316,7 +481,13 @@ fn pending_claim_on_vanished_pool_is_replaced_when_another_matches() {
     let mut s = snap(cluster_json());
     s.control_plane.claim = Some(claim(Role::ControlPlane, Some("uid-1"), "gone", false));
     let p = plan(&s);
-    assert!(p.steps.iter().any(|s| matches!(s, Step::DeleteClaim { role: Role::ControlPlane, .. })));
+    assert!(p.steps.iter().any(|s| matches!(
+        s,
+        Step::DeleteClaim {
+            role: Role::ControlPlane,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -336,7 +507,10 @@ fn bound_claim_is_used_even_if_its_pool_no_longer_matches() {
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
     let p = plan(&s);
     assert_eq!(p.changes.endpoint_host.as_deref(), Some("10.0.0.5"));
-    assert!(!p.steps.iter().any(|s| matches!(s, Step::DeleteClaim { .. })));
+    assert!(!p
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::DeleteClaim { .. })));
 }
 
 #[test]
@@ -344,7 +518,10 @@ fn address_of_another_claim_is_ignored() {
     let mut s = snap(cluster_json());
     let mut c = claim(Role::ControlPlane, Some("uid-1"), "cp-pool", true);
     c.address_ref = Some("something-else".into());
-    s.control_plane = RoleInputs { claim: Some(c), address: Some(address(Role::ControlPlane, "10.0.0.5")) };
+    s.control_plane = RoleInputs {
+        claim: Some(c),
+        address: Some(address(Role::ControlPlane, "10.0.0.5")),
+    };
     assert!(plan(&s).changes.endpoint_host.is_none());
 }
 
@@ -353,10 +530,19 @@ fn deleting_claim_is_waited_for() {
     let mut s = snap(cluster_json());
     let mut c = claim(Role::ControlPlane, Some("uid-1"), "cp-pool", true);
     c.deleting = true;
-    s.control_plane = RoleInputs { claim: Some(c), address: Some(address(Role::ControlPlane, "10.0.0.5")) };
+    s.control_plane = RoleInputs {
+        claim: Some(c),
+        address: Some(address(Role::ControlPlane, "10.0.0.5")),
+    };
     let p = plan(&s);
     assert!(p.changes.endpoint_host.is_none());
-    assert!(!p.steps.iter().any(|s| matches!(s, Step::CreateClaim { role: Role::ControlPlane, .. })));
+    assert!(!p.steps.iter().any(|s| matches!(
+        s,
+        Step::CreateClaim {
+            role: Role::ControlPlane,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -366,15 +552,30 @@ fn manual_ingress_annotation_is_respected() {
     let mut s = snap(c);
     s.class = Some(class(&["ingressVip"]));
     let p = plan(&s);
-    assert!(!p.steps.iter().any(|s| matches!(s, Step::CreateClaim { role: Role::Ingress, .. })));
-    assert_eq!(p.changes.variables, vec![("ingressVip".to_owned(), json!("192.168.5.5"))]);
+    assert!(!p.steps.iter().any(|s| matches!(
+        s,
+        Step::CreateClaim {
+            role: Role::Ingress,
+            ..
+        }
+    )));
+    assert_eq!(
+        p.changes.variables,
+        vec![("ingressVip".to_owned(), json!("192.168.5.5"))]
+    );
 }
 
 #[test]
 fn claim_names_round_trip() {
     assert_eq!(Role::ControlPlane.claim_name("a"), "vip-cp-a");
     assert_eq!(Role::Ingress.claim_name("a"), "vip-ingress-a");
-    assert_eq!(Role::cluster_of_claim("vip-cp-a"), Some((Role::ControlPlane, "a")));
-    assert_eq!(Role::cluster_of_claim("vip-ingress-cp-x"), Some((Role::Ingress, "cp-x")));
+    assert_eq!(
+        Role::cluster_of_claim("vip-cp-a"),
+        Some((Role::ControlPlane, "a"))
+    );
+    assert_eq!(
+        Role::cluster_of_claim("vip-ingress-cp-x"),
+        Some((Role::Ingress, "cp-x"))
+    );
     assert_eq!(Role::cluster_of_claim("other"), None);
 }

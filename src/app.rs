@@ -1,0 +1,217 @@
+//! Wiring: client, discovery, HTTP servers and the controller, all stopped by one cancellation token.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::http::{header::USER_AGENT, HeaderValue};
+use kube::{
+    config::{KubeConfigOptions, Kubeconfig},
+    Client, Config,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::{discover, ApiShapes},
+    cli::Args,
+    controller::{self, Health, Settings, Stores, SystemClock},
+    http::{self, HttpState},
+    names::CONTROLLER_NAME,
+    telemetry::{
+        metrics::{GaugeSample, SampleSource},
+        CacheGauges, Metrics,
+    },
+};
+
+/// Start-up failures (everything later is handled and logged).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Kubeconfig or client construction.
+    #[error("kubernetes client: {0}")]
+    Client(String),
+    /// Bad flag value.
+    #[error("{0}")]
+    Flag(String),
+    /// Metrics registry.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// HTTP server.
+    #[error("HTTP server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// The user agent on every request: `capi-vip-allocator/<version>`.
+pub fn user_agent() -> String {
+    format!("{CONTROLLER_NAME}/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Builds the client from `--kubeconfig`, else `KUBECONFIG`/`~/.kube/config`/in-cluster.
+pub async fn client(args: &Args) -> Result<Client, AppError> {
+    let mut config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| AppError::Client(format!("{}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| AppError::Client(e.to_string()))?
+        }
+        None => Config::infer()
+            .await
+            .map_err(|e| AppError::Client(e.to_string()))?,
+    };
+    let ua = HeaderValue::from_str(&user_agent()).map_err(|e| AppError::Client(e.to_string()))?;
+    config.headers.retain(|(k, _)| k != USER_AGENT);
+    config.headers.push((USER_AGENT, ua));
+    Client::try_from(config).map_err(|e| AppError::Client(e.to_string()))
+}
+
+struct SharedStores(Arc<Mutex<Option<Stores>>>);
+
+impl SampleSource for SharedStores {
+    fn sample(&self) -> GaugeSample {
+        let stores = self.0.lock().ok().and_then(|s| s.clone());
+        stores.map(|s| s.sample()).unwrap_or_default()
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("signal received, shutting down");
+        token.cancel();
+    });
+}
+
+/// Discovers the API shapes, retrying (with backoff) until the CRDs are served or `shutdown`.
+async fn discover_until_served(client: &Client, shutdown: &CancellationToken) -> Option<ApiShapes> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match discover(client).await {
+            Ok(shapes) => {
+                tracing::info!(
+                    cluster = %shapes.cluster.api_version,
+                    claim = %shapes.claim.api_version,
+                    pool = %shapes.global_pool.api_version,
+                    "API versions discovered"
+                );
+                return Some(shapes);
+            }
+            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "discovery failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Runs the operator until `shutdown` is cancelled.
+pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError> {
+    if args.leader_elect {
+        tracing::warn!(
+            "--leader-elect is accepted but leader election is not wired yet; running as leader"
+        );
+    }
+    if args.enable_runtime_extension {
+        tracing::warn!(port = args.runtime_extension_port, name = %args.runtime_extension_name,
+            "--enable-runtime-extension is accepted but the hook server is not part of this build");
+    }
+    let metrics_addr =
+        http::parse_bind_address(&args.metrics_bind_address).map_err(AppError::Flag)?;
+    let probe_addr =
+        http::parse_bind_address(&args.health_probe_bind_address).map_err(AppError::Flag)?;
+    let client = client(&args).await?;
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Arc::new(Health::default());
+    let gauge_stores: Arc<Mutex<Option<Stores>>> = Arc::default();
+    metrics.register_gauges(CacheGauges::new(Box::new(SharedStores(
+        gauge_stores.clone(),
+    )))?)?;
+
+    let servers = http::bind(
+        metrics_addr,
+        probe_addr,
+        HttpState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+        },
+    )
+    .await?;
+    let mut http_tasks = tokio::task::JoinSet::new();
+    for server in servers {
+        http_tasks.spawn(server.serve(shutdown.clone()));
+    }
+
+    let work = {
+        let shutdown = shutdown.clone();
+        let health = health.clone();
+        async move {
+            if !args.enable_reconciler {
+                tracing::info!("--enable-reconciler=false: serving probes and metrics only");
+                health.set(true, true);
+                shutdown.cancelled().await;
+                return;
+            }
+            let Some(shapes) = discover_until_served(&client, &shutdown).await else {
+                return;
+            };
+            // A leadership gate goes here: run the controller while leading, stop it when not.
+            let runtime = controller::Runtime {
+                client,
+                shapes,
+                settings: Settings {
+                    default_port: args.default_port,
+                },
+                metrics,
+                health,
+                gauge_stores,
+                clock: Arc::new(SystemClock),
+            };
+            controller::run(runtime, shutdown).await;
+        }
+    };
+    let work = tokio::spawn(work);
+
+    // Any HTTP server dying ends the process with an error; the controller ends on shutdown.
+    let mut result = Ok(());
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        Some(res) = http_tasks.join_next() => {
+            result = match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(AppError::Http(e)),
+                Err(e) => Err(AppError::Http(std::io::Error::other(e))),
+            };
+            shutdown.cancel();
+        }
+    }
+    let _ = work.await;
+    while let Some(res) = http_tasks.join_next().await {
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "HTTP server ended with an error");
+        }
+    }
+    result
+}

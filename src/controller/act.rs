@@ -1,0 +1,287 @@
+//! Carrying out a plan: claims, the Cluster patch, Events and metrics.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions},
+    runtime::events::{Event, EventType},
+};
+use serde_json::{json, Value};
+
+use super::{error::Error, memory::Slot, Context};
+use crate::{
+    api::{ClusterView, PoolRef},
+    names::{CONTROLLER_NAME, LABEL_CAPI_CLUSTER_NAME, LABEL_ROLE},
+    plan::{build_json_patch, Plan, Report, Role, Severity, Step},
+};
+
+/// What was done, for logs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Claims created, adopted or deleted.
+    pub claim_writes: usize,
+    /// Whether the Cluster was patched.
+    pub patched: bool,
+}
+
+/// Executes `plan` for `cluster`. Claim steps first; the Cluster patch only if they all succeeded.
+pub async fn act(
+    ctx: &Context,
+    cluster: &ClusterView,
+    class: &str,
+    plan: &Plan,
+) -> Result<Outcome, Error> {
+    let mut outcome = Outcome::default();
+    let claims: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &cluster.namespace, &ctx.shapes.claim);
+    for step in &plan.steps {
+        match step {
+            Step::CreateClaim { role, name, pool } => {
+                let body = claim_body(ctx, cluster, *role, name, pool);
+                let obj: DynamicObject = serde_json::from_value(body)
+                    .map_err(|e| Error::Stale(format!("building claim {name}: {e}")))?;
+                claims
+                    .create(
+                        &PostParams {
+                            field_manager: Some(CONTROLLER_NAME.into()),
+                            ..Default::default()
+                        },
+                        &obj,
+                    )
+                    .await
+                    .map_err(|e| {
+                        Error::from_kube(
+                            "create",
+                            format!("{}/{name}", cluster.namespace),
+                            e,
+                            Some("create"),
+                        )
+                    })?;
+                tracing::info!(claim = %name, pool = %pool.name, role = role.label(), "created IPAddressClaim");
+            }
+            Step::AdoptClaim { role, name } => {
+                let patch = adopt_patch(ctx, cluster, *role, name)?;
+                claims
+                    .patch(
+                        name,
+                        &PatchParams {
+                            field_manager: Some(CONTROLLER_NAME.into()),
+                            ..Default::default()
+                        },
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .map_err(|e| {
+                        Error::from_kube(
+                            "adopt",
+                            format!("{}/{name}", cluster.namespace),
+                            e,
+                            Some("adopt"),
+                        )
+                    })?;
+                tracing::info!(claim = %name, role = role.label(), "adopted ownerless IPAddressClaim");
+            }
+            Step::DeleteClaim { role, name, uid } => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match claims.delete(name, &dp).await {
+                    Ok(_) => {
+                        tracing::info!(claim = %name, role = role.label(), "deleted IPAddressClaim")
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => {
+                        return Err(Error::from_kube(
+                            "delete",
+                            format!("{}/{name}", cluster.namespace),
+                            e,
+                            Some("delete"),
+                        ))
+                    }
+                }
+            }
+        }
+        outcome.claim_writes += 1;
+    }
+
+    let ops = build_json_patch(cluster, &plan.changes);
+    if !ops.is_empty() {
+        let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))
+            .map_err(|e| Error::Stale(format!("building patch: {e}")))?;
+        let clusters: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &cluster.namespace, &ctx.shapes.cluster);
+        clusters
+            .patch(
+                &cluster.name,
+                &PatchParams {
+                    field_manager: Some(CONTROLLER_NAME.into()),
+                    ..Default::default()
+                },
+                &Patch::<()>::Json(patch),
+            )
+            .await
+            .map_err(|e| {
+                Error::from_kube(
+                    "patch Cluster",
+                    format!("{}/{}", cluster.namespace, cluster.name),
+                    e,
+                    None,
+                )
+            })?;
+        outcome.patched = true;
+        let now = ctx.clock.now();
+        for a in &plan.allocations {
+            let seconds = a.claim_created.map(|t| now.duration_since(t).as_secs_f64());
+            ctx.metrics.allocated(a.role.label(), class, seconds);
+            ctx.memory.transition(
+                &cluster.uid,
+                Slot::Role(a.role),
+                Some(a.role.allocated_reason()),
+            );
+            let what = if a.role == Role::ControlPlane {
+                "control-plane"
+            } else {
+                "ingress"
+            };
+            publish(
+                ctx,
+                cluster,
+                Severity::Normal,
+                a.role.allocated_reason(),
+                format!("{what} VIP {} allocated", a.vip),
+            )
+            .await;
+            tracing::info!(role = a.role.label(), vip = %a.vip, seconds, "VIP written to Cluster");
+        }
+    }
+    Ok(outcome)
+}
+
+/// Publishes the plan's reports that are a change of state; counts the errors among them.
+pub async fn report(ctx: &Context, cluster: &ClusterView, class: &str, plan: &Plan) {
+    let allocated: Vec<Role> = plan.allocations.iter().map(|a| a.role).collect();
+    for role in Role::ALL {
+        if allocated.contains(&role) {
+            continue; // the allocation itself is the new state
+        }
+        let report: Option<&Report> = plan.reports.iter().find(|r| r.role == role);
+        if ctx
+            .memory
+            .transition(&cluster.uid, Slot::Role(role), report.map(|r| r.reason))
+        {
+            if let Some(r) = report {
+                if r.is_error {
+                    ctx.metrics.error(role.label(), class, r.reason);
+                }
+                match r.severity {
+                    Severity::Warning => {
+                        tracing::warn!(role = role.label(), reason = r.reason, "{}", r.note)
+                    }
+                    Severity::Normal => {
+                        tracing::debug!(role = role.label(), reason = r.reason, "{}", r.note)
+                    }
+                }
+                publish(ctx, cluster, r.severity, r.reason, r.note.clone()).await;
+            }
+        }
+    }
+}
+
+/// Publishes one Event on the Cluster; failures are logged, never fatal.
+pub async fn publish(
+    ctx: &Context,
+    cluster: &ClusterView,
+    severity: Severity,
+    reason: &str,
+    note: String,
+) {
+    let reference = ObjectReference {
+        api_version: Some(ctx.shapes.cluster.api_version.clone()),
+        kind: Some(ctx.shapes.cluster.kind.clone()),
+        name: Some(cluster.name.clone()),
+        namespace: Some(cluster.namespace.clone()),
+        uid: Some(cluster.uid.clone()),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: match severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        },
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "AllocateVIP".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(error = %e, reason, "could not publish Event");
+    }
+}
+
+fn owner_ref(ctx: &Context, cluster: &ClusterView) -> Value {
+    json!({
+        "apiVersion": ctx.shapes.cluster.api_version,
+        "kind": ctx.shapes.cluster.kind,
+        "name": cluster.name,
+        "uid": cluster.uid,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+fn claim_body(
+    ctx: &Context,
+    cluster: &ClusterView,
+    role: Role,
+    name: &str,
+    pool: &PoolRef,
+) -> Value {
+    let mut spec =
+        json!({"poolRef": {"apiGroup": pool.api_group, "kind": pool.kind, "name": pool.name}});
+    if ctx.shapes.claim_has_cluster_name() {
+        spec["clusterName"] = json!(cluster.name);
+    }
+    json!({
+        "apiVersion": ctx.shapes.claim.api_version,
+        "kind": ctx.shapes.claim.kind,
+        "metadata": {
+            "name": name,
+            "namespace": cluster.namespace,
+            "labels": {LABEL_ROLE: role.label(), LABEL_CAPI_CLUSTER_NAME: cluster.name},
+            "ownerReferences": [owner_ref(ctx, cluster)],
+        },
+        "spec": spec,
+    })
+}
+
+/// A merge patch adding our controller ownerReference and labels; carries the cached resourceVersion so a
+/// concurrent change (someone else adopting it) makes it fail with 409 instead of being overwritten.
+fn adopt_patch(
+    ctx: &Context,
+    cluster: &ClusterView,
+    role: Role,
+    name: &str,
+) -> Result<Value, Error> {
+    let obj = ctx
+        .stores
+        .claim(&cluster.namespace, name)
+        .ok_or_else(|| Error::Stale(format!("claim {name} left the cache")))?;
+    let mut owners: Vec<Value> = obj
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .collect();
+    owners.push(owner_ref(ctx, cluster));
+    Ok(json!({
+        "metadata": {
+            "resourceVersion": obj.metadata.resource_version,
+            "ownerReferences": owners,
+            "labels": {LABEL_ROLE: role.label(), LABEL_CAPI_CLUSTER_NAME: cluster.name},
+        }
+    }))
+}

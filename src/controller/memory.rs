@@ -1,0 +1,146 @@
+//! Small in-memory state per Cluster uid: the last reported reason per slot (so an Event is published once per
+//! change of state) and the count of consecutive failures (for backoff). Pruned when the Cluster goes away.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
+
+use crate::plan::Role;
+
+/// What a remembered reason is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// A role's allocation state.
+    Role(Role),
+    /// The outcome of our last write (PatchFailed, ClaimFailed).
+    Write,
+}
+
+#[derive(Debug, Default)]
+struct ClusterMemory {
+    last: HashMap<Slot, &'static str>,
+    failures: u32,
+}
+
+/// Per-Cluster memory.
+#[derive(Debug, Default)]
+pub struct Memory {
+    inner: Mutex<HashMap<String, ClusterMemory>>,
+}
+
+impl Memory {
+    fn with<T>(&self, uid: &str, f: impl FnOnce(&mut ClusterMemory) -> T) -> T {
+        let mut map = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(map.entry(uid.to_owned()).or_default())
+    }
+
+    /// Records the current reason of `slot`; true when it differs from the last one and is `Some`
+    /// (i.e. an Event should be published).
+    pub fn transition(&self, uid: &str, slot: Slot, reason: Option<&'static str>) -> bool {
+        self.with(uid, |m| {
+            let changed = m.last.get(&slot).copied() != reason;
+            match reason {
+                Some(r) => {
+                    m.last.insert(slot, r);
+                }
+                None => {
+                    m.last.remove(&slot);
+                }
+            }
+            changed && reason.is_some()
+        })
+    }
+
+    /// One more consecutive failure; returns the count before it.
+    pub fn failed(&self, uid: &str) -> u32 {
+        self.with(uid, |m| {
+            let n = m.failures;
+            m.failures = m.failures.saturating_add(1);
+            n
+        })
+    }
+
+    /// Resets the failure count.
+    pub fn succeeded(&self, uid: &str) {
+        self.with(uid, |m| m.failures = 0);
+    }
+
+    /// Forgets a deleted Cluster.
+    pub fn forget(&self, uid: &str) {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(uid);
+    }
+
+    /// Forgets every Cluster not in `alive` (after a relist).
+    pub fn retain(&self, alive: &HashSet<String>) {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|uid, _| alive.contains(uid));
+    }
+
+    /// Number of remembered Clusters.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Nothing remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_event_per_state_change() {
+        let m = Memory::default();
+        let s = Slot::Role(Role::ControlPlane);
+        assert!(m.transition("u", s, Some("PoolNotFound")));
+        assert!(
+            !m.transition("u", s, Some("PoolNotFound")),
+            "same state: no second Event"
+        );
+        assert!(m.transition("u", s, Some("PoolExhausted")));
+        assert!(!m.transition("u", s, None));
+        assert!(
+            m.transition("u", s, Some("PoolExhausted")),
+            "left and re-entered: a new Event"
+        );
+        assert!(
+            m.transition("u", Slot::Role(Role::Ingress), Some("PoolExhausted")),
+            "slots are independent"
+        );
+    }
+
+    #[test]
+    fn forget_and_retain_prune() {
+        let m = Memory::default();
+        m.transition("a", Slot::Write, Some("PatchFailed"));
+        m.transition("b", Slot::Write, Some("PatchFailed"));
+        m.forget("a");
+        assert_eq!(m.len(), 1);
+        m.retain(&HashSet::new());
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn failures_count_and_reset() {
+        let m = Memory::default();
+        assert_eq!(m.failed("u"), 0);
+        assert_eq!(m.failed("u"), 1);
+        m.succeeded("u");
+        assert_eq!(m.failed("u"), 0);
+    }
+}

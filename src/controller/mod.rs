@@ -1,0 +1,479 @@
+//! kube-runtime wiring: one watch per kind feeding reflector caches, a trigger stream mapping every change to the
+//! Clusters it concerns, and the reconcile (gather → plan → act).
+
+mod act;
+pub mod error;
+pub mod memory;
+pub mod stores;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{future, stream, Stream, StreamExt, TryStreamExt};
+use kube::{
+    api::{Api, ApiResource, DynamicObject},
+    runtime::{
+        applier,
+        controller::{trigger_self, trigger_with, Action, ReconcileRequest},
+        events::{Recorder, Reporter},
+        reflector::{reflector, store::Writer, ObjectRef},
+        watcher::{self, watcher},
+        WatchStreamExt,
+    },
+    Client,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use error::Error;
+use memory::{Memory, Slot};
+pub use stores::Stores;
+
+use crate::{
+    api::{ApiShapes, ClaimView, ClusterView, PoolView},
+    names::{CONTROLLER_NAME, LABEL_CAPI_CLUSTER_NAME},
+    plan::{self, Severity, Skip},
+    telemetry::Metrics,
+};
+
+/// Long safety requeue after a successful reconcile (every input is watched; this only covers missed events).
+pub const SAFETY_REQUEUE: Duration = Duration::from_secs(600);
+
+/// The source of time.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> jiff::Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+/// Settings from the command line that the rules need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--default-port`.
+    pub default_port: u16,
+}
+
+/// Readiness flags shared with `/readyz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    synced: AtomicBool,
+    running: AtomicBool,
+}
+
+impl Health {
+    /// Caches synced and controller running.
+    pub fn ready(&self) -> bool {
+        self.synced.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst)
+    }
+
+    /// Marks readiness (used when the reconciler is disabled, and by the controller).
+    pub fn set(&self, synced: bool, running: bool) {
+        self.synced.store(synced, Ordering::SeqCst);
+        self.running.store(running, Ordering::SeqCst);
+    }
+}
+
+/// Everything reconcile needs, shared by `Arc`.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Served versions.
+    pub shapes: ApiShapes,
+    /// Event recorder (events.k8s.io/v1).
+    pub recorder: Recorder,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// The caches.
+    pub stores: Stores,
+    /// Flags.
+    pub settings: Settings,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Per-Cluster Event state and failure counts.
+    pub memory: Memory,
+}
+
+fn cluster_ref(ar: &ApiResource, ns: &str, name: &str) -> ObjectRef<DynamicObject> {
+    ObjectRef::new_with(name, ar.clone()).within(ns)
+}
+
+/// The reconcile: gather → plan → act → report.
+async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let cluster = match ClusterView::parse(&obj) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "skipping malformed Cluster");
+            return Ok(Action::await_change());
+        }
+    };
+    let class = cluster
+        .class
+        .as_ref()
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let span = tracing::info_span!("reconcile", cluster = %cluster.name, ns = %cluster.namespace);
+    let result = reconcile_cluster(&ctx, cluster.clone(), &class)
+        .instrument(span)
+        .await;
+    let label = match &result {
+        Ok(Some(_)) => "skipped",
+        Ok(None) => "success",
+        Err(_) => "error",
+    };
+    ctx.metrics
+        .reconciled(&class, label, started.elapsed().as_secs_f64());
+    match result {
+        Ok(_) => {
+            ctx.memory.succeeded(&cluster.uid);
+            ctx.memory.transition(&cluster.uid, Slot::Write, None);
+            Ok(Action::requeue(SAFETY_REQUEUE))
+        }
+        Err(e) => {
+            if let Some(reason) = e.user_reason() {
+                if ctx
+                    .memory
+                    .transition(&cluster.uid, Slot::Write, Some(reason))
+                {
+                    ctx.metrics
+                        .error(plan::Role::ControlPlane.label(), &class, reason);
+                    act::publish(&ctx, &cluster, Severity::Warning, reason, e.to_string()).await;
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn reconcile_cluster(
+    ctx: &Context,
+    cluster: ClusterView,
+    class: &str,
+) -> Result<Option<Skip>, Error> {
+    let snapshot = ctx.stores.snapshot(cluster, ctx.settings.default_port);
+    let plan = plan::plan(&snapshot);
+    if let Some(skip) = plan.skip {
+        tracing::debug!(?skip, "cluster skipped");
+        return Ok(Some(skip));
+    }
+    let outcome = act::act(ctx, &snapshot.cluster, class, &plan).await?;
+    act::report(ctx, &snapshot.cluster, class, &plan).await;
+    if outcome.claim_writes > 0 || outcome.patched {
+        tracing::debug!(
+            claim_writes = outcome.claim_writes,
+            patched = outcome.patched,
+            "reconciled"
+        );
+    }
+    Ok(None)
+}
+
+fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
+    let uid = obj.metadata.uid.clone().unwrap_or_default();
+    let attempt = ctx.memory.failed(&uid);
+    let name = obj.metadata.name.as_deref().unwrap_or_default();
+    match err {
+        // The watch brings the newer object at once; retry soon.
+        Error::Stale(_) => {
+            tracing::debug!(cluster = name, error = %err, "stale cache, retrying");
+            Action::requeue(error::backoff(
+                attempt,
+                Duration::from_millis(50),
+                Duration::from_secs(5),
+            ))
+        }
+        Error::Transient { .. } => {
+            tracing::warn!(cluster = name, error = %err, "transient error, backing off");
+            Action::requeue(error::backoff(
+                attempt,
+                Duration::from_millis(500),
+                Duration::from_secs(300),
+            ))
+        }
+        // The user has to change something; the change will trigger us. Retry rarely meanwhile.
+        Error::PatchRejected { .. } | Error::ClaimRejected { .. } => {
+            tracing::warn!(cluster = name, error = %err, "request refused");
+            Action::requeue(SAFETY_REQUEUE)
+        }
+    }
+}
+
+type Trigger =
+    futures::stream::BoxStream<'static, Result<ReconcileRequest<DynamicObject>, watcher::Error>>;
+
+fn watch(
+    client: &Client,
+    ar: &ApiResource,
+    writer: Writer<DynamicObject>,
+) -> impl Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send + 'static {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+    reflector(
+        writer,
+        watcher(api, watcher::Config::default().any_semantic()).default_backoff(),
+    )
+}
+
+/// What the controller runs with; cheap to clone so a leadership gate can start it again.
+#[derive(Clone)]
+pub struct Runtime {
+    /// API client.
+    pub client: Client,
+    /// Served versions.
+    pub shapes: ApiShapes,
+    /// Flags.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness flags.
+    pub health: Arc<Health>,
+    /// Where the scrape-time gauges find the current caches.
+    pub gauge_stores: Arc<Mutex<Option<Stores>>>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Runs the controller until `shutdown` is cancelled. Builds fresh caches each time, so a leadership gate can
+/// start and stop it.
+pub async fn run(rt: Runtime, shutdown: CancellationToken) {
+    let Runtime {
+        client,
+        shapes,
+        settings,
+        metrics,
+        health,
+        gauge_stores,
+        clock,
+    } = rt;
+    let (stores, writers) = Stores::new(&shapes);
+    if let Ok(mut slot) = gauge_stores.lock() {
+        *slot = Some(stores.clone());
+    }
+    let reporter = Reporter {
+        controller: CONTROLLER_NAME.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        shapes: shapes.clone(),
+        metrics,
+        stores: stores.clone(),
+        settings,
+        clock,
+        memory: Memory::default(),
+    });
+
+    let triggers = triggers(&client, &shapes, writers, &ctx);
+    let queue = stream::select_all(triggers);
+
+    let ready_stores = stores.clone();
+    let ready_health = health.clone();
+    let readiness = tokio::spawn(async move {
+        if ready_stores.wait_until_ready().await {
+            ready_health.set(true, true);
+            tracing::info!("caches synced; controller running");
+        }
+    });
+
+    let run = applier(
+        |obj, ctx| Box::pin(spawned(reconcile(obj, ctx))),
+        error_policy,
+        ctx,
+        stores.clusters.clone(),
+        queue.take_until(shutdown.clone().cancelled_owned()),
+        kube::runtime::Config::default(),
+    )
+    .for_each(|res| {
+        match res {
+            Ok((obj, _)) => tracing::trace!(cluster = %obj.name, "reconciled"),
+            Err(kube::runtime::controller::Error::ObjectNotFound(r)) => {
+                tracing::debug!(%r, "object gone before reconcile")
+            }
+            Err(kube::runtime::controller::Error::ReconcilerFailed(e, r)) => {
+                tracing::debug!(%r, error = %e, "reconcile failed")
+            }
+            Err(e) => tracing::warn!(error = %e, "controller error"),
+        }
+        future::ready(())
+    });
+    run.await;
+    readiness.abort();
+    health.set(false, false);
+    tracing::info!("controller stopped");
+}
+
+/// Runs the reconcile on the multi-threaded runtime; a panic becomes a transient error, not a dead controller.
+async fn spawned(
+    fut: impl std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+) -> Result<Action, Error> {
+    match tokio::spawn(fut).await {
+        Ok(r) => r,
+        Err(e) => Err(Error::Stale(format!("reconcile task failed: {e}"))),
+    }
+}
+
+fn triggers(
+    client: &Client,
+    shapes: &ApiShapes,
+    writers: stores::Writers,
+    ctx: &Arc<Context>,
+) -> Vec<Trigger> {
+    let cluster_ar = shapes.cluster.clone();
+
+    // Clusters: themselves; prune the per-Cluster memory on delete and after a relist.
+    let mem_ctx = ctx.clone();
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let clusters =
+        watch(client, &shapes.cluster, writers.clusters).inspect_ok(move |ev| match ev {
+            watcher::Event::Delete(o) => {
+                if let Some(uid) = &o.metadata.uid {
+                    mem_ctx.memory.forget(uid);
+                }
+            }
+            watcher::Event::Init => {
+                if let Ok(mut s) = seen.lock() {
+                    s.clear();
+                }
+            }
+            watcher::Event::InitApply(o) => {
+                if let (Ok(mut s), Some(uid)) = (seen.lock(), &o.metadata.uid) {
+                    s.insert(uid.clone());
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Ok(s) = seen.lock() {
+                    mem_ctx.memory.retain(&s);
+                }
+            }
+            watcher::Event::Apply(_) => {}
+        });
+    let clusters = trigger_self(clusters.applied_objects(), cluster_ar.clone()).boxed();
+
+    // Claims → their Cluster.
+    let ar = cluster_ar.clone();
+    let claims = watch(client, &shapes.claim, writers.claims).touched_objects();
+    let claims = trigger_with(claims, move |o: DynamicObject| {
+        let claim = ClaimView::parse(&o).ok();
+        let by_owner = claim
+            .as_ref()
+            .and_then(|c| c.controller.as_ref())
+            .filter(|r| r.kind == "Cluster")
+            .map(|r| r.name.clone());
+        let ns = o.metadata.namespace.clone().unwrap_or_default();
+        let by_name = o
+            .metadata
+            .name
+            .as_deref()
+            .and_then(|n| stores::cluster_of_claim(n, o.metadata.labels.as_ref()));
+        let mut names: Vec<String> = by_owner.into_iter().chain(by_name).collect();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|n| ReconcileRequest::from(cluster_ref(&ar, &ns, &n)))
+            .collect::<Vec<_>>()
+    })
+    .boxed();
+
+    // IPAddresses → the Cluster of the claim they answer (same name as the claim).
+    let ar = cluster_ar.clone();
+    let addresses = watch(client, &shapes.address, writers.addresses).touched_objects();
+    let addresses = trigger_with(addresses, move |o: DynamicObject| {
+        let ns = o.metadata.namespace.clone().unwrap_or_default();
+        let claim = o
+            .data
+            .pointer("/spec/claimRef/name")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| o.metadata.name.clone())
+            .unwrap_or_default();
+        let labels = o.metadata.labels.clone().unwrap_or_default();
+        let cluster = labels
+            .get(LABEL_CAPI_CLUSTER_NAME)
+            .cloned()
+            .or_else(|| plan::Role::cluster_of_claim(&claim).map(|(_, c)| c.to_owned()));
+        cluster.map(|c| ReconcileRequest::from(cluster_ref(&ar, &ns, &c)))
+    })
+    .boxed();
+
+    // ClusterClasses → Clusters using them.
+    let ar = cluster_ar.clone();
+    let st = ctx.stores.clone();
+    let classes = watch(client, &shapes.cluster_class, writers.classes).touched_objects();
+    let classes = trigger_with(classes, move |o: DynamicObject| {
+        let name = o.metadata.name.clone().unwrap_or_default();
+        st.clusters_of_class(&name, o.metadata.namespace.as_deref())
+            .into_iter()
+            .map(|(ns, n)| ReconcileRequest::from(cluster_ref(&ar, &ns, &n)))
+            .collect::<Vec<_>>()
+    })
+    .boxed();
+
+    // Pools → Clusters of the classes they list and Clusters with a pending claim on them, but only when
+    // something that can change a decision changed (labels, exhaustion, deletion) — not on every counter move.
+    let ar = cluster_ar;
+    let st = ctx.stores.clone();
+    let kind = shapes.global_pool.kind.clone();
+    let signatures: Arc<Mutex<HashMap<String, stores::PoolSignature>>> = Arc::default();
+    let pools = watch(client, &shapes.global_pool, writers.pools)
+        .map_ok(|ev| {
+            let deleted = matches!(ev, watcher::Event::Delete(_));
+            let objs: Vec<(DynamicObject, bool)> = match ev {
+                watcher::Event::Apply(o)
+                | watcher::Event::InitApply(o)
+                | watcher::Event::Delete(o) => vec![(o, deleted)],
+                _ => Vec::new(),
+            };
+            stream::iter(objs.into_iter().map(Ok))
+        })
+        .try_flatten();
+    let pools = trigger_with(pools, move |(o, deleted): (DynamicObject, bool)| {
+        let Ok(pool) = PoolView::parse(&kind, &o) else {
+            return Vec::new();
+        };
+        let changed = {
+            let Ok(mut sigs) = signatures.lock() else {
+                return Vec::new();
+            };
+            if deleted {
+                sigs.remove(&pool.name);
+                true
+            } else {
+                let sig = stores::PoolSignature::of(&pool);
+                sigs.insert(pool.name.clone(), sig.clone()).as_ref() != Some(&sig)
+            }
+        };
+        if !changed {
+            return Vec::new();
+        }
+        let mut targets: Vec<(String, String)> =
+            crate::plan::labels::listed_classes(&pool.labels, &pool.annotations)
+                .into_iter()
+                .flat_map(|class| st.clusters_of_class(class, None))
+                .collect();
+        targets.extend(st.clusters_waiting_on_pool(&pool.name));
+        targets.sort();
+        targets.dedup();
+        targets
+            .into_iter()
+            .map(|(ns, n)| ReconcileRequest::from(cluster_ref(&ar, &ns, &n)))
+            .collect()
+    })
+    .boxed();
+
+    vec![clusters, claims, addresses, classes, pools]
+}

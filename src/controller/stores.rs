@@ -1,0 +1,291 @@
+//! The reflector caches, and everything read from them: snapshots for the rules, gauge samples, and the
+//! mapping from a changed object to the Clusters it concerns.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use kube::{
+    api::{ApiResource, DynamicObject},
+    runtime::reflector::{store::Writer, ObjectRef, Store},
+};
+use serde_json::Value;
+
+use crate::{
+    api::{AddressView, ApiShapes, ClaimView, ClassView, ClusterView, PoolView},
+    names::{LABEL_CAPI_CLUSTER_NAME, LABEL_ROLE},
+    plan::{labels, Role, RoleInputs, Snapshot},
+    telemetry::metrics::{GaugeSample, PoolSample, SampleSource},
+};
+
+/// Read handles of every cache.
+#[derive(Clone)]
+pub struct Stores {
+    /// Clusters.
+    pub clusters: Store<DynamicObject>,
+    /// ClusterClasses.
+    pub classes: Store<DynamicObject>,
+    /// IPAddressClaims.
+    pub claims: Store<DynamicObject>,
+    /// IPAddresses.
+    pub addresses: Store<DynamicObject>,
+    /// GlobalInClusterIPPools.
+    pub pools: Store<DynamicObject>,
+    /// The API shapes the caches hold.
+    pub shapes: ApiShapes,
+}
+
+/// Write handles, consumed by the reflectors.
+pub struct Writers {
+    /// Clusters.
+    pub clusters: Writer<DynamicObject>,
+    /// ClusterClasses.
+    pub classes: Writer<DynamicObject>,
+    /// IPAddressClaims.
+    pub claims: Writer<DynamicObject>,
+    /// IPAddresses.
+    pub addresses: Writer<DynamicObject>,
+    /// Pools.
+    pub pools: Writer<DynamicObject>,
+}
+
+impl Stores {
+    /// Empty caches for `shapes`.
+    pub fn new(shapes: &ApiShapes) -> (Self, Writers) {
+        let w = |ar: &ApiResource| Writer::<DynamicObject>::new(ar.clone());
+        let writers = Writers {
+            clusters: w(&shapes.cluster),
+            classes: w(&shapes.cluster_class),
+            claims: w(&shapes.claim),
+            addresses: w(&shapes.address),
+            pools: w(&shapes.global_pool),
+        };
+        let stores = Self {
+            clusters: writers.clusters.as_reader(),
+            classes: writers.classes.as_reader(),
+            claims: writers.claims.as_reader(),
+            addresses: writers.addresses.as_reader(),
+            pools: writers.pools.as_reader(),
+            shapes: shapes.clone(),
+        };
+        (stores, writers)
+    }
+
+    /// Waits until every cache has its initial list.
+    pub async fn wait_until_ready(&self) -> bool {
+        self.clusters.wait_until_ready().await.is_ok()
+            && self.classes.wait_until_ready().await.is_ok()
+            && self.claims.wait_until_ready().await.is_ok()
+            && self.addresses.wait_until_ready().await.is_ok()
+            && self.pools.wait_until_ready().await.is_ok()
+    }
+
+    fn get(
+        store: &Store<DynamicObject>,
+        ar: &ApiResource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Option<Arc<DynamicObject>> {
+        let mut r = ObjectRef::new_with(name, ar.clone());
+        if let Some(ns) = ns {
+            r = r.within(ns);
+        }
+        store.get(&r)
+    }
+
+    /// The cached claim object.
+    pub fn claim(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        Self::get(&self.claims, &self.shapes.claim, Some(ns), name)
+    }
+
+    /// All pools, parsed (malformed ones are logged and skipped).
+    pub fn pool_views(&self) -> Vec<PoolView> {
+        self.pools
+            .state()
+            .iter()
+            .filter_map(
+                |p| match PoolView::parse(&self.shapes.global_pool.kind, p) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "skipping malformed pool");
+                        None
+                    }
+                },
+            )
+            .collect()
+    }
+
+    /// A snapshot for the rules.
+    pub fn snapshot(&self, cluster: ClusterView, default_port: u16) -> Snapshot {
+        let class = cluster.class.as_ref().and_then(|r| {
+            Self::get(
+                &self.classes,
+                &self.shapes.cluster_class,
+                Some(&r.namespace),
+                &r.name,
+            )
+            .and_then(|o| ClassView::parse(&o).ok())
+        });
+        let inputs = |role: Role| {
+            let claim = self
+                .claim(&cluster.namespace, &role.claim_name(&cluster.name))
+                .and_then(|o| {
+                    ClaimView::parse(&o)
+                        .map_err(|e| tracing::warn!(error = %e, "malformed claim"))
+                        .ok()
+                });
+            let address = claim.as_ref().and_then(|c| {
+                let name = c.address_ref.as_ref()?;
+                let obj = Self::get(
+                    &self.addresses,
+                    &self.shapes.address,
+                    Some(&c.namespace),
+                    name,
+                )?;
+                AddressView::parse(&obj)
+                    .map_err(|e| tracing::warn!(error = %e, "malformed IPAddress"))
+                    .ok()
+            });
+            RoleInputs { claim, address }
+        };
+        Snapshot {
+            control_plane: inputs(Role::ControlPlane),
+            ingress: inputs(Role::Ingress),
+            class,
+            pools: self.pool_views(),
+            cluster,
+            default_port,
+        }
+    }
+
+    /// Clusters (`namespace`, `name`) whose class is `class` (any namespace when `class_ns` is `None`).
+    pub fn clusters_of_class(&self, class: &str, class_ns: Option<&str>) -> Vec<(String, String)> {
+        self.clusters
+            .state()
+            .iter()
+            .filter_map(|c| ClusterView::parse(c).ok())
+            .filter(|c| {
+                c.class
+                    .as_ref()
+                    .is_some_and(|r| r.name == class && class_ns.is_none_or(|ns| ns == r.namespace))
+            })
+            .map(|c| (c.namespace, c.name))
+            .collect()
+    }
+
+    /// Clusters with a pending claim on pool `name`.
+    pub fn clusters_waiting_on_pool(&self, pool: &str) -> Vec<(String, String)> {
+        self.claims
+            .state()
+            .iter()
+            .filter_map(|o| ClaimView::parse(o).ok())
+            .filter(|c| {
+                c.address_ref.is_none() && c.pool_ref.as_ref().is_some_and(|r| r.name == pool)
+            })
+            .filter_map(|c| {
+                cluster_of_claim(&c.name, c.labels.as_ref()).map(|n| (c.namespace.clone(), n))
+            })
+            .collect()
+    }
+}
+
+/// The Cluster a claim (or IPAddress, which carries the claim's name) belongs to.
+pub fn cluster_of_claim(
+    claim_name: &str,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Option<String> {
+    labels
+        .and_then(|l| l.get(LABEL_CAPI_CLUSTER_NAME))
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .or_else(|| Role::cluster_of_claim(claim_name).map(|(_, c)| c.to_owned()))
+}
+
+/// What about a pool can change the rules' decisions (not its counters, which move on every allocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSignature {
+    labels: BTreeMap<String, String>,
+    class_annotation: Option<String>,
+    exhausted: bool,
+    deleting: bool,
+}
+
+impl PoolSignature {
+    /// The signature of a pool.
+    pub fn of(p: &PoolView) -> Self {
+        Self {
+            labels: p.labels.clone(),
+            class_annotation: p
+                .annotations
+                .get(crate::names::LABEL_CLUSTER_CLASS)
+                .cloned(),
+            exhausted: p.exhausted(),
+            deleting: p.deleting,
+        }
+    }
+}
+
+impl SampleSource for Stores {
+    fn sample(&self) -> GaugeSample {
+        let mut sample = GaugeSample::default();
+        let pools = self.pool_views();
+        let mut classes: BTreeSet<String> = self
+            .classes
+            .state()
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        for p in &pools {
+            classes.extend(
+                labels::listed_classes(&p.labels, &p.annotations)
+                    .into_iter()
+                    .map(str::to_owned),
+            );
+            sample.pools.push(PoolSample {
+                name: p.name.clone(),
+                total: p.total,
+                free: p.free,
+                used: p.used,
+            });
+        }
+        for class in &classes {
+            for role in Role::ALL {
+                let n = pools
+                    .iter()
+                    .filter(|p| {
+                        !p.deleting
+                            && labels::pool_matches(&p.labels, &p.annotations, class, role.label())
+                    })
+                    .count() as u64;
+                sample
+                    .pools_available
+                    .insert((class.clone(), role.label().to_owned()), n);
+            }
+        }
+        for obj in self.claims.state() {
+            let Some(role) = obj
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_ROLE))
+                .and_then(|r| Role::from_label(r))
+            else {
+                continue;
+            };
+            let ready = obj
+                .data
+                .pointer("/status/addressRef/name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            let ns = obj.metadata.namespace.clone().unwrap_or_default();
+            let entry = sample
+                .claims
+                .entry((role.label().to_owned(), ns))
+                .or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(ready);
+        }
+        sample
+    }
+}
