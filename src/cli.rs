@@ -16,7 +16,7 @@ pub enum LogFormat {
 
 /// Allocates control-plane and ingress VIPs for Cluster API topology Clusters from IPAM pools.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "capi-vip-allocator", version, about, long_about = None)]
+#[command(name = "capi-vip-allocator", version, about, long_about = None, args_override_self = true)]
 pub struct Args {
     /// Address the Prometheus `/metrics` endpoint binds to (`:8080` = all interfaces, port 8080; `0` disables it).
     #[arg(long, default_value = ":8080", value_name = "ADDR")]
@@ -267,6 +267,13 @@ mod tests {
         assert_eq!(a.health_probe_bind_address, ":9091");
         assert!(!a.enable_reconciler);
         assert_eq!(a.default_port, 7443);
+    }
+
+    #[test]
+    fn repeated_flags_last_one_wins_like_go() {
+        let a = parse(&["--metrics-bind-address=:1", "--metrics-bind-address", ":2", "--leader-elect", "--leader-elect=false"]);
+        assert_eq!(a.metrics_bind_address, ":2");
+        assert!(!a.leader_elect);
     }
 
     #[test]
