@@ -1,1 +1,214 @@
+//! testbed: an in-process Kubernetes API server emulator with a simulated in-cluster IPAM
+//! provider, for the operator's integration tests, benchmarks and demo.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), testbed::TestbedError> {
+//! let tb = testbed::Testbed::start(testbed::TestbedOptions::profile(testbed::Profile::Capi112)).await?;
+//! let client = tb.client();
+//! # drop(client);
+//! tb.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+mod apply;
+mod delete;
+mod discovery;
+mod errors;
+mod faults;
+mod fields;
+mod gc;
+mod handlers;
+mod http;
+pub mod ipam;
+mod kubeconfig;
+mod loader;
+mod metadata;
+mod objects;
+mod patch;
+mod resources;
+mod schema;
+mod selectors;
+mod server;
+mod state;
+mod stats;
+mod store;
+mod table;
+mod views;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use faults::{ErrorRate, FaultConfig, FaultHandle};
+pub use stats::{RequestCount, Stats, WriteRecord};
+
+use state::Shared;
+
+/// A CAPI release whose CRDs the testbed serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Cluster/ClusterClass v1beta1, IPAM claims/addresses v1beta1, pools v1alpha2.
+    Capi110,
+    /// Cluster/ClusterClass v1beta2, IPAM claims/addresses v1beta2, pools v1alpha2.
+    Capi112,
+}
+
+/// The repository root (two levels above this crate).
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| manifest.to_path_buf())
+}
+
+impl Profile {
+    /// Absolute path of this profile's CRD directory (`<repo>/crds/capi-v1.10|12`).
+    pub fn crd_dir(&self) -> PathBuf {
+        repo_root().join("crds").join(match self {
+            Profile::Capi110 => "capi-v1.10",
+            Profile::Capi112 => "capi-v1.12",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TestbedOptions {
+    pub listen: SocketAddr,
+    /// Directories whose YAML/JSON files (CRDs first) are applied at start.
+    pub crd_dirs: Vec<PathBuf>,
+    /// Run the simulated in-cluster IPAM provider.
+    pub ipam: bool,
+    /// Reaction delay of the IPAM provider before each claim.
+    pub ipam_delay: Duration,
+    pub faults: FaultConfig,
+    pub seed: u64,
+    /// Where to write the kubeconfig (a temporary file when None).
+    pub kubeconfig_path: Option<PathBuf>,
+}
+
+impl Default for TestbedOptions {
+    fn default() -> Self {
+        TestbedOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            crd_dirs: Vec::new(),
+            ipam: true,
+            ipam_delay: Duration::ZERO,
+            faults: FaultConfig::default(),
+            seed: 1,
+            kubeconfig_path: None,
+        }
+    }
+}
+
+impl TestbedOptions {
+    /// Defaults plus the CRD directory of a profile.
+    pub fn profile(p: Profile) -> Self {
+        TestbedOptions { crd_dirs: vec![p.crd_dir()], ..Default::default() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot load {path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("cannot write kubeconfig {path}: {source}")]
+    Kubeconfig { path: PathBuf, source: std::io::Error },
+    #[error("cannot build a client: {0}")]
+    Client(String),
+}
+
+/// A running testbed. Dropping it stops the server too; `shutdown` also waits for it.
+pub struct Testbed {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    kubeconfig: PathBuf,
+    temp_kubeconfig: bool,
+    client: kube::Client,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Testbed {
+    pub async fn start(opts: TestbedOptions) -> Result<Testbed, TestbedError> {
+        let faults = Arc::new(faults::FaultState::new(opts.faults.clone(), opts.seed));
+        let shared = Arc::new(Shared::new(50_000, faults, opts.seed));
+        loader::create_default_namespaces(&shared);
+        for dir in &opts.crd_dirs {
+            loader::load_dir(&shared, dir)?;
+        }
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| TestbedError::Bind { addr: opts.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| TestbedError::Bind { addr: opts.listen, source })?;
+        let mut tasks = vec![
+            tokio::spawn(server::serve(listener, shared.clone())),
+            tokio::spawn(gc::run(shared.clone())),
+        ];
+        if opts.ipam {
+            tasks.push(tokio::spawn(ipam::run(shared.clone(), opts.ipam_delay)));
+        }
+        let url = format!("http://{addr}");
+        let (kubeconfig, temp_kubeconfig) = match &opts.kubeconfig_path {
+            Some(p) => (p.clone(), false),
+            None => (std::env::temp_dir().join(format!("testbed-{}-{}.kubeconfig", std::process::id(), addr.port())), true),
+        };
+        kubeconfig::write(&kubeconfig, &url)
+            .map_err(|source| TestbedError::Kubeconfig { path: kubeconfig.clone(), source })?;
+        let client = client_for(&url)?;
+        Ok(Testbed { shared, addr, kubeconfig, temp_kubeconfig, client, tasks })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A kubeconfig file for kubectl or the operator.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A kube client (user agent `testbed-client`).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// Request counters and the write log (same data as `GET /testbed/stats`).
+    pub fn stats(&self) -> Stats {
+        self.shared.stats.snapshot(0)
+    }
+
+    /// Changes faults at run time.
+    pub fn faults(&self) -> FaultHandle {
+        FaultHandle(self.shared.faults.clone())
+    }
+
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.cancel();
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+        if self.temp_kubeconfig {
+            let _ = std::fs::remove_file(&self.kubeconfig);
+        }
+    }
+}
+
+/// A kube client for a testbed URL with user agent `testbed-client`.
+pub fn client_for(url: &str) -> Result<kube::Client, TestbedError> {
+    let uri: ::http::Uri = url.parse().map_err(|e| TestbedError::Client(format!("{url}: {e}")))?;
+    let mut config = kube::Config::new(uri);
+    config.headers.push((::http::header::USER_AGENT, ::http::HeaderValue::from_static("testbed-client")));
+    kube::Client::try_from(config).map_err(|e| TestbedError::Client(e.to_string()))
+}

@@ -1,1 +1,105 @@
-fn main() {}
+//! Standalone testbed: `testbed --listen 127.0.0.1:6443 --kubeconfig /tmp/tb.kubeconfig [--crds DIR]…`
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use testbed::{ErrorRate, FaultConfig, Testbed, TestbedOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "testbed", about = "A Kubernetes API emulator with a simulated in-cluster IPAM provider")]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Where to write a kubeconfig for kubectl and the operator.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Directory of CRDs (and other objects) to apply at start; repeatable.
+    #[arg(long = "crds")]
+    crds: Vec<PathBuf>,
+    /// Reaction delay of the simulated IPAM provider, per claim.
+    #[arg(long, default_value_t = 0)]
+    ipam_delay_ms: u64,
+    /// Do not run the simulated IPAM provider.
+    #[arg(long)]
+    no_ipam: bool,
+    /// Seed for generated names, uids and fault draws.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fail a share of requests: VERB=RATE:CODE (e.g. patch=0.1:500, *=0.05:429); repeatable.
+    #[arg(long = "fault-error-rate", value_parser = ErrorRate::parse)]
+    fault_error_rate: Vec<ErrorRate>,
+    /// Latency added to every API request.
+    #[arg(long, default_value_t = 0)]
+    fault_latency_ms: u64,
+    /// Close watch streams after this many events.
+    #[arg(long)]
+    fault_watch_cut_events: Option<u64>,
+    /// Close watch streams after this many seconds.
+    #[arg(long)]
+    fault_watch_cut_seconds: Option<u64>,
+    /// Answer the next watch with an ERROR event (410 Expired).
+    #[arg(long)]
+    fault_next_watch_gone: bool,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let opts = TestbedOptions {
+        listen: args.listen,
+        crd_dirs: args.crds,
+        ipam: !args.no_ipam,
+        ipam_delay: Duration::from_millis(args.ipam_delay_ms),
+        faults: FaultConfig {
+            error_rates: args.fault_error_rate,
+            latency_ms: args.fault_latency_ms,
+            watch_cut_events: args.fault_watch_cut_events,
+            watch_cut_seconds: args.fault_watch_cut_seconds,
+            next_watch_gone: args.fault_next_watch_gone,
+        },
+        seed: args.seed,
+        kubeconfig_path: args.kubeconfig,
+    };
+    let tb = match Testbed::start(opts).await {
+        Ok(tb) => tb,
+        Err(e) => {
+            eprintln!("testbed: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("testbed ready at {} kubeconfig {}", tb.url(), tb.kubeconfig_path().display());
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await;
+    tb.shutdown().await;
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,390 @@
+//! The claim/pool reconciler: event-driven off the store's change stream, one claim at a time.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::alloc::{to_int, Allocatable, PoolSpec};
+use super::*;
+use crate::objects::WriteCtx;
+use crate::patch::PatchType;
+use crate::state::{finalizers, is_deleting, meta_str, Shared};
+use crate::store::{Event, EventType, GroupResource};
+
+type Name = (String, String);
+
+/// A pool identity: (kind, namespace — "" for the global pool, name).
+type PoolId = (String, String, String);
+
+fn gr(resource: &str) -> GroupResource {
+    GroupResource::new(GROUP, resource)
+}
+
+fn pool_gr(kind: &str) -> Option<GroupResource> {
+    match kind {
+        "InClusterIPPool" => Some(gr("inclusterippools")),
+        "GlobalInClusterIPPool" => Some(gr("globalinclusterippools")),
+        _ => None,
+    }
+}
+
+fn s<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
+    v.pointer(p).and_then(Value::as_str)
+}
+
+fn ctx() -> WriteCtx {
+    WriteCtx::internal(AGENT)
+}
+
+/// The pool a claim points at, if it is one of ours.
+fn claim_pool(claim: &Value, ns: &str) -> Option<PoolId> {
+    if s(claim, "/spec/poolRef/apiGroup") != Some(GROUP) {
+        return None;
+    }
+    let kind = s(claim, "/spec/poolRef/kind")?;
+    let name = s(claim, "/spec/poolRef/name")?;
+    let pool_ns = match kind {
+        "InClusterIPPool" => ns,
+        "GlobalInClusterIPPool" => "",
+        _ => return None,
+    };
+    Some((kind.to_string(), pool_ns.to_string(), name.to_string()))
+}
+
+fn address_pool(addr: &Value) -> Option<PoolId> {
+    let kind = s(addr, "/spec/poolRef/kind")?;
+    let name = s(addr, "/spec/poolRef/name")?;
+    let ns = match kind {
+        "InClusterIPPool" => meta_str(addr, "namespace").unwrap_or(""),
+        "GlobalInClusterIPPool" => "",
+        _ => return None,
+    };
+    Some((kind.to_string(), ns.to_string(), name.to_string()))
+}
+
+fn is_paused(obj: &Value) -> bool {
+    obj.pointer(&format!("/metadata/annotations/{}", PAUSED_ANNOTATION.replace('/', "~1"))).is_some()
+}
+
+fn pool_spec(pool: &Value) -> PoolSpec {
+    let list = |p: &str| -> Vec<String> {
+        pool.pointer(p)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .unwrap_or_default()
+    };
+    PoolSpec {
+        addresses: list("/spec/addresses"),
+        prefix: pool.pointer("/spec/prefix").and_then(Value::as_u64).unwrap_or(0).min(128) as u8,
+        gateway: s(pool, "/spec/gateway").map(String::from),
+        excluded: list("/spec/excludedAddresses"),
+        allocate_reserved: pool.pointer("/spec/allocateReservedIPAddresses").and_then(Value::as_bool) == Some(true),
+    }
+}
+
+struct Controller {
+    shared: Arc<Shared>,
+    queue: VecDeque<Name>,
+    queued: HashSet<Name>,
+    dirty_pools: BTreeSet<PoolId>,
+    delay: Duration,
+}
+
+pub async fn run(shared: Arc<Shared>, delay: Duration) {
+    let mut sub = shared.store.subscribe_from(0);
+    let mut c = Controller { shared: shared.clone(), queue: VecDeque::new(), queued: HashSet::new(), dirty_pools: BTreeSet::new(), delay };
+    let mut since_status = 0usize;
+    loop {
+        sub.mark_seen();
+        match shared.store.events_since(sub.last) {
+            Ok(events) => {
+                if let Some(last) = events.last() {
+                    sub.last = last.rv;
+                }
+                for e in &events {
+                    c.on_event(e);
+                }
+            }
+            Err(_) => {
+                sub.last = shared.store.current_rv();
+                c.resync();
+            }
+        }
+        if let Some(claim) = c.queue.pop_front() {
+            c.queued.remove(&claim);
+            if !c.delay.is_zero() {
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(c.delay) => {}
+                }
+            }
+            c.reconcile_claim(&claim);
+            since_status += 1;
+            if since_status < 32 || c.dirty_pools.is_empty() {
+                continue;
+            }
+        }
+        if !c.dirty_pools.is_empty() {
+            since_status = 0;
+            for p in std::mem::take(&mut c.dirty_pools) {
+                c.update_pool(&p);
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            alive = sub.changed() => if !alive { return },
+        }
+    }
+}
+
+impl Controller {
+    fn enqueue(&mut self, n: Name) {
+        if self.queued.insert(n.clone()) {
+            self.queue.push_back(n);
+        }
+    }
+
+    fn claims(&self, filter: &dyn Fn(&Value) -> bool) -> Vec<Name> {
+        let (items, _, _) = self.shared.store.list(&gr("ipaddressclaims"), None, None, 0, filter);
+        items
+            .iter()
+            .map(|c| (meta_str(c, "namespace").unwrap_or("").to_string(), meta_str(c, "name").unwrap_or("").to_string()))
+            .collect()
+    }
+
+    /// Claims of a pool still waiting for an address.
+    fn enqueue_waiting(&mut self, pool: &PoolId) {
+        let waiting = self.claims(&|c| {
+            let ns = meta_str(c, "namespace").unwrap_or("");
+            c.pointer("/status/addressRef/name").is_none() && claim_pool(c, ns).as_ref() == Some(pool)
+        });
+        waiting.into_iter().for_each(|n| self.enqueue(n));
+    }
+
+    fn resync(&mut self) {
+        for n in self.claims(&|_| true) {
+            self.enqueue(n);
+        }
+        for kind in ["InClusterIPPool", "GlobalInClusterIPPool"] {
+            if let Some(g) = pool_gr(kind) {
+                let (pools, _, _) = self.shared.store.list(&g, None, None, 0, &|_| true);
+                for p in pools {
+                    let ns = meta_str(&p, "namespace").unwrap_or("").to_string();
+                    self.dirty_pools.insert((kind.to_string(), ns, meta_str(&p, "name").unwrap_or("").to_string()));
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: &Event) {
+        let k = &e.key;
+        let name = (k.namespace.clone(), k.name.clone());
+        match (k.gr.group.as_str(), k.gr.resource.as_str()) {
+            (GROUP, "ipaddressclaims") => {
+                if e.kind != EventType::Deleted {
+                    self.enqueue(name);
+                }
+            }
+            (GROUP, "ipaddresses") => {
+                if let Some(p) = address_pool(&e.object) {
+                    if e.kind == EventType::Deleted {
+                        self.enqueue_waiting(&p);
+                    }
+                    self.dirty_pools.insert(p);
+                }
+            }
+            (GROUP, res @ ("inclusterippools" | "globalinclusterippools")) => {
+                let kind = if res == "inclusterippools" { "InClusterIPPool" } else { "GlobalInClusterIPPool" };
+                let id = (kind.to_string(), k.namespace.clone(), k.name.clone());
+                if e.kind == EventType::Deleted {
+                    return;
+                }
+                let prev = e.prev.as_deref();
+                let spec_changed = prev.is_none_or(|p| p.get("spec") != e.object.get("spec"));
+                let unpaused = prev.is_some_and(is_paused) && !is_paused(&e.object);
+                if spec_changed || unpaused {
+                    self.dirty_pools.insert(id.clone());
+                    self.enqueue_waiting(&id);
+                } else if prev.is_some_and(|p| p.get("metadata").map(finalizers_of) != e.object.get("metadata").map(finalizers_of))
+                    || is_deleting(&e.object)
+                {
+                    self.dirty_pools.insert(id);
+                }
+            }
+            ("cluster.x-k8s.io", "clusters") => {
+                if e.kind == EventType::Deleted {
+                    return;
+                }
+                let paused = |c: &Value| is_paused(c) || c.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+                let was_paused = e.prev.as_deref().map(paused);
+                if was_paused == Some(paused(&e.object)) || paused(&e.object) {
+                    return;
+                }
+                let (ns, cl) = (k.namespace.clone(), k.name.clone());
+                let claims = self.claims(&|c| {
+                    meta_str(c, "namespace") == Some(ns.as_str())
+                        && (s(c, "/spec/clusterName") == Some(cl.as_str())
+                            || c.pointer(&format!("/metadata/labels/{}", CLUSTER_NAME_LABEL.replace('/', "~1")))
+                                .and_then(Value::as_str)
+                                == Some(cl.as_str()))
+                });
+                claims.into_iter().for_each(|n| self.enqueue(n));
+            }
+            _ => {}
+        }
+    }
+
+    fn json_patch(&self, g: &GroupResource, ns: &str, name: &str, patch: Value, status: bool) -> bool {
+        let Some(info) = self.shared.info_for(g) else { return false };
+        let body = patch.to_string();
+        let pt = if patch.is_array() { PatchType::Json } else { PatchType::Merge };
+        self.shared.patch(&info, ns, name, pt, body.as_bytes(), false, status, &ctx()).is_ok()
+    }
+
+    fn remove_finalizer(&self, g: &GroupResource, obj: &Value, fin: &str) {
+        let fins = finalizers(obj);
+        if !fins.iter().any(|f| f == fin) {
+            return;
+        }
+        let rest: Vec<&String> = fins.iter().filter(|f| *f != fin).collect();
+        let (ns, name) = (meta_str(obj, "namespace").unwrap_or(""), meta_str(obj, "name").unwrap_or(""));
+        self.json_patch(g, ns, name, json!([{"op": "test", "path": "/metadata/finalizers", "value": fins},
+            {"op": "replace", "path": "/metadata/finalizers", "value": rest}]), false);
+    }
+
+    fn reconcile_claim(&mut self, (ns, name): &Name) {
+        let store = &self.shared.store;
+        let claims = gr("ipaddressclaims");
+        let addresses = gr("ipaddresses");
+        let Some(claim) = store.get(&claims, ns, name) else { return };
+        if is_paused(&claim) {
+            return;
+        }
+        let Some(pool_id) = claim_pool(&claim, ns) else { return };
+        if is_deleting(&claim) {
+            if let Some(addr) = store.get(&addresses, ns, name) {
+                self.remove_finalizer(&addresses, &addr, PROTECT_ADDRESS_FINALIZER);
+                if let Some(info) = self.shared.info_for(&addresses) {
+                    let _ = self.shared.delete(&info, ns, name, &Default::default(), &ctx());
+                }
+                self.dirty_pools.insert(pool_id);
+            }
+            self.remove_finalizer(&claims, &claim, RELEASE_FINALIZER);
+            return;
+        }
+        let cluster_name = s(&claim, "/spec/clusterName").filter(|c| !c.is_empty()).or_else(|| {
+            claim.pointer(&format!("/metadata/labels/{}", CLUSTER_NAME_LABEL.replace('/', "~1"))).and_then(Value::as_str)
+        });
+        if let Some(cn) = cluster_name {
+            let Some(cluster) = store.get(&GroupResource::new("cluster.x-k8s.io", "clusters"), ns, cn) else { return };
+            if is_paused(&cluster) || cluster.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) {
+                return;
+            }
+        }
+        if !finalizers(&claim).iter().any(|f| f == RELEASE_FINALIZER) {
+            let fins = finalizers(&claim);
+            let mut with = fins.clone();
+            with.push(RELEASE_FINALIZER.to_string());
+            let test = if fins.is_empty() { Value::Null } else { json!(fins) };
+            if !self.json_patch(&claims, ns, name, json!([{"op": "test", "path": "/metadata/finalizers", "value": test},
+                {"op": "add", "path": "/metadata/finalizers", "value": with}]), false)
+            {
+                return;
+            }
+        }
+        let Some(pool_gr) = pool_gr(&pool_id.0) else { return };
+        let Some(pool) = store.get(&pool_gr, &pool_id.1, &pool_id.2) else { return };
+        if is_paused(&pool) || is_deleting(&pool) {
+            return;
+        }
+        if store.get(&addresses, ns, name).is_none() {
+            let Ok(alloc) = Allocatable::new(&pool_spec(&pool)) else {
+                tracing::warn!(pool = %pool_id.2, "pool spec cannot be parsed; claim left pending");
+                return;
+            };
+            let mut in_use: BTreeSet<u128> = self.used_addresses(&pool_id).iter().map(|ip| to_int(*ip)).collect();
+            if let Some(gw) = s(&pool, "/spec/gateway").and_then(|g| g.parse().ok()) {
+                in_use.insert(to_int(gw));
+            }
+            let Some(ip) = alloc.first_free(&in_use) else {
+                tracing::debug!(claim = %name, pool = %pool_id.2, "failed to find free address: no address available");
+                return;
+            };
+            if !self.create_address(&claim, &pool, &pool_id, ns, name, ip) {
+                return;
+            }
+            self.dirty_pools.insert(pool_id);
+        }
+        if s(&claim, "/status/addressRef/name") != Some(name.as_str()) {
+            self.json_patch(&claims, ns, name, json!({"status": {"addressRef": {"name": name}}}), true);
+        }
+    }
+
+    fn used_addresses(&self, pool: &PoolId) -> Vec<std::net::IpAddr> {
+        let ns = if pool.0 == "InClusterIPPool" { Some(pool.1.as_str()) } else { None };
+        let (items, _, _) = self.shared.store.list(&gr("ipaddresses"), ns, None, 0, &|a| address_pool(a).as_ref() == Some(pool));
+        items.iter().filter_map(|a| s(a, "/spec/address").and_then(|x| x.parse().ok())).collect()
+    }
+
+    fn create_address(&self, claim: &Value, pool: &Value, pool_id: &PoolId, ns: &str, name: &str, ip: std::net::IpAddr) -> bool {
+        let Some(info) = self.shared.info_for(&gr("ipaddresses")) else { return false };
+        let owner = |o: &Value, controller: bool| {
+            json!({"apiVersion": o.get("apiVersion"), "kind": o.get("kind"), "name": meta_str(o, "name"),
+                "uid": meta_str(o, "uid"), "controller": controller, "blockOwnerDeletion": true})
+        };
+        let mut addr = json!({"apiVersion": info.api_version(), "kind": "IPAddress",
+            "metadata": {"name": name, "namespace": ns, "finalizers": [PROTECT_ADDRESS_FINALIZER],
+                "ownerReferences": [owner(claim, true), owner(pool, false)]},
+            "spec": {"address": ip.to_string(), "prefix": pool.pointer("/spec/prefix").cloned().unwrap_or(json!(0)),
+                "claimRef": {"name": name}, "poolRef": {"apiGroup": GROUP, "kind": pool_id.0, "name": pool_id.2}}});
+        if let Some(gw) = s(pool, "/spec/gateway") {
+            addr["spec"]["gateway"] = json!(gw);
+        }
+        if let Some(cl) = claim.pointer(&format!("/metadata/labels/{}", CLUSTER_NAME_LABEL.replace('/', "~1"))) {
+            addr["metadata"]["labels"] = json!({CLUSTER_NAME_LABEL: cl});
+        }
+        match self.shared.create(&info, ns, addr, &ctx()) {
+            Ok(_) => true,
+            Err(e) if e.reason == "AlreadyExists" => true,
+            Err(e) => {
+                tracing::warn!(claim = %name, error = %e.message, "cannot create IPAddress");
+                false
+            }
+        }
+    }
+
+    fn update_pool(&self, id: &PoolId) {
+        let Some(g) = pool_gr(&id.0) else { return };
+        let Some(pool) = self.shared.store.get(&g, &id.1, &id.2) else { return };
+        let used = self.used_addresses(id);
+        if is_deleting(&pool) {
+            if used.is_empty() {
+                self.remove_finalizer(&g, &pool, PROTECT_POOL_FINALIZER);
+            }
+            return;
+        }
+        if !finalizers(&pool).iter().any(|f| f == PROTECT_POOL_FINALIZER) {
+            let fins = finalizers(&pool);
+            let mut with = fins.clone();
+            with.push(PROTECT_POOL_FINALIZER.to_string());
+            let test = if fins.is_empty() { Value::Null } else { json!(fins) };
+            self.json_patch(&g, &id.1, &id.2, json!([{"op": "test", "path": "/metadata/finalizers", "value": test},
+                {"op": "add", "path": "/metadata/finalizers", "value": with}]), false);
+        }
+        let Ok(alloc) = Allocatable::new(&pool_spec(&pool)) else { return };
+        let total = alloc.total();
+        let out_of_range = used.iter().filter(|ip| !alloc.contains(**ip)).count() as i64;
+        let used_n = used.len() as i64;
+        let status = json!({"status": {"ipAddresses": {"total": total, "used": used_n, "free": total - used_n, "outOfRange": out_of_range}}});
+        if pool.pointer("/status/ipAddresses") != status.pointer("/status/ipAddresses") {
+            self.json_patch(&g, &id.1, &id.2, status, true);
+        }
+    }
+}
+
+fn finalizers_of(meta: &Value) -> Option<Value> {
+    meta.get("finalizers").cloned()
+}

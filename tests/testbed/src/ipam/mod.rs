@@ -1,0 +1,14 @@
+//! Simulated in-cluster IPAM provider (cluster-api-ipam-provider-in-cluster behaviour).
+
+pub mod alloc;
+mod controller;
+
+pub use controller::run;
+
+pub const GROUP: &str = "ipam.cluster.x-k8s.io";
+pub const AGENT: &str = "testbed-ipam";
+pub const RELEASE_FINALIZER: &str = "ipam.cluster.x-k8s.io/ReleaseAddress";
+pub const PROTECT_ADDRESS_FINALIZER: &str = "ipam.cluster.x-k8s.io/ProtectAddress";
+pub const PROTECT_POOL_FINALIZER: &str = "ipam.cluster.x-k8s.io/ProtectPool";
+pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
+pub const PAUSED_ANNOTATION: &str = "cluster.x-k8s.io/paused";

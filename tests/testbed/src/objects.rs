@@ -1,0 +1,681 @@
+//! Create, update and patch with the API server's semantics: optimistic concurrency,
+//! status subresource, finalizer rules, schema handling, generation, managedFields, no-op writes.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::apply::{self, ApplyRequest, Scope};
+use crate::errors::{ApiError, Cause};
+use crate::metadata;
+use crate::patch::{self, PatchType};
+use crate::resources::{CrdDef, ResourceInfo};
+use crate::schema;
+use crate::state::{finalizers, is_deleting, meta_str, now_time, Shared};
+use crate::stats::WriteRecord;
+use crate::store::{rv_of, ObjKey};
+use crate::views::{from_view, to_view};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+impl Validation {
+    pub fn parse(s: Option<&str>) -> Result<Validation, ApiError> {
+        match s {
+            None | Some("") | Some("Warn") => Ok(Validation::Warn),
+            Some("Strict") => Ok(Validation::Strict),
+            Some("Ignore") => Ok(Validation::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            ))),
+        }
+    }
+}
+
+/// Who writes and how.
+#[derive(Clone, Debug)]
+pub struct WriteCtx {
+    pub manager: String,
+    pub user_agent: String,
+    pub dry_run: bool,
+    pub validation: Validation,
+}
+
+impl WriteCtx {
+    /// Context of an in-process controller of the testbed.
+    pub fn internal(agent: &str) -> Self {
+        WriteCtx { manager: agent.into(), user_agent: agent.into(), dry_run: false, validation: Validation::Ignore }
+    }
+}
+
+/// Result of a successful write.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub object: Arc<Value>,
+    pub code: u16,
+    pub warnings: Vec<String>,
+}
+
+enum Mode {
+    Update,
+    Apply,
+}
+
+/// The outcome of preparing a write against the stored object.
+struct Prepared {
+    /// None: the write completes a deletion (last finalizer removed).
+    object: Option<Value>,
+    noop: bool,
+    warnings: Vec<String>,
+}
+
+fn scope_of(info: &ResourceInfo, status: bool) -> Scope {
+    match (info.status, status) {
+        (false, _) => Scope::Whole,
+        (true, false) => Scope::Main,
+        (true, true) => Scope::Status,
+    }
+}
+
+fn ensure_object(v: Value) -> Result<Value, ApiError> {
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request("the request body must be a JSON object"))
+    }
+}
+
+fn check_type_meta(info: &ResourceInfo, body: &mut Value, required: bool) -> Result<(), ApiError> {
+    let av = info.api_version();
+    match body.get("apiVersion").and_then(Value::as_str) {
+        Some(x) if x != av => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({x}) does not match the expected API version ({av})"
+            )))
+        }
+        None if required => return Err(ApiError::bad_request("apiVersion must be set")),
+        _ => {}
+    }
+    match body.get("kind").and_then(Value::as_str) {
+        Some(k) if k != info.kind => {
+            return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", info.kind)))
+        }
+        None if required => return Err(ApiError::bad_request("kind must be set")),
+        _ => {}
+    }
+    body["apiVersion"] = json!(av);
+    body["kind"] = json!(info.kind);
+    if !body.get("metadata").is_some_and(Value::is_object) {
+        body["metadata"] = json!({});
+    }
+    Ok(())
+}
+
+impl Shared {
+    pub(crate) fn record(
+        &self,
+        ctx: &WriteCtx,
+        verb: &str,
+        ptype: Option<PatchType>,
+        info: &ResourceInfo,
+        sub: &str,
+        key: (&str, &str),
+        res: &Result<Written, ApiError>,
+    ) {
+        let (code, rv) = match res {
+            Ok(w) => (w.code, meta_str(&w.object, "resourceVersion").map(String::from)),
+            Err(e) => (e.code, None),
+        };
+        self.stats.write(WriteRecord {
+            seq: 0,
+            time_us: 0,
+            user_agent: ctx.user_agent.clone(),
+            verb: verb.into(),
+            patch_type: ptype.map(|p| p.as_str().to_string()),
+            group: info.group.clone(),
+            version: info.version.clone(),
+            resource: info.plural.clone(),
+            subresource: sub.into(),
+            namespace: key.0.into(),
+            name: key.1.into(),
+            code,
+            resource_version: rv,
+        });
+    }
+
+    /// Prunes, defaults and validates against the CRD schema and ObjectMeta rules.
+    fn check_content(&self, info: &ResourceInfo, obj: &mut Value, ctx: &WriteCtx) -> Result<Vec<String>, ApiError> {
+        let name = meta_str(obj, "name").unwrap_or("").to_string();
+        let mut warnings = Vec::new();
+        let mut causes = Vec::new();
+        if let Some(s) = &info.schema {
+            let mut unknown = Vec::new();
+            schema::prune_and_default(s, obj, &mut unknown);
+            if !unknown.is_empty() {
+                match ctx.validation {
+                    Validation::Strict => {
+                        let list: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
+                        return Err(ApiError::bad_request(format!(
+                            "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+                            list.join(", "),
+                            kind = info.kind,
+                            v = info.version
+                        )));
+                    }
+                    Validation::Warn => warnings.extend(unknown.iter().map(|u| format!("unknown field \"{u}\""))),
+                    Validation::Ignore => {}
+                }
+            }
+            causes.extend(schema::validate(s, obj));
+        }
+        if let Some(meta) = obj.get("metadata") {
+            causes.extend(metadata::validate(meta, info.namespaced));
+        }
+        if info.plural == "customresourcedefinitions" {
+            if let Err(e) = CrdDef::parse(obj) {
+                causes.push(Cause::invalid("spec", &Value::Null, &e));
+            }
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&info.subject(&name), causes));
+        }
+        Ok(warnings)
+    }
+
+    fn prepare(
+        &self,
+        info: &ResourceInfo,
+        cur: &Value,
+        mut new: Value,
+        scope: Scope,
+        ctx: &WriteCtx,
+        mode: Mode,
+    ) -> Result<Prepared, ApiError> {
+        let name = meta_str(cur, "name").unwrap_or("").to_string();
+        new["apiVersion"] = json!(info.api_version());
+        new["kind"] = json!(info.kind);
+        if !new.get("metadata").is_some_and(Value::is_object) {
+            new["metadata"] = json!({});
+        }
+        let provided_mf = new.pointer("/metadata/managedFields").cloned();
+        metadata::keep_system_fields(cur, &mut new);
+        match scope {
+            Scope::Whole => {}
+            Scope::Main => match cur.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            },
+            Scope::Status => {
+                let mut s = cur.clone();
+                match new.get("status") {
+                    Some(st) => s["status"] = st.clone(),
+                    None => {
+                        if let Some(m) = s.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+                new = s;
+            }
+        }
+        if let Some(mf) = provided_mf {
+            new["metadata"]["managedFields"] = mf;
+        }
+        if is_deleting(cur) {
+            let old = finalizers(cur);
+            if finalizers(&new).iter().any(|f| !old.contains(f)) {
+                return Err(ApiError::invalid(
+                    &info.subject(&name),
+                    vec![Cause::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")],
+                ));
+            }
+        }
+        if info.plural == "customresourcedefinitions" {
+            set_crd_status(&mut new);
+        }
+        let warnings = self.check_content(info, &mut new, ctx)?;
+        if metadata::spec_changed(cur, &new, info.status) {
+            let gen = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            new["metadata"]["generation"] = json!(gen + 1);
+        }
+        let noop = metadata::same_object(cur, &new)
+            && (matches!(mode, Mode::Update) || metadata::same_managed_fields(cur, &new));
+        if noop {
+            return Ok(Prepared { object: Some(cur.clone()), noop: true, warnings });
+        }
+        if matches!(mode, Mode::Update) {
+            let schema = info.schema.as_deref();
+            apply::record_update(Some(cur), &mut new, &ctx.manager, &info.api_version(), &now_time(), schema, scope);
+        }
+        if is_deleting(&new) && finalizers(&new).is_empty() && info.plural != "namespaces" {
+            return Ok(Prepared { object: None, noop: false, warnings });
+        }
+        Ok(Prepared { object: Some(new), noop: false, warnings })
+    }
+
+    /// Stores a prepared write; None when the object changed meanwhile.
+    fn commit(&self, info: &ResourceInfo, key: &ObjKey, expected: u64, new: Option<Value>) -> Option<Arc<Value>> {
+        let stored = self.store.swap(key, Some(expected), new).ok()?;
+        self.after_commit(info, &stored, true);
+        Some(stored)
+    }
+
+    /// Side effects of a stored change (CRDs start or stop being served).
+    pub(crate) fn after_commit(&self, info: &ResourceInfo, stored: &Value, exists: bool) {
+        if info.plural != "customresourcedefinitions" || info.group != "apiextensions.k8s.io" {
+            return;
+        }
+        let name = meta_str(stored, "name").unwrap_or("").to_string();
+        let still_there = exists && self.store.get(&info.gr(), "", &name).is_some();
+        if still_there {
+            if let Err(e) = self.registry_mut().register_crd(stored) {
+                tracing::warn!(crd = %name, error = %e, "cannot serve CRD");
+            }
+        } else if let Some(gr) = self.registry_mut().unregister_crd(&name) {
+            self.store.drop_resource(&gr);
+        }
+    }
+
+    pub fn create(&self, info: &ResourceInfo, ns: &str, body: Value, ctx: &WriteCtx) -> Result<Written, ApiError> {
+        let name_hint = body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let res = self.create_inner(info, ns, body, ctx, false);
+        let name = res.as_ref().ok().and_then(|w| meta_str(&w.object, "name").map(String::from)).unwrap_or(name_hint);
+        self.record(ctx, "create", None, info, "", (ns, &name), &res);
+        res
+    }
+
+    fn create_inner(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        body: Value,
+        ctx: &WriteCtx,
+        managed: bool,
+    ) -> Result<Written, ApiError> {
+        let mut obj = from_view(info, ensure_object(body)?);
+        check_type_meta(info, &mut obj, false)?;
+        let meta_ns = meta_str(&obj, "namespace").map(String::from);
+        if info.namespaced {
+            if let Some(bns) = meta_ns.filter(|b| !b.is_empty()) {
+                if bns != ns {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+            }
+            obj["metadata"]["namespace"] = json!(ns);
+        } else if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("namespace");
+        }
+        let generate = meta_str(&obj, "generateName").map(String::from).filter(|g| !g.is_empty());
+        let given = meta_str(&obj, "name").map(String::from).filter(|n| !n.is_empty());
+        if given.is_none() && generate.is_none() {
+            return Err(ApiError::invalid(
+                &info.subject(""),
+                vec![Cause { reason: "FieldValueRequired", field: "metadata.name".into(),
+                    message: "Required value: name or generateName is required".into() }],
+            ));
+        }
+        if info.namespaced {
+            self.check_namespace_open(info, ns, given.as_deref().unwrap_or(""))?;
+        }
+        let mf = obj.pointer("/metadata/managedFields").cloned();
+        if let Some(m) = obj["metadata"].as_object_mut() {
+            for f in metadata::SYSTEM_FIELDS {
+                m.remove(f);
+            }
+            if managed {
+                if let Some(mf) = mf {
+                    m.insert("managedFields".into(), mf);
+                }
+            }
+        }
+        if info.status {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+        }
+        self.builtin_defaults(info, &mut obj, given.as_deref());
+        obj["metadata"]["uid"] = json!(self.new_uid());
+        obj["metadata"]["creationTimestamp"] = json!(now_time());
+        obj["metadata"]["generation"] = json!(1);
+        let mut attempts = 0;
+        loop {
+            let name = match (&given, &generate) {
+                (Some(n), _) => n.clone(),
+                (None, Some(g)) => format!("{g}{}", self.name_suffix()),
+                (None, None) => String::new(),
+            };
+            obj["metadata"]["name"] = json!(name);
+            let mut candidate = obj.clone();
+            if info.plural == "namespaces" {
+                candidate["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+            }
+            let warnings = self.check_content(info, &mut candidate, ctx)?;
+            if !managed {
+                let schema = info.schema.as_deref();
+                let scope = scope_of(info, false);
+                apply::record_update(None, &mut candidate, &ctx.manager, &info.api_version(), &now_time(), schema, scope);
+            }
+            let key = ObjKey { gr: info.storage.clone(), namespace: if info.namespaced { ns.into() } else { String::new() }, name: name.clone() };
+            if ctx.dry_run {
+                if self.store.get(&key.gr, &key.namespace, &key.name).is_some() && generate.is_none() {
+                    return Err(ApiError::already_exists(&info.subject(&name)));
+                }
+                return Ok(Written { object: to_view(info, &Arc::new(candidate)), code: 201, warnings });
+            }
+            match self.store.swap(&key, None, Some(candidate)) {
+                Ok(stored) => {
+                    self.after_commit(info, &stored, true);
+                    return Ok(Written { object: to_view(info, &stored), code: 201, warnings });
+                }
+                Err(_) if generate.is_some() && given.is_none() && attempts < 8 => attempts += 1,
+                Err(_) => return Err(ApiError::already_exists(&info.subject(&name))),
+            }
+        }
+    }
+
+    fn builtin_defaults(&self, info: &ResourceInfo, obj: &mut Value, _name: Option<&str>) {
+        if info.custom {
+            return;
+        }
+        match info.plural.as_str() {
+            "namespaces" => {
+                if obj.pointer("/spec/finalizers").is_none() {
+                    obj["spec"] = json!({"finalizers": ["kubernetes"]});
+                }
+                obj["status"] = json!({"phase": "Active"});
+            }
+            "customresourcedefinitions" => set_crd_status(obj),
+            _ => {}
+        }
+    }
+
+    pub fn update(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        body: Value,
+        status: bool,
+        ctx: &WriteCtx,
+    ) -> Result<Written, ApiError> {
+        let res = self.update_inner(info, ns, name, body, status, ctx);
+        self.record(ctx, "update", None, info, if status { "status" } else { "" }, (ns, name), &res);
+        res
+    }
+
+    fn update_inner(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        body: Value,
+        status: bool,
+        ctx: &WriteCtx,
+    ) -> Result<Written, ApiError> {
+        let mut body = from_view(info, ensure_object(body)?);
+        check_type_meta(info, &mut body, false)?;
+        if let Some(n) = meta_str(&body, "name") {
+            if n != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+        }
+        if info.namespaced {
+            if let Some(bns) = meta_str(&body, "namespace").filter(|b| !b.is_empty()) {
+                if bns != ns {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+            }
+        }
+        let want_rv = meta_str(&body, "resourceVersion").filter(|s| !s.is_empty()).map(String::from);
+        let key = key_of(info, ns, name);
+        loop {
+            let Some(cur) = self.store.get(&key.gr, &key.namespace, &key.name) else {
+                if !info.custom && !matches!(info.plural.as_str(), "namespaces" | "customresourcedefinitions") && !status {
+                    // Built-ins like leases and events allow create-on-update.
+                    return self.create_inner(info, ns, body, ctx, false).map(|w| Written { code: 201, ..w });
+                }
+                return Err(ApiError::not_found(&info.subject(name)));
+            };
+            let cur_rv = rv_of(&cur).unwrap_or(0);
+            match &want_rv {
+                None if info.custom => {
+                    return Err(ApiError::invalid(
+                        &info.subject(name),
+                        vec![Cause::invalid(
+                            "metadata.resourceVersion",
+                            &json!("0x0"),
+                            "must be specified for an update",
+                        )],
+                    ))
+                }
+                Some(rv) if *rv != cur_rv.to_string() => return Err(ApiError::conflict(&info.subject(name))),
+                _ => {}
+            }
+            let p = self.prepare(info, &cur, body.clone(), scope_of(info, status), ctx, Mode::Update)?;
+            if let Some(w) = self.finish(info, &key, &cur, p, ctx)? {
+                return Ok(w);
+            }
+            if want_rv.is_some() {
+                return Err(ApiError::conflict(&info.subject(name)));
+            }
+        }
+    }
+
+    /// Commits a prepared write. Ok(None): the object changed meanwhile, try again.
+    fn finish(
+        &self,
+        info: &ResourceInfo,
+        key: &ObjKey,
+        cur: &Arc<Value>,
+        p: Prepared,
+        ctx: &WriteCtx,
+    ) -> Result<Option<Written>, ApiError> {
+        let cur_rv = rv_of(cur).unwrap_or(0);
+        if p.noop {
+            return Ok(Some(Written { object: to_view(info, cur), code: 200, warnings: p.warnings }));
+        }
+        if ctx.dry_run {
+            let shown = p.object.unwrap_or_else(|| (**cur).clone());
+            return Ok(Some(Written { object: to_view(info, &Arc::new(shown)), code: 200, warnings: p.warnings }));
+        }
+        let removing = p.object.is_none();
+        let Some(stored) = self.commit(info, key, cur_rv, p.object) else { return Ok(None) };
+        if removing {
+            self.after_commit(info, &stored, false);
+        }
+        Ok(Some(Written { object: to_view(info, &stored), code: 200, warnings: p.warnings }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        ptype: PatchType,
+        body: &[u8],
+        force: bool,
+        status: bool,
+        ctx: &WriteCtx,
+    ) -> Result<Written, ApiError> {
+        let res = self.patch_inner(info, ns, name, ptype, body, force, status, ctx);
+        let verb = if ptype == PatchType::Apply { "apply" } else { "patch" };
+        self.record(ctx, verb, Some(ptype), info, if status { "status" } else { "" }, (ns, name), &res);
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn patch_inner(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        ptype: PatchType,
+        body: &[u8],
+        force: bool,
+        status: bool,
+        ctx: &WriteCtx,
+    ) -> Result<Written, ApiError> {
+        if ptype == PatchType::StrategicMerge && info.custom {
+            return Err(ApiError::unsupported_media_type(
+                "application/strategic-merge-patch+json",
+                &["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"],
+            ));
+        }
+        if ptype == PatchType::Apply && ctx.manager.is_empty() {
+            return Err(ApiError::invalid(
+                &crate::errors::Subject { group: "meta.k8s.io", plural: "", kind: "PatchOptions", name: "" },
+                vec![Cause { reason: "FieldValueRequired", field: "fieldManager".into(),
+                    message: "Required value: is required for apply patch".into() }],
+            ));
+        }
+        if force && ptype != PatchType::Apply {
+            return Err(ApiError::invalid(
+                &crate::errors::Subject { group: "meta.k8s.io", plural: "", kind: "PatchOptions", name: "" },
+                vec![Cause::forbidden("force", "may not be specified for non-apply patch")],
+            ));
+        }
+        let parsed: Option<Value> = match ptype {
+            PatchType::Json => None,
+            PatchType::Apply => Some(parse_yaml_or_json(body)?),
+            _ => Some(serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?),
+        };
+        let scope = scope_of(info, status);
+        let key = key_of(info, ns, name);
+        loop {
+            let cur = self.store.get(&key.gr, &key.namespace, &key.name);
+            let Some(cur) = cur else {
+                if ptype != PatchType::Apply || status {
+                    return Err(ApiError::not_found(&info.subject(name)));
+                }
+                let mut applied = ensure_object(parsed.clone().unwrap_or_default())?;
+                check_type_meta(info, &mut applied, true)?;
+                check_name(&applied, name)?;
+                applied["metadata"]["name"] = json!(name);
+                let created = apply::apply(ApplyRequest {
+                    current: None,
+                    applied: &applied,
+                    manager: &ctx.manager,
+                    force,
+                    schema: info.schema.as_deref(),
+                    scope,
+                    api_version: &info.api_version(),
+                    now: &now_time(),
+                })
+                .map_err(|c| conflict_error(info, name, &c))?;
+                match self.create_inner(info, ns, created, ctx, true) {
+                    Err(e) if e.reason == "AlreadyExists" => continue,
+                    other => return other,
+                }
+            };
+            let view = to_view(info, &cur);
+            let mut new = (*view).clone();
+            let mode = match ptype {
+                PatchType::Json => {
+                    patch::json_patch(&mut new, body).map_err(|e| ApiError::new(422, "Invalid", e))?;
+                    Mode::Update
+                }
+                PatchType::Merge => {
+                    patch::merge_patch(&mut new, parsed.as_ref().unwrap_or(&Value::Null));
+                    Mode::Update
+                }
+                PatchType::StrategicMerge => {
+                    patch::strategic_merge(&mut new, parsed.as_ref().unwrap_or(&Value::Null));
+                    Mode::Update
+                }
+                PatchType::Apply => {
+                    let mut applied = ensure_object(parsed.clone().unwrap_or_default())?;
+                    check_type_meta(info, &mut applied, true)?;
+                    check_name(&applied, name)?;
+                    new = apply::apply(ApplyRequest {
+                        current: Some(&view),
+                        applied: &applied,
+                        manager: &ctx.manager,
+                        force,
+                        schema: info.schema.as_deref(),
+                        scope,
+                        api_version: &info.api_version(),
+                        now: &now_time(),
+                    })
+                    .map_err(|c| conflict_error(info, name, &c))?;
+                    if let Some(rv) = applied.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                        new["metadata"]["resourceVersion"] = json!(rv);
+                    }
+                    Mode::Apply
+                }
+            };
+            let new = from_view(info, ensure_object(new)?);
+            if let Some(rv) = meta_str(&new, "resourceVersion") {
+                if Some(rv) != meta_str(&cur, "resourceVersion") {
+                    return Err(ApiError::conflict(&info.subject(name)));
+                }
+            }
+            let p = self.prepare(info, &cur, new, scope, ctx, mode)?;
+            if let Some(w) = self.finish(info, &key, &cur, p, ctx)? {
+                return Ok(w);
+            }
+        }
+    }
+}
+
+fn check_name(applied: &Value, name: &str) -> Result<(), ApiError> {
+    match meta_str(applied, "name") {
+        Some(n) if n != name => Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn conflict_error(info: &ResourceInfo, name: &str, c: &[apply::Conflict]) -> ApiError {
+    let (msg, causes) = apply::conflict_message(c);
+    ApiError::conflict_msg(&info.subject(name), msg, causes)
+}
+
+pub fn key_of(info: &ResourceInfo, ns: &str, name: &str) -> ObjKey {
+    ObjKey {
+        gr: info.storage.clone(),
+        namespace: if info.namespaced { ns.to_string() } else { String::new() },
+        name: name.to_string(),
+    }
+}
+
+/// Parses an apply body: JSON, else YAML.
+pub fn parse_yaml_or_json(body: &[u8]) -> Result<Value, ApiError> {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        return Ok(v);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("apply body is not UTF-8"))?;
+    serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+}
+
+/// A served CRD reports itself established at once.
+fn set_crd_status(obj: &mut Value) {
+    let Ok(def) = CrdDef::parse(obj) else { return };
+    let now = now_time();
+    let cond = |t: &str, reason: &str, msg: &str| {
+        json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg})
+    };
+    obj["status"] = json!({
+        "conditions": [
+            cond("NamesAccepted", "NoConflicts", "no conflicts found"),
+            cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+        ],
+        "acceptedNames": obj.pointer("/spec/names").cloned().unwrap_or_else(|| json!({})),
+        "storedVersions": def.storage_version.map(|v| vec![v]).unwrap_or_default(),
+    });
+}
