@@ -318,3 +318,23 @@ mod tests {
         assert!(parse_go_duration("10").is_err());
     }
 }
+
+#[cfg(test)]
+mod name_tests {
+    use crate::names::flags;
+
+    #[test]
+    fn flag_constants_are_the_parsed_names() {
+        let cmd = <super::Args as clap::CommandFactory>::command();
+        for name in [
+            flags::METRICS_BIND_ADDRESS,
+            flags::HEALTH_PROBE_BIND_ADDRESS,
+            flags::LEADER_ELECT,
+            flags::DEFAULT_PORT,
+            flags::ENABLE_RECONCILER,
+            flags::ENABLE_RUNTIME_EXTENSION,
+        ] {
+            assert!(cmd.get_arguments().any(|a| a.get_long() == Some(name)), "--{name} is not a flag");
+        }
+    }
+}

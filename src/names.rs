@@ -121,3 +121,52 @@ pub mod flags {
     /// Runs the Runtime SDK hook server.
     pub const ENABLE_RUNTIME_EXTENSION: &str = "enable-runtime-extension";
 }
+
+#[cfg(test)]
+mod tests {
+    const DOC: &str = include_str!("../docs/operator.md");
+
+    #[test]
+    fn docs_mention_every_user_visible_string() {
+        let mut all: Vec<&str> = vec![
+            super::LABEL_CLUSTER_CLASS,
+            super::LABEL_ROLE,
+            super::ANNOTATION_INGRESS_ENABLED,
+            super::ANNOTATION_INGRESS_VIP,
+            super::ROLE_CONTROL_PLANE,
+            super::ROLE_INGRESS,
+            super::CLAIM_PREFIX_CONTROL_PLANE,
+            super::CLAIM_PREFIX_INGRESS,
+            super::VARIABLE_CLUSTER_VIP,
+            super::VARIABLE_INGRESS_VIP,
+            super::CONTROLLER_NAME,
+        ];
+        all.extend_from_slice(super::reasons::ALL);
+        use super::metrics as m;
+        all.extend_from_slice(&[
+            m::ALLOCATIONS_TOTAL,
+            m::ALLOCATION_ERRORS_TOTAL,
+            m::ALLOCATION_DURATION_SECONDS,
+            m::POOLS_AVAILABLE,
+            m::POOL_ADDRESSES_TOTAL,
+            m::POOL_ADDRESSES_FREE,
+            m::POOL_ADDRESSES_USED,
+            m::CLAIMS_TOTAL,
+            m::CLAIMS_READY,
+            m::CLAIMS_PENDING,
+            m::RECONCILE_TOTAL,
+            m::RECONCILE_DURATION_SECONDS,
+        ]);
+        for missing in all.iter().filter(|s| !DOC.contains(*s)) {
+            panic!("docs/operator.md does not mention {missing:?}");
+        }
+        let cmd = <crate::cli::Args as clap::CommandFactory>::command();
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                if !arg.is_hide_set() && long != "help" && long != "version" && !long.starts_with("zap-") {
+                    assert!(DOC.contains(&format!("`--{long}")), "docs/operator.md does not document --{long}");
+                }
+            }
+        }
+    }
+}
