@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# make release-manifests: renders config/default with the image tag TAG into the release assets
+#   out/addon-components.yaml   clusterctl / Turtles addon asset name
+#   out/capi-vip-allocator.yaml the Go operator's asset name (same content), for kubectl apply users
+#   out/metadata.yaml           clusterctl provider metadata
+#   out/capi-vip-allocator-monitoring.yaml  the Prometheus Operator kit (config/prometheus)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TAG="${TAG:-v$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}"
+IMG="${IMG:-ghcr.io/gorizond/capi-vip-allocator}"
+[[ "$TAG" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || { echo "release-manifests: '$TAG' is not a valid image tag" >&2; exit 1; }
+
+mkdir -p out
+overlay="$(mktemp -d out/.release.XXXXXX)"
+trap 'rm -rf "$overlay"' EXIT
+# A throw-away overlay sets the image; config/ itself is never edited.
+cat > "$overlay/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../config/default
+images:
+  - name: ghcr.io/gorizond/capi-vip-allocator
+    newName: $IMG
+    newTag: $TAG
+YAML
+kubectl kustomize "$overlay" > out/addon-components.yaml
+cp out/addon-components.yaml out/capi-vip-allocator.yaml
+cp metadata.yaml out/metadata.yaml
+kubectl kustomize config/prometheus > out/capi-vip-allocator-monitoring.yaml
+
+grep -q "image: $IMG:$TAG\$" out/addon-components.yaml \
+  || { echo "release-manifests: image $IMG:$TAG not found in out/addon-components.yaml" >&2; exit 1; }
+echo "release-manifests: wrote out/addon-components.yaml, out/capi-vip-allocator.yaml, out/metadata.yaml," \
+     "out/capi-vip-allocator-monitoring.yaml (image $IMG:$TAG)" >&2
