@@ -271,7 +271,13 @@ mod tests {
 
     #[test]
     fn repeated_flags_last_one_wins_like_go() {
-        let a = parse(&["--metrics-bind-address=:1", "--metrics-bind-address", ":2", "--leader-elect", "--leader-elect=false"]);
+        let a = parse(&[
+            "--metrics-bind-address=:1",
+            "--metrics-bind-address",
+            ":2",
+            "--leader-elect",
+            "--leader-elect=false",
+        ]);
         assert_eq!(a.metrics_bind_address, ":2");
         assert!(!a.leader_elect);
     }
@@ -334,7 +340,10 @@ mod name_tests {
             flags::ENABLE_RECONCILER,
             flags::ENABLE_RUNTIME_EXTENSION,
         ] {
-            assert!(cmd.get_arguments().any(|a| a.get_long() == Some(name)), "--{name} is not a flag");
+            assert!(
+                cmd.get_arguments().any(|a| a.get_long() == Some(name)),
+                "--{name} is not a flag"
+            );
         }
     }
 }

@@ -163,8 +163,15 @@ mod tests {
         let cmd = <crate::cli::Args as clap::CommandFactory>::command();
         for arg in cmd.get_arguments() {
             if let Some(long) = arg.get_long() {
-                if !arg.is_hide_set() && long != "help" && long != "version" && !long.starts_with("zap-") {
-                    assert!(DOC.contains(&format!("`--{long}")), "docs/operator.md does not document --{long}");
+                if !arg.is_hide_set()
+                    && long != "help"
+                    && long != "version"
+                    && !long.starts_with("zap-")
+                {
+                    assert!(
+                        DOC.contains(&format!("`--{long}")),
+                        "docs/operator.md does not document --{long}"
+                    );
                 }
             }
         }

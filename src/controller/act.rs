@@ -56,6 +56,8 @@ pub async fn act(
                             Some("create"),
                         )
                     })?;
+                ctx.memory
+                    .claim_created(&cluster.uid, *role, ctx.clock.now());
                 tracing::info!(claim = %name, pool = %pool.name, role = role.label(), "created IPAddressClaim");
             }
             Step::AdoptClaim { role, name } => {
@@ -134,7 +136,12 @@ pub async fn act(
         outcome.patched = true;
         let now = ctx.clock.now();
         for a in &plan.allocations {
-            let seconds = a.claim_created.map(|t| now.duration_since(t).as_secs_f64());
+            // Our own record is sub-second; creationTimestamp (whole seconds) covers claims made before a restart.
+            let created = ctx
+                .memory
+                .take_claim_created(&cluster.uid, a.role)
+                .or(a.claim_created);
+            let seconds = created.map(|t| now.duration_since(t).as_secs_f64());
             ctx.metrics.allocated(a.role.label(), class, seconds);
             ctx.memory.transition(
                 &cluster.uid,

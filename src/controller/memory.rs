@@ -21,6 +21,8 @@ pub enum Slot {
 struct ClusterMemory {
     last: HashMap<Slot, &'static str>,
     failures: u32,
+    /// When this process created the claim of a role (sub-second, unlike `creationTimestamp`).
+    claim_created: HashMap<Role, jiff::Timestamp>,
 }
 
 /// Per-Cluster memory.
@@ -67,6 +69,18 @@ impl Memory {
     /// Resets the failure count.
     pub fn succeeded(&self, uid: &str) {
         self.with(uid, |m| m.failures = 0);
+    }
+
+    /// Remembers when we created the claim of `role`.
+    pub fn claim_created(&self, uid: &str, role: Role, at: jiff::Timestamp) {
+        self.with(uid, |m| {
+            m.claim_created.insert(role, at);
+        });
+    }
+
+    /// When we created the claim of `role`, if this process did (consumed).
+    pub fn take_claim_created(&self, uid: &str, role: Role) -> Option<jiff::Timestamp> {
+        self.with(uid, |m| m.claim_created.remove(&role))
     }
 
     /// Forgets a deleted Cluster.
@@ -133,6 +147,16 @@ mod tests {
         assert_eq!(m.len(), 1);
         m.retain(&HashSet::new());
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn claim_creation_time_is_taken_once() {
+        let m = Memory::default();
+        let t = jiff::Timestamp::from_second(100).unwrap();
+        m.claim_created("u", Role::Ingress, t);
+        assert_eq!(m.take_claim_created("u", Role::ControlPlane), None);
+        assert_eq!(m.take_claim_created("u", Role::Ingress), Some(t));
+        assert_eq!(m.take_claim_created("u", Role::Ingress), None);
     }
 
     #[test]

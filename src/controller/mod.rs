@@ -216,16 +216,46 @@ fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Acti
 type Trigger =
     futures::stream::BoxStream<'static, Result<ReconcileRequest<DynamicObject>, watcher::Error>>;
 
+/// Marks the controller synced once every watch delivered its initial list.
+///
+/// (Awaiting `Store::wait_until_ready` from a second task is not reliable: the applier awaits the Cluster store
+/// too, and its single-waker readiness future wakes only the last poller.)
+struct SyncTracker {
+    seen: std::sync::atomic::AtomicU8,
+    health: Arc<Health>,
+}
+
+const WATCHES: u8 = 5;
+
+impl SyncTracker {
+    fn mark(&self, bit: u8) {
+        let all = (1u8 << WATCHES) - 1;
+        let before = self.seen.fetch_or(1 << bit, Ordering::SeqCst);
+        if before != all && (before | (1 << bit)) == all {
+            self.health.set(true, true);
+            tracing::info!("caches synced; controller running");
+        }
+    }
+}
+
 fn watch(
     client: &Client,
     ar: &ApiResource,
     writer: Writer<DynamicObject>,
+    tracker: &Arc<SyncTracker>,
+    bit: u8,
 ) -> impl Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send + 'static {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+    let tracker = tracker.clone();
     reflector(
         writer,
         watcher(api, watcher::Config::default().any_semantic()).default_backoff(),
     )
+    .inspect_ok(move |ev| {
+        if matches!(ev, watcher::Event::InitDone) {
+            tracker.mark(bit);
+        }
+    })
 }
 
 /// What the controller runs with; cheap to clone so a leadership gate can start it again.
@@ -278,17 +308,12 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken) {
         memory: Memory::default(),
     });
 
-    let triggers = triggers(&client, &shapes, writers, &ctx);
-    let queue = stream::select_all(triggers);
-
-    let ready_stores = stores.clone();
-    let ready_health = health.clone();
-    let readiness = tokio::spawn(async move {
-        if ready_stores.wait_until_ready().await {
-            ready_health.set(true, true);
-            tracing::info!("caches synced; controller running");
-        }
+    let tracker = Arc::new(SyncTracker {
+        seen: Default::default(),
+        health: health.clone(),
     });
+    let triggers = triggers(&client, &shapes, writers, &ctx, &tracker);
+    let queue = stream::select_all(triggers);
 
     let run = applier(
         |obj, ctx| Box::pin(spawned(reconcile(obj, ctx))),
@@ -312,7 +337,6 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken) {
         future::ready(())
     });
     run.await;
-    readiness.abort();
     health.set(false, false);
     tracing::info!("controller stopped");
 }
@@ -332,14 +356,15 @@ fn triggers(
     shapes: &ApiShapes,
     writers: stores::Writers,
     ctx: &Arc<Context>,
+    tracker: &Arc<SyncTracker>,
 ) -> Vec<Trigger> {
     let cluster_ar = shapes.cluster.clone();
 
     // Clusters: themselves; prune the per-Cluster memory on delete and after a relist.
     let mem_ctx = ctx.clone();
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let clusters =
-        watch(client, &shapes.cluster, writers.clusters).inspect_ok(move |ev| match ev {
+    let clusters = watch(client, &shapes.cluster, writers.clusters, tracker, 0).inspect_ok(
+        move |ev| match ev {
             watcher::Event::Delete(o) => {
                 if let Some(uid) = &o.metadata.uid {
                     mem_ctx.memory.forget(uid);
@@ -361,12 +386,13 @@ fn triggers(
                 }
             }
             watcher::Event::Apply(_) => {}
-        });
+        },
+    );
     let clusters = trigger_self(clusters.applied_objects(), cluster_ar.clone()).boxed();
 
     // Claims → their Cluster.
     let ar = cluster_ar.clone();
-    let claims = watch(client, &shapes.claim, writers.claims).touched_objects();
+    let claims = watch(client, &shapes.claim, writers.claims, tracker, 1).touched_objects();
     let claims = trigger_with(claims, move |o: DynamicObject| {
         let claim = ClaimView::parse(&o).ok();
         let by_owner = claim
@@ -391,7 +417,7 @@ fn triggers(
 
     // IPAddresses → the Cluster of the claim they answer (same name as the claim).
     let ar = cluster_ar.clone();
-    let addresses = watch(client, &shapes.address, writers.addresses).touched_objects();
+    let addresses = watch(client, &shapes.address, writers.addresses, tracker, 2).touched_objects();
     let addresses = trigger_with(addresses, move |o: DynamicObject| {
         let ns = o.metadata.namespace.clone().unwrap_or_default();
         let claim = o
@@ -413,7 +439,8 @@ fn triggers(
     // ClusterClasses → Clusters using them.
     let ar = cluster_ar.clone();
     let st = ctx.stores.clone();
-    let classes = watch(client, &shapes.cluster_class, writers.classes).touched_objects();
+    let classes =
+        watch(client, &shapes.cluster_class, writers.classes, tracker, 3).touched_objects();
     let classes = trigger_with(classes, move |o: DynamicObject| {
         let name = o.metadata.name.clone().unwrap_or_default();
         st.clusters_of_class(&name, o.metadata.namespace.as_deref())
@@ -429,7 +456,7 @@ fn triggers(
     let st = ctx.stores.clone();
     let kind = shapes.global_pool.kind.clone();
     let signatures: Arc<Mutex<HashMap<String, stores::PoolSignature>>> = Arc::default();
-    let pools = watch(client, &shapes.global_pool, writers.pools)
+    let pools = watch(client, &shapes.global_pool, writers.pools, tracker, 4)
         .map_ok(|ev| {
             let deleted = matches!(ev, watcher::Event::Delete(_));
             let objs: Vec<(DynamicObject, bool)> = match ev {

@@ -72,15 +72,6 @@ impl Stores {
         (stores, writers)
     }
 
-    /// Waits until every cache has its initial list.
-    pub async fn wait_until_ready(&self) -> bool {
-        self.clusters.wait_until_ready().await.is_ok()
-            && self.classes.wait_until_ready().await.is_ok()
-            && self.claims.wait_until_ready().await.is_ok()
-            && self.addresses.wait_until_ready().await.is_ok()
-            && self.pools.wait_until_ready().await.is_ok()
-    }
-
     fn get(
         store: &Store<DynamicObject>,
         ar: &ApiResource,
