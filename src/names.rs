@@ -157,9 +157,8 @@ mod tests {
             m::RECONCILE_TOTAL,
             m::RECONCILE_DURATION_SECONDS,
         ]);
-        for missing in all.iter().filter(|s| !DOC.contains(*s)) {
-            panic!("docs/operator.md does not mention {missing:?}");
-        }
+        let missing: Vec<&&str> = all.iter().filter(|s| !DOC.contains(**s)).collect();
+        assert!(missing.is_empty(), "docs/operator.md does not mention {missing:?}");
         let cmd = <crate::cli::Args as clap::CommandFactory>::command();
         for arg in cmd.get_arguments() {
             if let Some(long) = arg.get_long() {
