@@ -158,7 +158,10 @@ mod tests {
             m::RECONCILE_DURATION_SECONDS,
         ]);
         let missing: Vec<&&str> = all.iter().filter(|s| !DOC.contains(**s)).collect();
-        assert!(missing.is_empty(), "docs/operator.md does not mention {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "docs/operator.md does not mention {missing:?}"
+        );
         let cmd = <crate::cli::Args as clap::CommandFactory>::command();
         for arg in cmd.get_arguments() {
             if let Some(long) = arg.get_long() {

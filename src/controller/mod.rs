@@ -36,8 +36,8 @@ use memory::{Memory, Slot};
 pub use stores::Stores;
 
 use crate::{
-    api::{ApiShapes, ClaimView, ClusterView, PoolView},
-    names::{CONTROLLER_NAME, LABEL_CAPI_CLUSTER_NAME},
+    api::{ApiShapes, ClusterView, PoolView},
+    names::CONTROLLER_NAME,
     plan::{self, Severity, Skip},
     telemetry::Metrics,
 };
@@ -390,49 +390,29 @@ fn triggers(
     );
     let clusters = trigger_self(clusters.applied_objects(), cluster_ar.clone()).boxed();
 
-    // Claims → their Cluster.
+    // Claims → their Cluster. Only our names (`vip-cp-<cluster>`, `vip-ingress-<cluster>`) matter: other
+    // consumers' claims never trigger a reconcile.
     let ar = cluster_ar.clone();
     let claims = watch(client, &shapes.claim, writers.claims, tracker, 1).touched_objects();
     let claims = trigger_with(claims, move |o: DynamicObject| {
-        let claim = ClaimView::parse(&o).ok();
-        let by_owner = claim
-            .as_ref()
-            .and_then(|c| c.controller.as_ref())
-            .filter(|r| r.kind == "Cluster")
-            .map(|r| r.name.clone());
         let ns = o.metadata.namespace.clone().unwrap_or_default();
-        let by_name = o
-            .metadata
+        o.metadata
             .name
             .as_deref()
-            .and_then(|n| stores::cluster_of_claim(n, o.metadata.labels.as_ref()));
-        let mut names: Vec<String> = by_owner.into_iter().chain(by_name).collect();
-        names.dedup();
-        names
-            .into_iter()
-            .map(|n| ReconcileRequest::from(cluster_ref(&ar, &ns, &n)))
-            .collect::<Vec<_>>()
+            .and_then(stores::cluster_of_claim_name)
+            .map(|c| ReconcileRequest::from(cluster_ref(&ar, &ns, &c)))
     })
     .boxed();
 
-    // IPAddresses → the Cluster of the claim they answer (same name as the claim).
+    // IPAddresses → the Cluster of the claim they answer (`spec.claimRef.name`, else the same name).
     let ar = cluster_ar.clone();
     let addresses = watch(client, &shapes.address, writers.addresses, tracker, 2).touched_objects();
     let addresses = trigger_with(addresses, move |o: DynamicObject| {
         let ns = o.metadata.namespace.clone().unwrap_or_default();
-        let claim = o
-            .data
-            .pointer("/spec/claimRef/name")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-            .or_else(|| o.metadata.name.clone())
-            .unwrap_or_default();
-        let labels = o.metadata.labels.clone().unwrap_or_default();
-        let cluster = labels
-            .get(LABEL_CAPI_CLUSTER_NAME)
-            .cloned()
-            .or_else(|| plan::Role::cluster_of_claim(&claim).map(|(_, c)| c.to_owned()));
-        cluster.map(|c| ReconcileRequest::from(cluster_ref(&ar, &ns, &c)))
+        stores::claim_of_address(&o)
+            .as_deref()
+            .and_then(stores::cluster_of_claim_name)
+            .map(|c| ReconcileRequest::from(cluster_ref(&ar, &ns, &c)))
     })
     .boxed();
 

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::{
     api::{AddressView, ApiShapes, ClaimView, ClassView, ClusterView, PoolView},
-    names::{LABEL_CAPI_CLUSTER_NAME, LABEL_ROLE},
+    names::LABEL_ROLE,
     plan::{labels, Role, RoleInputs, Snapshot},
     telemetry::metrics::{GaugeSample, PoolSample, SampleSource},
 };
@@ -174,23 +174,26 @@ impl Stores {
             .filter(|c| {
                 c.address_ref.is_none() && c.pool_ref.as_ref().is_some_and(|r| r.name == pool)
             })
-            .filter_map(|c| {
-                cluster_of_claim(&c.name, c.labels.as_ref()).map(|n| (c.namespace.clone(), n))
-            })
+            .filter_map(|c| cluster_of_claim_name(&c.name).map(|n| (c.namespace.clone(), n)))
             .collect()
     }
 }
 
-/// The Cluster a claim (or IPAddress, which carries the claim's name) belongs to.
-pub fn cluster_of_claim(
-    claim_name: &str,
-    labels: Option<&BTreeMap<String, String>>,
-) -> Option<String> {
-    labels
-        .and_then(|l| l.get(LABEL_CAPI_CLUSTER_NAME))
+/// The Cluster a claim of ours belongs to, from its name; `None` for other consumers' claims.
+pub fn cluster_of_claim_name(claim_name: &str) -> Option<String> {
+    Role::cluster_of_claim(claim_name)
+        .map(|(_, c)| c.to_owned())
+        .filter(|c| !c.is_empty())
+}
+
+/// The claim an IPAddress answers: `spec.claimRef.name`, else its own name (the provider uses the claim's).
+pub fn claim_of_address(obj: &DynamicObject) -> Option<String> {
+    obj.data
+        .pointer("/spec/claimRef/name")
+        .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
-        .cloned()
-        .or_else(|| Role::cluster_of_claim(claim_name).map(|(_, c)| c.to_owned()))
+        .map(str::to_owned)
+        .or_else(|| obj.metadata.name.clone())
 }
 
 /// What about a pool can change the rules' decisions (not its counters, which move on every allocation).
@@ -278,5 +281,66 @@ impl SampleSource for Stores {
             entry.1 += u64::from(ready);
         }
         sample
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_our_claim_names_map_to_clusters() {
+        assert_eq!(
+            cluster_of_claim_name("vip-cp-alpha").as_deref(),
+            Some("alpha")
+        );
+        assert_eq!(
+            cluster_of_claim_name("vip-ingress-alpha").as_deref(),
+            Some("alpha")
+        );
+        assert_eq!(cluster_of_claim_name("node-ip-claim-1"), None);
+        assert_eq!(cluster_of_claim_name("vip-cp-"), None);
+    }
+
+    #[test]
+    fn address_maps_through_claim_ref_or_name() {
+        let with_ref: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "ipam.cluster.x-k8s.io/v1beta2", "kind": "IPAddress",
+            "metadata": {"name": "x", "namespace": "n"}, "spec": {"claimRef": {"name": "vip-cp-a"}}})).unwrap();
+        assert_eq!(claim_of_address(&with_ref).as_deref(), Some("vip-cp-a"));
+        let bare: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "ipam.cluster.x-k8s.io/v1beta2", "kind": "IPAddress",
+            "metadata": {"name": "vip-ingress-b", "namespace": "n"}, "spec": {}}))
+        .unwrap();
+        assert_eq!(claim_of_address(&bare).as_deref(), Some("vip-ingress-b"));
+    }
+
+    #[test]
+    fn pool_signature_ignores_counters_but_not_exhaustion_or_labels() {
+        let mut p = PoolView {
+            kind: "GlobalInClusterIPPool".into(),
+            name: "p".into(),
+            namespace: None,
+            labels: [("a".to_owned(), "b".to_owned())].into_iter().collect(),
+            annotations: Default::default(),
+            total: Some(10),
+            free: Some(5),
+            used: Some(5),
+            deleting: false,
+        };
+        let before = PoolSignature::of(&p);
+        p.free = Some(4);
+        p.used = Some(6);
+        assert_eq!(
+            PoolSignature::of(&p),
+            before,
+            "counter moves do not re-trigger Clusters"
+        );
+        p.free = Some(0);
+        assert_ne!(PoolSignature::of(&p), before, "exhaustion does");
+        p.free = Some(4);
+        p.labels.insert("c".into(), "d".into());
+        assert_ne!(PoolSignature::of(&p), before, "label changes do");
     }
 }
