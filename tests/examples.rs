@@ -38,11 +38,23 @@ async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
         .current_dir(repo())
         .output()
         .await
-        .unwrap_or_else(|e| panic!("cannot run {} (install kubectl or set KUBECTL): {e}", kubectl_bin()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (install kubectl or set KUBECTL): {e}",
+                kubectl_bin()
+            )
+        });
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "kubectl {args:?} failed ({}):\n{stdout}\n{stderr}", out.status);
-    assert!(!stderr.contains("Warning:"), "kubectl {args:?} warned (unknown or pruned fields?):\n{stderr}");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        !stderr.contains("Warning:"),
+        "kubectl {args:?} warned (unknown or pruned fields?):\n{stderr}"
+    );
     stdout
 }
 
@@ -71,7 +83,10 @@ async fn wait_until(
         Ok(Err(e)) => panic!("watch of {name} failed: {e}"),
         Err(_) => {
             let now = api.get_opt(name).await.ok().flatten();
-            panic!("timed out waiting for {what} on {name}; now: {now:#?}\n{}", op.logs())
+            panic!(
+                "timed out waiting for {what} on {name}; now: {now:#?}\n{}",
+                op.logs()
+            )
         }
     }
 }
@@ -86,120 +101,316 @@ async fn assert_claim(
     pool: &str,
     vip: &str,
 ) {
-    let c = claims.get(claim).await.unwrap_or_else(|e| panic!("claim {claim}: {e}"));
-    assert_eq!(c.data["spec"]["poolRef"]["name"], pool, "claim {claim} should use pool {pool}");
+    let c = claims
+        .get(claim)
+        .await
+        .unwrap_or_else(|e| panic!("claim {claim}: {e}"));
+    assert_eq!(
+        c.data["spec"]["poolRef"]["name"], pool,
+        "claim {claim} should use pool {pool}"
+    );
     assert_eq!(c.data["spec"]["poolRef"]["kind"], "GlobalInClusterIPPool");
-    assert_eq!(c.data["spec"]["poolRef"]["apiGroup"], "ipam.cluster.x-k8s.io");
+    assert_eq!(
+        c.data["spec"]["poolRef"]["apiGroup"],
+        "ipam.cluster.x-k8s.io"
+    );
     let owners = c.metadata.owner_references.clone().unwrap_or_default();
-    let controller: Vec<_> = owners.iter().filter(|o| o.controller == Some(true)).collect();
-    assert_eq!(controller.len(), 1, "claim {claim} has one controller owner: {owners:?}");
-    assert_eq!(Some(&controller[0].uid), cluster.metadata.uid.as_ref(), "claim {claim} is owned by its Cluster");
+    let controller: Vec<_> = owners
+        .iter()
+        .filter(|o| o.controller == Some(true))
+        .collect();
+    assert_eq!(
+        controller.len(),
+        1,
+        "claim {claim} has one controller owner: {owners:?}"
+    );
+    assert_eq!(
+        Some(&controller[0].uid),
+        cluster.metadata.uid.as_ref(),
+        "claim {claim} is owned by its Cluster"
+    );
     assert_eq!(controller[0].kind, "Cluster");
-    let addr_name = c.data["status"]["addressRef"]["name"].as_str().unwrap_or_else(|| panic!("claim {claim} bound"));
-    let addr = addresses.get(addr_name).await.unwrap_or_else(|e| panic!("IPAddress {addr_name}: {e}"));
-    assert_eq!(addr.data["spec"]["address"], vip, "IPAddress of {claim} holds the VIP written to the Cluster");
+    let addr_name = c.data["status"]["addressRef"]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("claim {claim} bound"));
+    let addr = addresses
+        .get(addr_name)
+        .await
+        .unwrap_or_else(|e| panic!("IPAddress {addr_name}: {e}"));
+    assert_eq!(
+        addr.data["spec"]["address"], vip,
+        "IPAddress of {claim} holds the VIP written to the Cluster"
+    );
     assert_eq!(addr.data["spec"]["poolRef"]["name"], pool);
 }
 
 fn ipv4(s: &str) -> Ipv4Addr {
-    s.parse().unwrap_or_else(|e| panic!("{s:?} is not an IPv4 address: {e}"))
+    s.parse()
+        .unwrap_or_else(|e| panic!("{s:?} is not an IPv4 address: {e}"))
 }
 
 fn in_range(ip: &str, first: &str, last: &str) -> bool {
-    let (ip, first, last) = (u32::from(ipv4(ip)), u32::from(ipv4(first)), u32::from(ipv4(last)));
+    let (ip, first, last) = (
+        u32::from(ipv4(ip)),
+        u32::from(ipv4(first)),
+        u32::from(ipv4(last)),
+    );
     (first..=last).contains(&ip)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn examples_apply_verbatim_and_get_the_vips_they_promise() {
-    let tb = Testbed::start(TestbedOptions::default()).await.expect("testbed starts");
+    let tb = Testbed::start(TestbedOptions::default())
+        .await
+        .expect("testbed starts");
     let kc = tb.kubeconfig_path().to_path_buf();
 
     // What a user types (kubectl validates strictly: an undeclared field would fail the apply).
     kubectl(&kc, &["apply", "-f", "crds/capi-v1.12/"]).await;
-    kubectl(&kc, &["wait", "--for=condition=established", "crd", "--all", "--timeout=30s"]).await;
+    kubectl(
+        &kc,
+        &[
+            "wait",
+            "--for=condition=established",
+            "crd",
+            "--all",
+            "--timeout=30s",
+        ],
+    )
+    .await;
     let applied = kubectl(&kc, &["apply", "-f", "examples/allocation/"]).await;
-    assert!(applied.contains("cluster.cluster.x-k8s.io/demo-auto created"), "{applied}");
+    assert!(
+        applied.contains("cluster.cluster.x-k8s.io/demo-auto created"),
+        "{applied}"
+    );
 
     let mut op = Operator::spawn(&kc, &[]);
     op.wait_ready().await;
 
     let client = tb.client();
-    let clusters: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NS, &resource("cluster.x-k8s.io", "v1beta2", "Cluster", "clusters"));
+    let clusters: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NS,
+        &resource("cluster.x-k8s.io", "v1beta2", "Cluster", "clusters"),
+    );
     let claims: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         NS,
-        &resource("ipam.cluster.x-k8s.io", "v1beta2", "IPAddressClaim", "ipaddressclaims"),
+        &resource(
+            "ipam.cluster.x-k8s.io",
+            "v1beta2",
+            "IPAddressClaim",
+            "ipaddressclaims",
+        ),
     );
-    let addresses: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NS, &resource("ipam.cluster.x-k8s.io", "v1beta2", "IPAddress", "ipaddresses"));
+    let addresses: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NS,
+        &resource(
+            "ipam.cluster.x-k8s.io",
+            "v1beta2",
+            "IPAddress",
+            "ipaddresses",
+        ),
+    );
     const INGRESS: &str = "vip.capi.gorizond.io/ingress-vip";
-    let has_cluster_vip = |c: &DynamicObject| variable(c, "clusterVip").is_some() && !host(c).is_empty();
+    let has_cluster_vip =
+        |c: &DynamicObject| variable(c, "clusterVip").is_some() && !host(c).is_empty();
     let has_ingress = |c: &DynamicObject| annotation(c, INGRESS).is_some();
     let mut seen = BTreeSet::new();
 
     // 30-cluster-auto.yaml: both VIPs, endpoint + variables + annotation, the user's own variable untouched.
-    let auto = wait_until(&clusters, "demo-auto", "both VIPs", &op, |c| has_cluster_vip(c) && has_ingress(c)).await;
+    let auto = wait_until(&clusters, "demo-auto", "both VIPs", &op, |c| {
+        has_cluster_vip(c) && has_ingress(c)
+    })
+    .await;
     let cp = host(&auto);
-    assert!(in_range(&cp, "10.10.0.10", "10.10.0.99"), "demo-auto CP VIP {cp} from vip-cp-kubeadm");
+    assert!(
+        in_range(&cp, "10.10.0.10", "10.10.0.99"),
+        "demo-auto CP VIP {cp} from vip-cp-kubeadm"
+    );
     assert_eq!(port(&auto), 6443, "default port written with the VIP");
     assert_eq!(variable(&auto, "clusterVip"), Some(Value::from(cp.clone())));
     let ingress = annotation(&auto, INGRESS).unwrap();
-    assert!(in_range(&ingress, "10.10.1.12", "10.10.1.99"), "demo-auto ingress VIP {ingress} (10/11 excluded)");
-    assert_eq!(variable(&auto, "ingressVip"), Some(Value::from(ingress.clone())), "class declares ingressVip");
-    assert_eq!(label(&auto, INGRESS).as_deref(), Some(ingress.as_str()), "IPv4 ingress VIP also as a label");
-    assert_eq!(variable(&auto, "kubeVipInterface"), Some(Value::from("ens192")), "user variable survives");
-    assert_claim(&claims, &addresses, &auto, "vip-cp-demo-auto", "vip-cp-kubeadm", &cp).await;
-    assert_claim(&claims, &addresses, &auto, "vip-ingress-demo-auto", "vip-ingress-kubeadm", &ingress).await;
+    assert!(
+        in_range(&ingress, "10.10.1.12", "10.10.1.99"),
+        "demo-auto ingress VIP {ingress} (10/11 excluded)"
+    );
+    assert_eq!(
+        variable(&auto, "ingressVip"),
+        Some(Value::from(ingress.clone())),
+        "class declares ingressVip"
+    );
+    assert_eq!(
+        label(&auto, INGRESS).as_deref(),
+        Some(ingress.as_str()),
+        "IPv4 ingress VIP also as a label"
+    );
+    assert_eq!(
+        variable(&auto, "kubeVipInterface"),
+        Some(Value::from("ens192")),
+        "user variable survives"
+    );
+    assert_claim(
+        &claims,
+        &addresses,
+        &auto,
+        "vip-cp-demo-auto",
+        "vip-cp-kubeadm",
+        &cp,
+    )
+    .await;
+    assert_claim(
+        &claims,
+        &addresses,
+        &auto,
+        "vip-ingress-demo-auto",
+        "vip-ingress-kubeadm",
+        &ingress,
+    )
+    .await;
     seen.extend([cp, ingress]);
 
     // 31-cluster-manual.yaml: the hand-set endpoint stays, clusterVip mirrors it, no CP claim; ingress still comes.
-    let manual =
-        wait_until(&clusters, "demo-manual", "clusterVip mirrored + ingress", &op, |c| has_cluster_vip(c) && has_ingress(c))
-            .await;
+    let manual = wait_until(
+        &clusters,
+        "demo-manual",
+        "clusterVip mirrored + ingress",
+        &op,
+        |c| has_cluster_vip(c) && has_ingress(c),
+    )
+    .await;
     assert_eq!(host(&manual), "192.168.50.10", "manual endpoint untouched");
     assert_eq!(port(&manual), 6443);
-    assert_eq!(variable(&manual, "clusterVip"), Some(Value::from("192.168.50.10")), "clusterVip mirrors the host");
-    assert!(claims.get_opt("vip-cp-demo-manual").await.unwrap().is_none(), "no claim (no IP wasted) for a manual host");
+    assert_eq!(
+        variable(&manual, "clusterVip"),
+        Some(Value::from("192.168.50.10")),
+        "clusterVip mirrors the host"
+    );
+    assert!(
+        claims
+            .get_opt("vip-cp-demo-manual")
+            .await
+            .unwrap()
+            .is_none(),
+        "no claim (no IP wasted) for a manual host"
+    );
     let ingress = annotation(&manual, INGRESS).unwrap();
-    assert_claim(&claims, &addresses, &manual, "vip-ingress-demo-manual", "vip-ingress-kubeadm", &ingress).await;
+    assert_claim(
+        &claims,
+        &addresses,
+        &manual,
+        "vip-ingress-demo-manual",
+        "vip-ingress-kubeadm",
+        &ingress,
+    )
+    .await;
     seen.insert(ingress);
 
     // 32-cluster-no-ingress.yaml: the CP VIP only.
     let no_ingress = wait_until(&clusters, "demo-no-ingress", "CP VIP", &op, has_cluster_vip).await;
     let cp = host(&no_ingress);
-    assert_claim(&claims, &addresses, &no_ingress, "vip-cp-demo-no-ingress", "vip-cp-kubeadm", &cp).await;
+    assert_claim(
+        &claims,
+        &addresses,
+        &no_ingress,
+        "vip-cp-demo-no-ingress",
+        "vip-cp-kubeadm",
+        &cp,
+    )
+    .await;
     seen.insert(cp);
 
     // 33-cluster-shared-pool.yaml: both VIPs from the shared pools listed in annotations.
-    let lab = wait_until(&clusters, "lab-1", "both VIPs", &op, |c| has_cluster_vip(c) && has_ingress(c)).await;
+    let lab = wait_until(&clusters, "lab-1", "both VIPs", &op, |c| {
+        has_cluster_vip(c) && has_ingress(c)
+    })
+    .await;
     let (cp, ingress) = (host(&lab), annotation(&lab, INGRESS).unwrap());
-    assert!(in_range(&cp, "10.20.0.2", "10.20.0.14"), "lab-1 CP VIP {cp} from 10.20.0.0/28 minus net/bcast/gw");
-    assert!(in_range(&ingress, "10.20.0.18", "10.20.0.30"), "lab-1 ingress VIP {ingress} from 10.20.0.16/28");
-    assert_claim(&claims, &addresses, &lab, "vip-cp-lab-1", "vip-shared-lab-cp", &cp).await;
-    assert_claim(&claims, &addresses, &lab, "vip-ingress-lab-1", "vip-shared-lab-ingress", &ingress).await;
+    assert!(
+        in_range(&cp, "10.20.0.2", "10.20.0.14"),
+        "lab-1 CP VIP {cp} from 10.20.0.0/28 minus net/bcast/gw"
+    );
+    assert!(
+        in_range(&ingress, "10.20.0.18", "10.20.0.30"),
+        "lab-1 ingress VIP {ingress} from 10.20.0.16/28"
+    );
+    assert_claim(
+        &claims,
+        &addresses,
+        &lab,
+        "vip-cp-lab-1",
+        "vip-shared-lab-cp",
+        &cp,
+    )
+    .await;
+    assert_claim(
+        &claims,
+        &addresses,
+        &lab,
+        "vip-ingress-lab-1",
+        "vip-shared-lab-ingress",
+        &ingress,
+    )
+    .await;
     seen.extend([cp, ingress]);
 
     // 34-cluster-class-in-other-namespace.yaml: class from vip-platform, pool listing it in its annotation.
     let prod = wait_until(&clusters, "prod-1", "CP VIP", &op, has_cluster_vip).await;
     let cp = host(&prod);
-    assert!(["10.30.0.10", "10.30.0.11", "10.30.0.12"].contains(&cp.as_str()), "prod-1 CP VIP {cp}");
-    assert_claim(&claims, &addresses, &prod, "vip-cp-prod-1", "vip-cp-platform", &cp).await;
+    assert!(
+        ["10.30.0.10", "10.30.0.11", "10.30.0.12"].contains(&cp.as_str()),
+        "prod-1 CP VIP {cp}"
+    );
+    assert_claim(
+        &claims,
+        &addresses,
+        &prod,
+        "vip-cp-prod-1",
+        "vip-cp-platform",
+        &cp,
+    )
+    .await;
     seen.insert(cp);
 
     // Negative promises, checked once the Clusters above have been reconciled to their final state.
-    assert!(annotation(&no_ingress, INGRESS).is_none(), "ingress disabled: no ingress VIP");
+    assert!(
+        annotation(&no_ingress, INGRESS).is_none(),
+        "ingress disabled: no ingress VIP"
+    );
     assert!(variable(&no_ingress, "ingressVip").is_none());
-    assert!(claims.get_opt("vip-ingress-demo-no-ingress").await.unwrap().is_none(), "ingress disabled: no claim");
-    assert!(annotation(&prod, INGRESS).is_none(), "no ingress pool lists prod-1's class");
-    assert!(claims.get_opt("vip-ingress-prod-1").await.unwrap().is_none());
-    assert!(variable(&prod, "ingressVip").is_none(), "the platform class does not declare ingressVip");
+    assert!(
+        claims
+            .get_opt("vip-ingress-demo-no-ingress")
+            .await
+            .unwrap()
+            .is_none(),
+        "ingress disabled: no claim"
+    );
+    assert!(
+        annotation(&prod, INGRESS).is_none(),
+        "no ingress pool lists prod-1's class"
+    );
+    assert!(claims
+        .get_opt("vip-ingress-prod-1")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        variable(&prod, "ingressVip").is_none(),
+        "the platform class does not declare ingressVip"
+    );
 
     // Seven distinct addresses (the manual endpoint is not from a pool), and exactly the promised claims.
     assert_eq!(seen.len(), 7, "every VIP is distinct: {seen:?}");
-    let names: BTreeSet<String> =
-        claims.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|c| c.metadata.name).collect();
+    let names: BTreeSet<String> = claims
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
     let want: BTreeSet<String> = [
         "vip-cp-demo-auto",
         "vip-ingress-demo-auto",
@@ -217,7 +428,15 @@ async fn examples_apply_verbatim_and_get_the_vips_they_promise() {
     // kubectl shows the same thing a user would read.
     let table = kubectl(
         &kc,
-        &["-n", NS, "get", "cluster", "demo-auto", "-o", "jsonpath={.spec.controlPlaneEndpoint.host}"],
+        &[
+            "-n",
+            NS,
+            "get",
+            "cluster",
+            "demo-auto",
+            "-o",
+            "jsonpath={.spec.controlPlaneEndpoint.host}",
+        ],
     )
     .await;
     assert_eq!(table, host(&auto));
@@ -230,12 +449,28 @@ async fn examples_apply_verbatim_and_get_the_vips_they_promise() {
 async fn every_custom_resource_example_validates_against_the_crds() {
     // Server-side dry run against a testbed that has only the CRDs: nothing is stored, every object is validated
     // (types, required fields, bounds, unknown fields) by the same code that serves real requests.
-    let tb = Testbed::start(TestbedOptions::default()).await.expect("testbed starts");
+    let tb = Testbed::start(TestbedOptions::default())
+        .await
+        .expect("testbed starts");
     let kc = tb.kubeconfig_path().to_path_buf();
     kubectl(&kc, &["apply", "-f", "crds/capi-v1.12/"]).await;
-    kubectl(&kc, &["wait", "--for=condition=established", "crd", "--all", "--timeout=30s"]).await;
+    kubectl(
+        &kc,
+        &[
+            "wait",
+            "--for=condition=established",
+            "crd",
+            "--all",
+            "--timeout=30s",
+        ],
+    )
+    .await;
     // Namespaces must exist for namespaced dry runs.
-    kubectl(&kc, &["apply", "-f", "examples/allocation/00-namespaces.yaml"]).await;
+    kubectl(
+        &kc,
+        &["apply", "-f", "examples/allocation/00-namespaces.yaml"],
+    )
+    .await;
     let mut files: Vec<_> = std::fs::read_dir(repo().join("examples/allocation"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -244,7 +479,11 @@ async fn every_custom_resource_example_validates_against_the_crds() {
     files.sort();
     assert!(files.len() >= 10, "examples found: {files:?}");
     for f in &files {
-        let out = kubectl(&kc, &["apply", "--dry-run=server", "-f", f.to_str().unwrap()]).await;
+        let out = kubectl(
+            &kc,
+            &["apply", "--dry-run=server", "-f", f.to_str().unwrap()],
+        )
+        .await;
         assert!(out.contains("(server dry run)"), "{}: {out}", f.display());
     }
     // And the validation is real: the same Cluster with an out-of-bounds port and an unknown field is refused.
@@ -263,6 +502,9 @@ async fn every_custom_resource_example_validates_against_the_crds() {
     let _ = std::fs::remove_file(&path);
     assert!(!out.status.success(), "a port of 70000 must be rejected");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("controlPlaneEndpoint.port"), "error names the field: {stderr}");
+    assert!(
+        stderr.contains("controlPlaneEndpoint.port"),
+        "error names the field: {stderr}"
+    );
     tb.shutdown().await;
 }
