@@ -17,7 +17,12 @@ pub struct Entry {
 }
 
 pub fn read_entries(obj: &Value) -> Vec<Entry> {
-    let Some(list) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else { return Vec::new() };
+    let Some(list) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
     list.iter()
         .map(|e| {
             let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
@@ -26,7 +31,10 @@ pub fn read_entries(obj: &Value) -> Vec<Entry> {
                 operation: s("operation"),
                 api_version: s("apiVersion"),
                 time: s("time"),
-                subresource: e.get("subresource").and_then(Value::as_str).map(String::from),
+                subresource: e
+                    .get("subresource")
+                    .and_then(Value::as_str)
+                    .map(String::from),
                 set: e.get("fieldsV1").map(FieldSet::from_v1).unwrap_or_default(),
             }
         })
@@ -67,7 +75,9 @@ pub enum Scope {
 /// The part of an object that managers can own in this scope.
 pub fn ownable(obj: &Value, scope: Scope) -> Value {
     let mut out = Map::new();
-    let Some(map) = obj.as_object() else { return Value::Object(out) };
+    let Some(map) = obj.as_object() else {
+        return Value::Object(out);
+    };
     for (k, v) in map {
         match (k.as_str(), scope) {
             ("apiVersion" | "kind", _) => {}
@@ -124,7 +134,11 @@ pub fn record_update(
         None => Vec::new(),
     };
     // A request may reset ownership by sending an empty managedFields list.
-    if new.pointer("/metadata/managedFields").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+    if new
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+    {
         entries.clear();
     }
     let old_c = old.map(|o| ownable(o, scope)).unwrap_or_else(|| json!({}));
@@ -136,7 +150,9 @@ pub fn record_update(
             e.set.difference(&removed);
         }
         let sub = subresource_name(scope);
-        let idx = entries.iter().position(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub);
+        let idx = entries
+            .iter()
+            .position(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub);
         let idx = match idx {
             Some(i) => i,
             None => {
@@ -196,7 +212,8 @@ pub fn apply(req: ApplyRequest) -> Result<Value, Vec<Conflict>> {
     let new_set = fields::collect(&applied, req.schema);
     let mut entries = read_entries(&result);
     let sub = subresource_name(req.scope);
-    let is_mine = |e: &Entry| e.manager == req.manager && e.operation == "Apply" && e.subresource == sub;
+    let is_mine =
+        |e: &Entry| e.manager == req.manager && e.operation == "Apply" && e.subresource == sub;
     let mut conflicts = Vec::new();
     let members = new_set.members();
     for e in entries.iter().filter(|e| !is_mine(e)) {
@@ -204,12 +221,19 @@ pub fn apply(req: ApplyRequest) -> Result<Value, Vec<Conflict>> {
             if !e.set.contains(p) {
                 continue;
             }
-            let (Some(cur), Some(want)) = (fields::get(&result, p), fields::get(&applied, p)) else { continue };
+            let (Some(cur), Some(want)) = (fields::get(&result, p), fields::get(&applied, p))
+            else {
+                continue;
+            };
             if is_container_item(p) {
                 continue;
             }
             if cur != want {
-                conflicts.push(Conflict { manager: e.manager.clone(), api_version: e.api_version.clone(), path: p.clone() });
+                conflicts.push(Conflict {
+                    manager: e.manager.clone(),
+                    api_version: e.api_version.clone(),
+                    path: p.clone(),
+                });
             }
         }
     }
@@ -218,15 +242,25 @@ pub fn apply(req: ApplyRequest) -> Result<Value, Vec<Conflict>> {
             return Err(conflicts);
         }
         for c in &conflicts {
-            for e in entries.iter_mut().filter(|e| e.manager == c.manager && !is_mine(e)) {
+            for e in entries
+                .iter_mut()
+                .filter(|e| e.manager == c.manager && !is_mine(e))
+            {
                 e.set.remove(&c.path);
             }
         }
     }
-    let mut stale = entries.iter().find(|e| is_mine(e)).map(|e| e.set.clone()).unwrap_or_default();
+    let mut stale = entries
+        .iter()
+        .find(|e| is_mine(e))
+        .map(|e| e.set.clone())
+        .unwrap_or_default();
     stale.difference(&new_set);
-    for p in stale.members() {
-        if !entries.iter().any(|e| !is_mine(e) && e.set.contains(&p)) {
+    let mut stale_paths = stale.members();
+    // Shallow first: removing a list item takes its fields with it.
+    stale_paths.sort_by_key(Vec::len);
+    for p in stale_paths {
+        if !entries.iter().any(|e| !is_mine(e) && e.set.touches(&p)) {
             fields::remove(&mut result, &p);
         }
     }
@@ -253,7 +287,11 @@ fn merge(dst: &mut Value, src: &Value, schema: Option<&Value>, root: bool) {
     match (dst, src) {
         (Value::Object(d), Value::Object(s)) if !schema::is_atomic_map(schema) => {
             for (k, sv) in s {
-                let cs = if root { schema::root_child(schema, k) } else { schema::child(schema, k) };
+                let cs = if root {
+                    schema::root_child(schema, k)
+                } else {
+                    schema::child(schema, k)
+                };
                 match d.get_mut(k) {
                     Some(dv) => merge(dv, sv, cs, false),
                     None => {
@@ -307,9 +345,20 @@ pub fn conflict_message(conflicts: &[Conflict]) -> (String, Vec<Value>) {
     } else {
         let lines: Vec<String> = conflicts
             .iter()
-            .map(|c| format!("conflict with \"{}\" using {}: {}", c.manager, c.api_version, fields::render(&c.path)))
+            .map(|c| {
+                format!(
+                    "conflict with \"{}\" using {}: {}",
+                    c.manager,
+                    c.api_version,
+                    fields::render(&c.path)
+                )
+            })
             .collect();
-        format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            lines.join("\n")
+        )
     };
     (msg, causes)
 }
@@ -325,7 +374,12 @@ mod tests {
             "host": {"type": "string"}}}}})
     }
 
-    fn apply_as(cur: Option<&Value>, applied: Value, manager: &str, force: bool) -> Result<Value, Vec<Conflict>> {
+    fn apply_as(
+        cur: Option<&Value>,
+        applied: Value,
+        manager: &str,
+        force: bool,
+    ) -> Result<Value, Vec<Conflict>> {
         let s = schema();
         apply(ApplyRequest {
             current: cur,
@@ -341,44 +395,108 @@ mod tests {
 
     #[test]
     fn two_managers_own_separate_list_map_entries() {
-        let a = apply_as(None, json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
-            "spec": {"variables": [{"name": "a", "value": 1}]}}), "one", false).unwrap();
-        let b = apply_as(Some(&a), json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
-            "spec": {"variables": [{"name": "b", "value": 2}]}}), "two", false).unwrap();
-        assert_eq!(b["spec"]["variables"], json!([{"name": "a", "value": 1}, {"name": "b", "value": 2}]));
+        let a = apply_as(
+            None,
+            json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
+            "spec": {"variables": [{"name": "a", "value": 1}]}}),
+            "one",
+            false,
+        )
+        .unwrap();
+        let b = apply_as(
+            Some(&a),
+            json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
+            "spec": {"variables": [{"name": "b", "value": 2}]}}),
+            "two",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            b["spec"]["variables"],
+            json!([{"name": "a", "value": 1}, {"name": "b", "value": 2}])
+        );
         // "two" drops its entry: only its own entry goes away.
-        let c = apply_as(Some(&b), json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"}, "spec": {}}),
-            "two", false).unwrap();
+        let c = apply_as(
+            Some(&b),
+            json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"}, "spec": {}}),
+            "two",
+            false,
+        )
+        .unwrap();
         assert_eq!(c["spec"]["variables"], json!([{"name": "a", "value": 1}]));
         assert_eq!(c["metadata"]["managedFields"].as_array().unwrap().len(), 2);
     }
 
     #[test]
     fn different_value_for_owned_field_conflicts_unless_forced() {
-        let a = apply_as(None, json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
-            "spec": {"host": "h1"}}), "one", false).unwrap();
-        let err = apply_as(Some(&a), json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
-            "spec": {"host": "h2"}}), "two", false).unwrap_err();
+        let a = apply_as(
+            None,
+            json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
+            "spec": {"host": "h1"}}),
+            "one",
+            false,
+        )
+        .unwrap();
+        let err = apply_as(
+            Some(&a),
+            json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
+            "spec": {"host": "h2"}}),
+            "two",
+            false,
+        )
+        .unwrap_err();
         assert_eq!(err[0].manager, "one");
-        assert_eq!(conflict_message(&err).0, "Apply failed with 1 conflict: conflict with \"one\" using g/v1: .spec.host");
-        let same = apply_as(Some(&a), json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
-            "spec": {"host": "h1"}}), "two", false);
+        assert_eq!(
+            conflict_message(&err).0,
+            "Apply failed with 1 conflict: conflict with \"one\" using g/v1: .spec.host"
+        );
+        let same = apply_as(
+            Some(&a),
+            json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
+            "spec": {"host": "h1"}}),
+            "two",
+            false,
+        );
         assert!(same.is_ok(), "same value is shared ownership");
-        let forced = apply_as(Some(&a), json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
-            "spec": {"host": "h2"}}), "two", true).unwrap();
+        let forced = apply_as(
+            Some(&a),
+            json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
+            "spec": {"host": "h2"}}),
+            "two",
+            true,
+        )
+        .unwrap();
         assert_eq!(forced["spec"]["host"], "h2");
-        let owners: Vec<&str> = forced["metadata"]["managedFields"].as_array().unwrap().iter()
-            .map(|e| e["manager"].as_str().unwrap()).collect();
+        let owners: Vec<&str> = forced["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].as_str().unwrap())
+            .collect();
         assert_eq!(owners, ["two"]);
     }
 
     #[test]
     fn update_takes_ownership_of_changed_fields() {
-        let a = apply_as(None, json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
-            "spec": {"host": "h1"}}), "one", false).unwrap();
+        let a = apply_as(
+            None,
+            json!({"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "x"},
+            "spec": {"host": "h1"}}),
+            "one",
+            false,
+        )
+        .unwrap();
         let mut b = a.clone();
         b["spec"]["host"] = json!("h9");
-        record_update(Some(&a), &mut b, "editor", "g/v1", "now", Some(&schema()), Scope::Whole);
+        record_update(
+            Some(&a),
+            &mut b,
+            "editor",
+            "g/v1",
+            "now",
+            Some(&schema()),
+            Scope::Whole,
+        );
         let mf = b["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(mf.len(), 1);
         assert_eq!(mf[0]["manager"], "editor");

@@ -27,37 +27,58 @@ pub struct DeleteOpts {
     pub orphan_dependents: Option<bool>,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
+    /// `dryRun: [All]` in the DeleteOptions body.
+    pub dry_run: bool,
 }
 
 impl DeleteOpts {
     /// Reads DeleteOptions from the query and the (optional) JSON body.
-    pub fn parse(query_policy: Option<&str>, query_orphan: Option<&str>, body: &[u8]) -> Result<Self, ApiError> {
+    pub fn parse(
+        query_policy: Option<&str>,
+        query_orphan: Option<&str>,
+        body: &[u8],
+    ) -> Result<Self, ApiError> {
         let mut o = DeleteOpts::default();
-        let parse_policy = |s: &str| match s {
+        let parse_policy = |s: &str| {
+            match s {
             "Background" => Ok(Propagation::Background),
             "Foreground" => Ok(Propagation::Foreground),
             "Orphan" => Ok(Propagation::Orphan),
             other => Err(ApiError::bad_request(format!(
                 "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
             ))),
+        }
         };
         if let Some(p) = query_policy.filter(|p| !p.is_empty()) {
             o.propagation = Some(parse_policy(p)?);
         }
         o.orphan_dependents = query_orphan.and_then(|s| s.parse().ok());
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
             if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
                 o.propagation = Some(parse_policy(p)?);
             }
             if let Some(b) = v.get("orphanDependents").and_then(Value::as_bool) {
                 o.orphan_dependents = Some(b);
             }
-            o.precondition_uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
-            o.precondition_rv = v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from);
+            o.dry_run = v
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|x| x == "All"));
+            o.precondition_uid = v
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(String::from);
+            o.precondition_rv = v
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from);
         }
         if o.propagation.is_some() && o.orphan_dependents.is_some() {
-            return Err(ApiError::bad_request("orphanDependents and propagationPolicy cannot both be set"));
+            return Err(ApiError::bad_request(
+                "orphanDependents and propagationPolicy cannot both be set",
+            ));
         }
         Ok(o)
     }
@@ -89,7 +110,11 @@ impl Shared {
         let res = self.delete_inner(info, ns, name, opts, ctx);
         let rec = match &res {
             Ok(Deleted::Pending(w)) => Ok(w.clone()),
-            Ok(Deleted::Gone(_)) => Ok(Written { object: Arc::new(json!({})), code: 200, warnings: vec![] }),
+            Ok(Deleted::Gone(_)) => Ok(Written {
+                object: Arc::new(json!({})),
+                code: 200,
+                warnings: vec![],
+            }),
             Err(e) => Err(e.clone()),
         };
         self.record(ctx, "delete", None, info, "", (ns, name), &rec);
@@ -143,9 +168,13 @@ impl Shared {
             }
             let is_namespace = info.plural == "namespaces" && info.group.is_empty();
             let keep = !fins.is_empty() || is_namespace;
-            if ctx.dry_run {
+            if ctx.dry_run || opts.dry_run {
                 return Ok(if keep {
-                    Deleted::Pending(Written { object: to_view(info, &cur), code: 200, warnings: vec![] })
+                    Deleted::Pending(Written {
+                        object: to_view(info, &cur),
+                        code: 200,
+                        warnings: vec![],
+                    })
                 } else {
                     Deleted::Gone(success_status(&info.group, &info.plural, name, &uid))
                 });
@@ -156,7 +185,10 @@ impl Shared {
                 if !is_deleting(&cur) {
                     new["metadata"]["deletionTimestamp"] = json!(now_time());
                     new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-                    let gen = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                    let gen = cur
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
                     new["metadata"]["generation"] = json!(gen + 1);
                 }
                 if !fins.is_empty() {
@@ -166,12 +198,24 @@ impl Shared {
                     new["status"]["phase"] = json!("Terminating");
                 }
                 if new == *cur {
-                    return Ok(Deleted::Pending(Written { object: to_view(info, &cur), code: 200, warnings: vec![] }));
+                    return Ok(Deleted::Pending(Written {
+                        object: to_view(info, &cur),
+                        code: 200,
+                        warnings: vec![],
+                    }));
                 }
                 match self.store.swap(&key, cur_rv, Some(new)) {
                     Ok(stored) => {
-                        let code = if opts.orphan_dependents == Some(false) { 202 } else { 200 };
-                        return Ok(Deleted::Pending(Written { object: to_view(info, &stored), code, warnings: vec![] }));
+                        let code = if opts.orphan_dependents == Some(false) {
+                            202
+                        } else {
+                            200
+                        };
+                        return Ok(Deleted::Pending(Written {
+                            object: to_view(info, &stored),
+                            code,
+                            warnings: vec![],
+                        }));
                     }
                     Err(_) => continue,
                 }
@@ -179,7 +223,12 @@ impl Shared {
             match self.store.swap(&key, cur_rv, None) {
                 Ok(last) => {
                     self.after_commit(info, &last, false);
-                    return Ok(Deleted::Gone(success_status(&info.group, &info.plural, name, &uid)));
+                    return Ok(Deleted::Gone(success_status(
+                        &info.group,
+                        &info.plural,
+                        name,
+                        &uid,
+                    )));
                 }
                 Err(_) => continue,
             }

@@ -12,7 +12,11 @@ pub struct Cause {
 
 impl Cause {
     pub fn required(field: &str) -> Self {
-        Cause { reason: "FieldValueRequired", field: field.to_string(), message: "Required value".into() }
+        Cause {
+            reason: "FieldValueRequired",
+            field: field.to_string(),
+            message: "Required value".into(),
+        }
     }
     pub fn invalid(field: &str, value: &Value, detail: &str) -> Self {
         Cause {
@@ -33,7 +37,11 @@ impl Cause {
         Cause {
             reason: "FieldValueNotSupported",
             field: field.to_string(),
-            message: format!("Unsupported value: {}: supported values: {}", short_value(value), list.join(", ")),
+            message: format!(
+                "Unsupported value: {}: supported values: {}",
+                short_value(value),
+                list.join(", ")
+            ),
         }
     }
     pub fn too_many(field: &str, actual: usize, max: u64) -> Self {
@@ -58,7 +66,11 @@ impl Cause {
         }
     }
     pub fn forbidden(field: &str, detail: &str) -> Self {
-        Cause { reason: "FieldValueForbidden", field: field.to_string(), message: format!("Forbidden: {detail}") }
+        Cause {
+            reason: "FieldValueForbidden",
+            field: field.to_string(),
+            message: format!("Forbidden: {detail}"),
+        }
     }
     fn render(&self) -> String {
         format!("{}: {}", self.field, self.message)
@@ -116,7 +128,12 @@ impl Subject<'_> {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
     pub fn not_found(s: &Subject) -> Self {
         ApiError {
@@ -151,11 +168,20 @@ impl ApiError {
         if !causes.is_empty() {
             details["causes"] = Value::Array(causes);
         }
-        ApiError { code: 409, reason: "Conflict", message: msg, details: Some(details) }
+        ApiError {
+            code: 409,
+            reason: "Conflict",
+            message: msg,
+            details: Some(details),
+        }
     }
     pub fn invalid(s: &Subject, causes: Vec<Cause>) -> Self {
         let rendered: Vec<String> = causes.iter().map(Cause::render).collect();
-        let list = if rendered.len() == 1 { rendered[0].clone() } else { format!("[{}]", rendered.join(", ")) };
+        let list = if rendered.len() == 1 {
+            rendered[0].clone()
+        } else {
+            format!("[{}]", rendered.join(", "))
+        };
         let mut details = json!({"name": s.name, "kind": s.kind});
         if !s.group.is_empty() {
             details["group"] = json!(s.group);
@@ -175,7 +201,11 @@ impl ApiError {
         Self::new(400, "BadRequest", msg)
     }
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
     pub fn unsupported_media_type(content_type: &str, accepted: &[&str]) -> Self {
         Self::new(
@@ -200,10 +230,18 @@ impl ApiError {
         Self::new(403, "Forbidden", msg)
     }
     pub fn internal(msg: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", msg.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", msg.into()),
+        )
     }
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
     pub fn too_many_requests(msg: impl Into<String>) -> Self {
         Self::new(429, "TooManyRequests", msg)
@@ -242,16 +280,32 @@ mod tests {
 
     #[test]
     fn invalid_lists_field_paths_in_message_and_causes() {
-        let s = Subject { group: "cluster.x-k8s.io", plural: "clusters", kind: "Cluster", name: "c1" };
+        let s = Subject {
+            group: "cluster.x-k8s.io",
+            plural: "clusters",
+            kind: "Cluster",
+            name: "c1",
+        };
         let e = ApiError::invalid(&s, vec![Cause::required("spec.topology.class")]);
         assert_eq!(e.code, 422);
-        assert_eq!(e.message, "Cluster.cluster.x-k8s.io \"c1\" is invalid: spec.topology.class: Required value");
-        assert_eq!(e.status()["details"]["causes"][0]["field"], "spec.topology.class");
+        assert_eq!(
+            e.message,
+            "Cluster.cluster.x-k8s.io \"c1\" is invalid: spec.topology.class: Required value"
+        );
+        assert_eq!(
+            e.status()["details"]["causes"][0]["field"],
+            "spec.topology.class"
+        );
     }
 
     #[test]
     fn not_found_of_core_kind_has_no_group() {
-        let s = Subject { group: "", plural: "namespaces", kind: "Namespace", name: "x" };
+        let s = Subject {
+            group: "",
+            plural: "namespaces",
+            kind: "Namespace",
+            name: "x",
+        };
         let st = ApiError::not_found(&s).status();
         assert_eq!(st["message"], "namespaces \"x\" not found");
         assert!(st["details"].get("group").is_none());

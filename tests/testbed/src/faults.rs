@@ -17,17 +17,29 @@ pub struct ErrorRate {
 impl ErrorRate {
     /// Parses `VERB=RATE:CODE`, e.g. `patch=0.2:500`.
     pub fn parse(s: &str) -> Result<ErrorRate, String> {
-        let (verb, rest) = s.split_once('=').ok_or_else(|| format!("expected VERB=RATE:CODE, got {s:?}"))?;
-        let (rate, code) = rest.split_once(':').ok_or_else(|| format!("expected VERB=RATE:CODE, got {s:?}"))?;
+        let (verb, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected VERB=RATE:CODE, got {s:?}"))?;
+        let (rate, code) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("expected VERB=RATE:CODE, got {s:?}"))?;
         let rate: f64 = rate.parse().map_err(|_| format!("bad rate {rate:?}"))?;
         if !(0.0..=1.0).contains(&rate) {
             return Err(format!("rate {rate} must be within 0..=1"));
         }
-        let code: u16 = code.parse().map_err(|_| format!("bad status code {code:?}"))?;
+        let code: u16 = code
+            .parse()
+            .map_err(|_| format!("bad status code {code:?}"))?;
         if !(400..=599).contains(&code) {
-            return Err(format!("status code {code} must be an HTTP error (400..=599)"));
+            return Err(format!(
+                "status code {code} must be an HTTP error (400..=599)"
+            ));
         }
-        Ok(ErrorRate { verb: verb.to_string(), rate, code })
+        Ok(ErrorRate {
+            verb: verb.to_string(),
+            rate,
+            code,
+        })
     }
 }
 
@@ -64,7 +76,11 @@ pub(crate) fn splitmix(state: &mut u64) -> u64 {
 impl FaultState {
     pub(crate) fn new(cfg: FaultConfig, seed: u64) -> Self {
         let (cut, _) = tokio::sync::watch::channel(0);
-        FaultState { cfg: Mutex::new(cfg), rng: Mutex::new(seed ^ 0xFA17), cut }
+        FaultState {
+            cfg: Mutex::new(cfg),
+            rng: Mutex::new(seed ^ 0xFA17),
+            cut,
+        }
     }
 
     pub(crate) fn config(&self) -> FaultConfig {
@@ -74,7 +90,11 @@ impl FaultState {
     /// The status code to fail this request with, if any.
     pub(crate) fn error_for(&self, verb: &str) -> Option<u16> {
         let cfg = self.cfg.lock().unwrap_or_else(|e| e.into_inner());
-        let rule = cfg.error_rates.iter().find(|r| r.verb == verb || r.verb == "*")?.clone();
+        let rule = cfg
+            .error_rates
+            .iter()
+            .find(|r| r.verb == verb || r.verb == "*")?
+            .clone();
         drop(cfg);
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
         let draw = (splitmix(&mut rng) >> 11) as f64 / (1u64 << 53) as f64;
@@ -82,11 +102,22 @@ impl FaultState {
     }
 
     pub(crate) fn latency(&self) -> Duration {
-        Duration::from_millis(self.cfg.lock().unwrap_or_else(|e| e.into_inner()).latency_ms)
+        Duration::from_millis(
+            self.cfg
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .latency_ms,
+        )
     }
 
     pub(crate) fn take_next_watch_gone(&self) -> bool {
-        std::mem::take(&mut self.cfg.lock().unwrap_or_else(|e| e.into_inner()).next_watch_gone)
+        std::mem::take(
+            &mut self
+                .cfg
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .next_watch_gone,
+        )
     }
 
     pub(crate) fn cut_signal(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -111,11 +142,19 @@ impl FaultHandle {
         let mut cfg = self.0.cfg.lock().unwrap_or_else(|e| e.into_inner());
         cfg.error_rates.retain(|r| r.verb != verb);
         if rate > 0.0 {
-            cfg.error_rates.push(ErrorRate { verb: verb.to_string(), rate, code });
+            cfg.error_rates.push(ErrorRate {
+                verb: verb.to_string(),
+                rate,
+                code,
+            });
         }
     }
     pub fn set_latency(&self, latency: Duration) {
-        self.0.cfg.lock().unwrap_or_else(|e| e.into_inner()).latency_ms = latency.as_millis() as u64;
+        self.0
+            .cfg
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .latency_ms = latency.as_millis() as u64;
     }
     /// Closes every open watch stream now (clients re-watch from their last resourceVersion).
     pub fn cut_watches(&self) {
@@ -123,7 +162,11 @@ impl FaultHandle {
     }
     /// The next watch request gets an ERROR event with code 410, forcing a relist.
     pub fn force_next_watch_gone(&self) {
-        self.0.cfg.lock().unwrap_or_else(|e| e.into_inner()).next_watch_gone = true;
+        self.0
+            .cfg
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_watch_gone = true;
     }
     /// Removes every fault.
     pub fn clear(&self) {
@@ -138,11 +181,26 @@ mod tests {
     #[test]
     fn error_rate_parses_and_draws_deterministically() {
         let r = ErrorRate::parse("patch=0.5:500").unwrap();
-        assert_eq!(r, ErrorRate { verb: "patch".into(), rate: 0.5, code: 500 });
+        assert_eq!(
+            r,
+            ErrorRate {
+                verb: "patch".into(),
+                rate: 0.5,
+                code: 500
+            }
+        );
         assert!(ErrorRate::parse("patch=2:500").is_err());
         let draws = |seed| {
-            let s = FaultState::new(FaultConfig { error_rates: vec![r.clone()], ..Default::default() }, seed);
-            (0..200).map(|_| s.error_for("patch").is_some()).collect::<Vec<_>>()
+            let s = FaultState::new(
+                FaultConfig {
+                    error_rates: vec![r.clone()],
+                    ..Default::default()
+                },
+                seed,
+            );
+            (0..200)
+                .map(|_| s.error_for("patch").is_some())
+                .collect::<Vec<_>>()
         };
         let a = draws(7);
         assert_eq!(a, draws(7));

@@ -66,6 +66,14 @@ impl FieldSet {
         }
     }
 
+    /// Whether the set owns `path` or anything below it.
+    pub fn touches(&self, path: &[String]) -> bool {
+        match path.split_first() {
+            None => !self.is_empty(),
+            Some((h, rest)) => self.children.get(h).is_some_and(|c| c.touches(rest)),
+        }
+    }
+
     pub fn union(&mut self, other: &FieldSet) {
         self.member |= other.member;
         for (k, c) in &other.children {
@@ -145,7 +153,12 @@ fn collect_into(v: &Value, schema: Option<&Value>, node: &mut FieldSet, root: bo
         Value::Object(map) if !map.is_empty() && !schema::is_atomic_map(schema) => {
             for (k, cv) in map {
                 let cs = child_schema(schema, k, root);
-                collect_into(cv, cs, node.children.entry(field_key(k)).or_default(), false);
+                collect_into(
+                    cv,
+                    cs,
+                    node.children.entry(field_key(k)).or_default(),
+                    false,
+                );
             }
         }
         Value::Array(items) if !items.is_empty() => match schema::list_type(schema) {
@@ -156,7 +169,12 @@ fn collect_into(v: &Value, schema: Option<&Value>, node: &mut FieldSet, root: bo
                     child.member = true;
                     if let Value::Object(m) = it {
                         for (k, cv) in m {
-                            collect_into(cv, schema::child(is, k), child.children.entry(field_key(k)).or_default(), false);
+                            collect_into(
+                                cv,
+                                schema::child(is, k),
+                                child.children.entry(field_key(k)).or_default(),
+                                false,
+                            );
                         }
                     }
                 }
@@ -181,12 +199,21 @@ pub fn diff(old: &Value, new: &Value, schema: Option<&Value>) -> (FieldSet, Fiel
     (changed, removed)
 }
 
-fn diff_into(old: &Value, new: &Value, schema: Option<&Value>, ch: &mut FieldSet, rm: &mut FieldSet, root: bool) {
+fn diff_into(
+    old: &Value,
+    new: &Value,
+    schema: Option<&Value>,
+    ch: &mut FieldSet,
+    rm: &mut FieldSet,
+    root: bool,
+) {
     if old == new {
         return;
     }
     match (old, new) {
-        (Value::Object(o), Value::Object(n)) if !n.is_empty() && !o.is_empty() && !schema::is_atomic_map(schema) => {
+        (Value::Object(o), Value::Object(n))
+            if !n.is_empty() && !o.is_empty() && !schema::is_atomic_map(schema) =>
+        {
             for (k, nv) in n {
                 let cs = child_schema(schema, k, root);
                 let key = field_key(k);
@@ -214,57 +241,67 @@ fn diff_into(old: &Value, new: &Value, schema: Option<&Value>, ch: &mut FieldSet
                 }
             }
         }
-        (Value::Array(o), Value::Array(n)) if !n.is_empty() && !o.is_empty() => match schema::list_type(schema) {
-            ListType::Map(keys) => {
-                let is = schema::items(schema);
-                let okeys: Vec<String> = o.iter().map(|it| item_key(it, &keys)).collect();
-                let nkeys: Vec<String> = n.iter().map(|it| item_key(it, &keys)).collect();
-                for (it, k) in n.iter().zip(&nkeys) {
-                    match okeys.iter().position(|x| x == k) {
-                        Some(i) => {
-                            let mut c = FieldSet::default();
-                            let mut r = FieldSet::default();
-                            diff_into(&o[i], it, is, &mut c, &mut r, false);
-                            if !c.is_empty() {
-                                ch.children.entry(k.clone()).or_default().union(&c);
+        (Value::Array(o), Value::Array(n)) if !n.is_empty() && !o.is_empty() => {
+            match schema::list_type(schema) {
+                ListType::Map(keys) => {
+                    let is = schema::items(schema);
+                    let okeys: Vec<String> = o.iter().map(|it| item_key(it, &keys)).collect();
+                    let nkeys: Vec<String> = n.iter().map(|it| item_key(it, &keys)).collect();
+                    for (it, k) in n.iter().zip(&nkeys) {
+                        match okeys.iter().position(|x| x == k) {
+                            Some(i) => {
+                                let mut c = FieldSet::default();
+                                let mut r = FieldSet::default();
+                                diff_into(&o[i], it, is, &mut c, &mut r, false);
+                                if !c.is_empty() {
+                                    ch.children.entry(k.clone()).or_default().union(&c);
+                                }
+                                if !r.is_empty() {
+                                    rm.children.entry(k.clone()).or_default().union(&r);
+                                }
                             }
-                            if !r.is_empty() {
-                                rm.children.entry(k.clone()).or_default().union(&r);
+                            None => {
+                                let mut sub = FieldSet::default();
+                                collect_into(
+                                    &Value::Array(vec![it.clone()]),
+                                    schema,
+                                    &mut sub,
+                                    false,
+                                );
+                                ch.union(&sub);
                             }
                         }
-                        None => {
+                    }
+                    for (it, k) in o.iter().zip(&okeys) {
+                        if !nkeys.contains(k) {
                             let mut sub = FieldSet::default();
                             collect_into(&Value::Array(vec![it.clone()]), schema, &mut sub, false);
-                            ch.union(&sub);
+                            rm.union(&sub);
                         }
                     }
                 }
-                for (it, k) in o.iter().zip(&okeys) {
-                    if !nkeys.contains(k) {
-                        let mut sub = FieldSet::default();
-                        collect_into(&Value::Array(vec![it.clone()]), schema, &mut sub, false);
-                        rm.union(&sub);
+                ListType::Set => {
+                    for it in n.iter().filter(|it| !o.contains(it)) {
+                        ch.children.entry(set_key(it)).or_default().member = true;
+                    }
+                    for it in o.iter().filter(|it| !n.contains(it)) {
+                        rm.children.entry(set_key(it)).or_default().member = true;
                     }
                 }
+                ListType::Atomic => ch.member = true,
             }
-            ListType::Set => {
-                for it in n.iter().filter(|it| !o.contains(it)) {
-                    ch.children.entry(set_key(it)).or_default().member = true;
-                }
-                for it in o.iter().filter(|it| !n.contains(it)) {
-                    rm.children.entry(set_key(it)).or_default().member = true;
-                }
-            }
-            ListType::Atomic => ch.member = true,
-        },
+        }
         _ => collect_into(new, schema, ch, root),
     }
 }
 
-fn find_item<'a>(items: &'a [Value], seg: &str) -> Option<usize> {
+fn find_item(items: &[Value], seg: &str) -> Option<usize> {
     if let Some(k) = seg.strip_prefix("k:") {
         let want: Map<String, Value> = serde_json::from_str(k).ok()?;
-        items.iter().position(|it| want.iter().all(|(f, v)| it.get(f).unwrap_or(&Value::Null) == v))
+        items.iter().position(|it| {
+            want.iter()
+                .all(|(f, v)| it.get(f).unwrap_or(&Value::Null) == v)
+        })
     } else if let Some(v) = seg.strip_prefix("v:") {
         let want: Value = serde_json::from_str(v).ok()?;
         items.iter().position(|it| *it == want)
@@ -277,7 +314,9 @@ fn find_item<'a>(items: &'a [Value], seg: &str) -> Option<usize> {
 
 /// The value at a field path, if present.
 pub fn get<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
-    let Some((h, rest)) = path.split_first() else { return Some(v) };
+    let Some((h, rest)) = path.split_first() else {
+        return Some(v);
+    };
     let next = if let Some(f) = h.strip_prefix("f:") {
         v.as_object()?.get(f)?
     } else {
@@ -289,7 +328,9 @@ pub fn get<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 /// Removes the value at a field path (a whole list item for `k:`/`v:` segments).
 pub fn remove(v: &mut Value, path: &[String]) {
-    let Some((h, rest)) = path.split_first() else { return };
+    let Some((h, rest)) = path.split_first() else {
+        return;
+    };
     if let Some(f) = h.strip_prefix("f:") {
         let Some(obj) = v.as_object_mut() else { return };
         if rest.is_empty() {
@@ -351,7 +392,12 @@ mod tests {
                 "f:spec": {"f:variables": {"k:{\"name\":\"vip\"}": {".": {}, "f:name": {}, "f:value": {}}}}})
         );
         assert_eq!(FieldSet::from_v1(&v1), s);
-        let p: Path = vec!["f:spec".into(), "f:variables".into(), "k:{\"name\":\"vip\"}".into(), "f:value".into()];
+        let p: Path = vec![
+            "f:spec".into(),
+            "f:variables".into(),
+            "k:{\"name\":\"vip\"}".into(),
+            "f:value".into(),
+        ];
         assert!(s.contains(&p));
         assert_eq!(get(&o, &p), Some(&json!("1.2.3.4")));
         assert_eq!(render(&p), ".spec.variables[name=\"vip\"].value");
@@ -362,12 +408,28 @@ mod tests {
         let a = json!({"spec": {"variables": [{"name": "a", "value": 1}, {"name": "b", "value": 2}]}, "x": 1});
         let b = json!({"spec": {"variables": [{"name": "a", "value": 5}]}, "y": 1});
         let (ch, rm) = diff(&a, &b, Some(&vars_schema()));
-        assert!(ch.contains(&["f:spec".into(), "f:variables".into(), "k:{\"name\":\"a\"}".into(), "f:value".into()]));
+        assert!(ch.contains(&[
+            "f:spec".into(),
+            "f:variables".into(),
+            "k:{\"name\":\"a\"}".into(),
+            "f:value".into()
+        ]));
         assert!(ch.contains(&["f:y".into()]));
-        assert!(rm.contains(&["f:spec".into(), "f:variables".into(), "k:{\"name\":\"b\"}".into()]));
+        assert!(rm.contains(&[
+            "f:spec".into(),
+            "f:variables".into(),
+            "k:{\"name\":\"b\"}".into()
+        ]));
         assert!(rm.contains(&["f:x".into()]));
         let mut c = json!({"spec": {"variables": [{"name": "a"}, {"name": "b"}]}});
-        remove(&mut c, &["f:spec".into(), "f:variables".into(), "k:{\"name\":\"a\"}".into()]);
+        remove(
+            &mut c,
+            &[
+                "f:spec".into(),
+                "f:variables".into(),
+                "k:{\"name\":\"a\"}".into(),
+            ],
+        );
         assert_eq!(c, json!({"spec": {"variables": [{"name": "b"}]}}));
     }
 }

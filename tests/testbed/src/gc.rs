@@ -16,7 +16,10 @@ use crate::store::{EventType, GroupResource, ObjKey};
 pub const AGENT: &str = "testbed-gc";
 
 fn owner_refs(obj: &Value) -> Vec<Value> {
-    obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default()
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn ref_uid(r: &Value) -> &str {
@@ -50,7 +53,13 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-fn collect_work(shared: &Shared, key: &ObjKey, kind: EventType, obj: &Value, todo: &mut BTreeSet<ObjKey>) {
+fn collect_work(
+    shared: &Shared,
+    key: &ObjKey,
+    kind: EventType,
+    obj: &Value,
+    todo: &mut BTreeSet<ObjKey>,
+) {
     let uid = meta_str(obj, "uid").unwrap_or("");
     if kind == EventType::Deleted {
         for d in shared.store.dependents_of(uid) {
@@ -62,7 +71,11 @@ fn collect_work(shared: &Shared, key: &ObjKey, kind: EventType, obj: &Value, tod
             }
         }
         if !key.namespace.is_empty() {
-            todo.insert(ObjKey { gr: GroupResource::new("", "namespaces"), namespace: String::new(), name: key.namespace.clone() });
+            todo.insert(ObjKey {
+                gr: GroupResource::new("", "namespaces"),
+                namespace: String::new(),
+                name: key.namespace.clone(),
+            });
         }
         return;
     }
@@ -72,9 +85,16 @@ fn collect_work(shared: &Shared, key: &ObjKey, kind: EventType, obj: &Value, tod
 }
 
 fn resync(shared: &Shared) {
-    let grs: Vec<GroupResource> = shared.registry().all().iter().map(|i| i.storage.clone()).collect();
+    let grs: Vec<GroupResource> = shared
+        .registry()
+        .all()
+        .iter()
+        .map(|i| i.storage.clone())
+        .collect();
     for gr in grs {
-        let (items, _, _) = shared.store.list(&gr, None, None, 0, &|o| is_deleting(o) || !owner_refs(o).is_empty());
+        let (items, _, _) = shared.store.list(&gr, None, None, 0, &|o| {
+            is_deleting(o) || !owner_refs(o).is_empty()
+        });
         for it in items {
             let key = ObjKey {
                 gr: gr.clone(),
@@ -91,27 +111,49 @@ fn ctx() -> WriteCtx {
 }
 
 fn delete(shared: &Shared, key: &ObjKey, policy: Propagation) {
-    let Some(info) = shared.info_for(&key.gr) else { return };
-    let opts = DeleteOpts { propagation: Some(policy), ..Default::default() };
+    let Some(info) = shared.info_for(&key.gr) else {
+        return;
+    };
+    let opts = DeleteOpts {
+        propagation: Some(policy),
+        ..Default::default()
+    };
     let _ = shared.delete(&info, &key.namespace, &key.name, &opts, &ctx());
 }
 
 fn json_patch(shared: &Shared, key: &ObjKey, patch: Value) {
-    let Some(info) = shared.info_for(&key.gr) else { return };
+    let Some(info) = shared.info_for(&key.gr) else {
+        return;
+    };
     let body = patch.to_string();
-    let _ = shared.patch(&info, &key.namespace, &key.name, PatchType::Json, body.as_bytes(), false, false, &ctx());
+    let _ = shared.patch(
+        &info,
+        &key.namespace,
+        &key.name,
+        PatchType::Json,
+        body.as_bytes(),
+        false,
+        false,
+        &ctx(),
+    );
 }
 
 /// Removes one finalizer, guarded by a test of the current list.
 fn remove_finalizer(shared: &Shared, key: &ObjKey, obj: &Value, name: &str) {
     let fins = finalizers(obj);
     let rest: Vec<&String> = fins.iter().filter(|f| *f != name).collect();
-    json_patch(shared, key, json!([{"op": "test", "path": "/metadata/finalizers", "value": fins},
-        {"op": "replace", "path": "/metadata/finalizers", "value": rest}]));
+    json_patch(
+        shared,
+        key,
+        json!([{"op": "test", "path": "/metadata/finalizers", "value": fins},
+        {"op": "replace", "path": "/metadata/finalizers", "value": rest}]),
+    );
 }
 
 fn process(shared: &Shared, key: &ObjKey) {
-    let Some(obj) = shared.store.get(&key.gr, &key.namespace, &key.name) else { return };
+    let Some(obj) = shared.store.get(&key.gr, &key.namespace, &key.name) else {
+        return;
+    };
     let uid = meta_str(&obj, "uid").unwrap_or("").to_string();
     if key.gr.group.is_empty() && key.gr.resource == "namespaces" {
         if is_deleting(&obj) {
@@ -125,8 +167,12 @@ fn process(shared: &Shared, key: &ObjKey) {
             if let Some(dep) = shared.store.get(&d.gr, &d.namespace, &d.name) {
                 let refs = owner_refs(&dep);
                 let kept: Vec<&Value> = refs.iter().filter(|r| ref_uid(r) != uid).collect();
-                json_patch(shared, &d, json!([{"op": "test", "path": "/metadata/ownerReferences", "value": refs},
-                    {"op": "replace", "path": "/metadata/ownerReferences", "value": kept}]));
+                json_patch(
+                    shared,
+                    &d,
+                    json!([{"op": "test", "path": "/metadata/ownerReferences", "value": refs},
+                    {"op": "replace", "path": "/metadata/ownerReferences", "value": kept}]),
+                );
             }
         }
         remove_finalizer(shared, key, &obj, ORPHAN);
@@ -135,10 +181,13 @@ fn process(shared: &Shared, key: &ObjKey) {
     if is_deleting(&obj) && fins.iter().any(|f| f == FOREGROUND) {
         let mut blocking = 0;
         for d in shared.store.dependents_of(&uid) {
-            let Some(dep) = shared.store.get(&d.gr, &d.namespace, &d.name) else { continue };
-            let blocks = owner_refs(&dep)
-                .iter()
-                .any(|r| ref_uid(r) == uid && r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true));
+            let Some(dep) = shared.store.get(&d.gr, &d.namespace, &d.name) else {
+                continue;
+            };
+            let blocks = owner_refs(&dep).iter().any(|r| {
+                ref_uid(r) == uid
+                    && r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
+            });
             if blocks {
                 blocking += 1;
             }
@@ -155,14 +204,21 @@ fn process(shared: &Shared, key: &ObjKey) {
     if refs.is_empty() {
         return;
     }
-    let alive: Vec<&Value> = refs.iter().filter(|r| shared.store.get_by_uid(ref_uid(r)).is_some()).collect();
+    let alive: Vec<&Value> = refs
+        .iter()
+        .filter(|r| shared.store.get_by_uid(ref_uid(r)).is_some())
+        .collect();
     if alive.is_empty() {
         if !is_deleting(&obj) {
             delete(shared, key, Propagation::Background);
         }
     } else if alive.len() < refs.len() {
-        json_patch(shared, key, json!([{"op": "test", "path": "/metadata/ownerReferences", "value": refs},
-            {"op": "replace", "path": "/metadata/ownerReferences", "value": alive}]));
+        json_patch(
+            shared,
+            key,
+            json!([{"op": "test", "path": "/metadata/ownerReferences", "value": refs},
+            {"op": "replace", "path": "/metadata/ownerReferences", "value": alive}]),
+        );
     }
 }
 
@@ -170,7 +226,12 @@ fn finalize_namespace(shared: &Shared, key: &ObjKey, ns_obj: &Value) {
     let ns = key.name.clone();
     let grs: Vec<GroupResource> = {
         let reg = shared.registry();
-        let mut v: Vec<GroupResource> = reg.all().iter().filter(|i| i.namespaced).map(|i| i.storage.clone()).collect();
+        let mut v: Vec<GroupResource> = reg
+            .all()
+            .iter()
+            .filter(|i| i.namespaced)
+            .map(|i| i.storage.clone())
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -181,7 +242,11 @@ fn finalize_namespace(shared: &Shared, key: &ObjKey, ns_obj: &Value) {
         remaining += items.len();
         for it in items {
             if !is_deleting(&it) {
-                let k = ObjKey { gr: gr.clone(), namespace: ns.clone(), name: meta_str(&it, "name").unwrap_or("").into() };
+                let k = ObjKey {
+                    gr: gr.clone(),
+                    namespace: ns.clone(),
+                    name: meta_str(&it, "name").unwrap_or("").into(),
+                };
                 delete(shared, &k, Propagation::Background);
             }
         }

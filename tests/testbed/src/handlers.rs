@@ -78,22 +78,29 @@ fn field_allowed(info: &ResourceInfo) -> impl Fn(&str) -> bool + '_ {
 }
 
 fn selectors(info: &ResourceInfo, q: &Query) -> Result<(LabelSelector, FieldSelector), ApiError> {
-    let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
-    let fields =
-        FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), &field_allowed(info)).map_err(ApiError::bad_request)?;
+    let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), &field_allowed(info))
+        .map_err(ApiError::bad_request)?;
     Ok((labels, fields))
 }
 
 fn body_json(r: &ResourceRequest) -> Result<Value, ApiError> {
     let ct = header(&r.headers, "content-type");
     if ct.contains("protobuf") || ct.contains("cbor") {
-        return Err(ApiError::unsupported_media_type(ct, &["application/json", "application/yaml"]));
+        return Err(ApiError::unsupported_media_type(
+            ct,
+            &["application/json", "application/yaml"],
+        ));
     }
     if ct.contains("yaml") {
         return parse_yaml_or_json(&r.body);
     }
     serde_json::from_slice(&r.body).map_err(|e| {
-        ApiError::bad_request(format!("the object provided is unrecognized (must be of type {}): {e}", r.info.kind))
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): {e}",
+            r.info.kind
+        ))
     })
 }
 
@@ -119,11 +126,18 @@ async fn dispatch(shared: &Arc<Shared>, r: ResourceRequest) -> Result<Response<B
             let name = r.name.as_deref().unwrap_or("");
             let obj = shared
                 .store
-                .get(&info.storage, if info.namespaced { r.ns() } else { "" }, name)
+                .get(
+                    &info.storage,
+                    if info.namespaced { r.ns() } else { "" },
+                    name,
+                )
                 .ok_or_else(|| ApiError::not_found(&info.subject(name)))?;
             let view = to_view(&info, &obj);
             if table::wants_table(&r.headers) {
-                return Ok(json(200, &table::render(&info, &[view], &json!({"resourceVersion": ""}))));
+                return Ok(json(
+                    200,
+                    &table::render(&info, &[view], &json!({"resourceVersion": ""})),
+                ));
             }
             Ok(json(200, &view))
         }
@@ -136,7 +150,11 @@ async fn dispatch(shared: &Arc<Shared>, r: ResourceRequest) -> Result<Response<B
                     ApiError::bad_request(format!("invalid resource version: {s:?}"))
                 })?),
             };
-            let timeout = r.query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
+            let timeout = r
+                .query
+                .get("timeoutSeconds")
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(1800);
             let p = WatchParams {
                 rv,
                 bookmarks: r.query.flag("allowWatchBookmarks"),
@@ -163,7 +181,14 @@ async fn dispatch(shared: &Arc<Shared>, r: ResourceRequest) -> Result<Response<B
             let ctx = r.ctx()?;
             let body = body_json(&r)?;
             let name = r.name.as_deref().unwrap_or("");
-            Ok(written(shared.update(&info, r.ns(), name, body, r.status, &ctx)?))
+            Ok(written(shared.update(
+                &info,
+                r.ns(),
+                name,
+                body,
+                r.status,
+                &ctx,
+            )?))
         }
         "patch" => {
             let ct = header(&r.headers, "content-type");
@@ -184,14 +209,27 @@ async fn dispatch(shared: &Arc<Shared>, r: ResourceRequest) -> Result<Response<B
             }
             let force = r.query.flag("force");
             let name = r.name.as_deref().unwrap_or("");
-            Ok(written(shared.patch(&info, r.ns(), name, ptype, &r.body, force, r.status, &ctx)?))
+            Ok(written(shared.patch(
+                &info,
+                r.ns(),
+                name,
+                ptype,
+                &r.body,
+                force,
+                r.status,
+                &ctx,
+            )?))
         }
         "delete" => {
             if r.status {
                 return Err(ApiError::method_not_allowed());
             }
             let ctx = r.ctx()?;
-            let opts = DeleteOpts::parse(r.query.get("propagationPolicy"), r.query.get("orphanDependents"), &r.body)?;
+            let opts = DeleteOpts::parse(
+                r.query.get("propagationPolicy"),
+                r.query.get("orphanDependents"),
+                &r.body,
+            )?;
             let name = r.name.as_deref().unwrap_or("");
             Ok(match shared.delete(&info, r.ns(), name, &opts, &ctx)? {
                 Deleted::Pending(w) => written(w),
@@ -200,21 +238,39 @@ async fn dispatch(shared: &Arc<Shared>, r: ResourceRequest) -> Result<Response<B
         }
         "deletecollection" => {
             let ctx = r.ctx()?;
-            let opts = DeleteOpts::parse(r.query.get("propagationPolicy"), r.query.get("orphanDependents"), &r.body)?;
+            let opts = DeleteOpts::parse(
+                r.query.get("propagationPolicy"),
+                r.query.get("orphanDependents"),
+                &r.body,
+            )?;
             let (labels, fields) = selectors(&info, &r.query)?;
-            let ns = if info.namespaced { r.namespace.as_deref() } else { None };
-            let (items, _, _) =
-                shared.store.list(&info.storage, ns, None, 0, &|o| labels.matches(o) && fields.matches(o));
+            let ns = if info.namespaced {
+                r.namespace.as_deref()
+            } else {
+                None
+            };
+            let (items, _, _) = shared.store.list(&info.storage, ns, None, 0, &|o| {
+                labels.matches(o) && fields.matches(o)
+            });
             for it in items {
-                let name = it.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-                let ns = it.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+                let name = it
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let ns = it
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 match shared.delete(&info, ns, name, &opts, &ctx) {
                     Ok(_) => {}
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }
             }
-            Ok(json(200, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})))
+            Ok(json(
+                200,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+            ))
         }
         _ => Err(ApiError::method_not_allowed()),
     }
@@ -227,10 +283,22 @@ fn encode_continue(rv: u64, key: &(String, String)) -> String {
 }
 
 fn decode_continue(token: &str) -> Option<(u64, (String, String))> {
-    let bytes: Option<Vec<u8>> =
-        (0..token.len()).step_by(2).map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| {
+            token
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
     let v: Value = serde_json::from_slice(&bytes?).ok()?;
-    Some((v.get("rv")?.as_u64()?, (v.get("ns")?.as_str()?.to_string(), v.get("name")?.as_str()?.to_string())))
+    Some((
+        v.get("rv")?.as_u64()?,
+        (
+            v.get("ns")?.as_str()?.to_string(),
+            v.get("name")?.as_str()?.to_string(),
+        ),
+    ))
 }
 
 fn list(shared: &Arc<Shared>, r: &ResourceRequest) -> Result<Response<Body>, ApiError> {
@@ -238,12 +306,16 @@ fn list(shared: &Arc<Shared>, r: &ResourceRequest) -> Result<Response<Body>, Api
     let (labels, fields) = selectors(info, &r.query)?;
     let limit = match r.query.get("limit") {
         None | Some("") => 0,
-        Some(l) => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?.max(0) as usize,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?
+            .max(0) as usize,
     };
     let mut after = None;
     let mut list_rv = None;
     if let Some(token) = r.query.get("continue").filter(|t| !t.is_empty()) {
-        let (rv, key) = decode_continue(token).ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
+        let (rv, key) = decode_continue(token)
+            .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
         if rv < shared.store.compacted_rv() {
             return Err(ApiError::expired(
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
@@ -252,9 +324,16 @@ fn list(shared: &Arc<Shared>, r: &ResourceRequest) -> Result<Response<Body>, Api
         after = Some(key);
         list_rv = Some(rv);
     }
-    let ns = if info.namespaced { r.namespace.as_deref() } else { None };
-    let (items, rv, next) =
-        shared.store.list(&info.storage, ns, after.as_ref(), limit, &|o| labels.matches(o) && fields.matches(o));
+    let ns = if info.namespaced {
+        r.namespace.as_deref()
+    } else {
+        None
+    };
+    let (items, rv, next) = shared
+        .store
+        .list(&info.storage, ns, after.as_ref(), limit, &|o| {
+            labels.matches(o) && fields.matches(o)
+        });
     let rv = list_rv.unwrap_or(rv);
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if let Some(k) = &next {

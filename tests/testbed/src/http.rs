@@ -23,7 +23,9 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -52,7 +54,11 @@ impl Query {
         Query(pairs)
     }
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
     pub fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true") | Some("1"))
@@ -60,7 +66,9 @@ impl Query {
 }
 
 pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn json(code: u16, v: &Value) -> Response<Body> {
@@ -72,7 +80,10 @@ pub fn json_with(code: u16, v: &Value, warnings: &[String]) -> Response<Body> {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut r = Response::new(full(body));
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     for w in warnings {
         let text = format!("299 - {}", serde_json::Value::String(w.clone()));
         if let Ok(h) = http::HeaderValue::from_str(&text) {
@@ -85,7 +96,10 @@ pub fn json_with(code: u16, v: &Value, warnings: &[String]) -> Response<Body> {
 pub fn error(e: &ApiError) -> Response<Body> {
     let mut r = json(e.code, &e.status());
     if e.code == 429 {
-        r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
     }
     r
 }
@@ -100,7 +114,9 @@ mod tests {
 
     #[test]
     fn kube_rs_query_with_empty_pairs_parses() {
-        let q = Query::parse(Some("&limit=500&&labelSelector=a%3Db%2Cc+in+%28x%29&watch=1"));
+        let q = Query::parse(Some(
+            "&limit=500&&labelSelector=a%3Db%2Cc+in+%28x%29&watch=1",
+        ));
         assert_eq!(q.get("limit"), Some("500"));
         assert_eq!(q.get("labelSelector"), Some("a=b,c in (x)"));
         assert!(q.flag("watch"));

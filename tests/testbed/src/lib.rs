@@ -46,6 +46,9 @@ pub use stats::{RequestCount, Stats, WriteRecord};
 
 use state::Shared;
 
+/// Watch events retained for resuming watches; older resourceVersions get 410 Expired.
+pub const DEFAULT_HISTORY: usize = 50_000;
+
 /// A CAPI release whose CRDs the testbed serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -58,7 +61,11 @@ pub enum Profile {
 /// The repository root (two levels above this crate).
 fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| manifest.to_path_buf())
+    manifest
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| manifest.to_path_buf())
 }
 
 impl Profile {
@@ -103,18 +110,27 @@ impl Default for TestbedOptions {
 impl TestbedOptions {
     /// Defaults plus the CRD directory of a profile.
     pub fn profile(p: Profile) -> Self {
-        TestbedOptions { crd_dirs: vec![p.crd_dir()], ..Default::default() }
+        TestbedOptions {
+            crd_dirs: vec![p.crd_dir()],
+            ..Default::default()
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestbedError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot load {path}: {message}")]
     Load { path: PathBuf, message: String },
     #[error("cannot write kubeconfig {path}: {source}")]
-    Kubeconfig { path: PathBuf, source: std::io::Error },
+    Kubeconfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot build a client: {0}")]
     Client(String),
 }
@@ -131,16 +147,31 @@ pub struct Testbed {
 
 impl Testbed {
     pub async fn start(opts: TestbedOptions) -> Result<Testbed, TestbedError> {
+        Self::start_with_history(opts, DEFAULT_HISTORY).await
+    }
+
+    /// Like `start`, with a chosen number of retained watch events (tests of 410 handling).
+    #[doc(hidden)]
+    pub async fn start_with_history(
+        opts: TestbedOptions,
+        history: usize,
+    ) -> Result<Testbed, TestbedError> {
         let faults = Arc::new(faults::FaultState::new(opts.faults.clone(), opts.seed));
-        let shared = Arc::new(Shared::new(50_000, faults, opts.seed));
+        let shared = Arc::new(Shared::new(history, faults, opts.seed));
         loader::create_default_namespaces(&shared);
         for dir in &opts.crd_dirs {
             loader::load_dir(&shared, dir)?;
         }
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
-            .map_err(|source| TestbedError::Bind { addr: opts.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| TestbedError::Bind { addr: opts.listen, source })?;
+            .map_err(|source| TestbedError::Bind {
+                addr: opts.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| TestbedError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
         let mut tasks = vec![
             tokio::spawn(server::serve(listener, shared.clone())),
             tokio::spawn(gc::run(shared.clone())),
@@ -151,12 +182,28 @@ impl Testbed {
         let url = format!("http://{addr}");
         let (kubeconfig, temp_kubeconfig) = match &opts.kubeconfig_path {
             Some(p) => (p.clone(), false),
-            None => (std::env::temp_dir().join(format!("testbed-{}-{}.kubeconfig", std::process::id(), addr.port())), true),
+            None => (
+                std::env::temp_dir().join(format!(
+                    "testbed-{}-{}.kubeconfig",
+                    std::process::id(),
+                    addr.port()
+                )),
+                true,
+            ),
         };
-        kubeconfig::write(&kubeconfig, &url)
-            .map_err(|source| TestbedError::Kubeconfig { path: kubeconfig.clone(), source })?;
+        kubeconfig::write(&kubeconfig, &url).map_err(|source| TestbedError::Kubeconfig {
+            path: kubeconfig.clone(),
+            source,
+        })?;
         let client = client_for(&url)?;
-        Ok(Testbed { shared, addr, kubeconfig, temp_kubeconfig, client, tasks })
+        Ok(Testbed {
+            shared,
+            addr,
+            kubeconfig,
+            temp_kubeconfig,
+            client,
+            tasks,
+        })
     }
 
     /// `http://127.0.0.1:PORT`
@@ -207,8 +254,13 @@ impl Drop for Testbed {
 
 /// A kube client for a testbed URL with user agent `testbed-client`.
 pub fn client_for(url: &str) -> Result<kube::Client, TestbedError> {
-    let uri: ::http::Uri = url.parse().map_err(|e| TestbedError::Client(format!("{url}: {e}")))?;
+    let uri: ::http::Uri = url
+        .parse()
+        .map_err(|e| TestbedError::Client(format!("{url}: {e}")))?;
     let mut config = kube::Config::new(uri);
-    config.headers.push((::http::header::USER_AGENT, ::http::HeaderValue::from_static("testbed-client")));
+    config.headers.push((
+        ::http::header::USER_AGENT,
+        ::http::HeaderValue::from_static("testbed-client"),
+    ));
     kube::Client::try_from(config).map_err(|e| TestbedError::Client(e.to_string()))
 }

@@ -11,7 +11,9 @@ use crate::TestbedError;
 const AGENT: &str = "testbed-loader";
 
 pub fn create_default_namespaces(shared: &Shared) {
-    let Some(info) = shared.registry().lookup("", "v1", "namespaces") else { return };
+    let Some(info) = shared.registry().lookup("", "v1", "namespaces") else {
+        return;
+    };
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         let _ = shared.create(&info, "", obj, &WriteCtx::internal(AGENT));
@@ -22,8 +24,15 @@ pub fn create_default_namespaces(shared: &Shared) {
 pub fn documents(text: &str) -> Result<Vec<Value>, String> {
     if let Ok(v) = serde_json::from_str::<Value>(text) {
         return Ok(match v {
-            Value::Object(ref m) if m.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) => {
-                m.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
+            Value::Object(ref m)
+                if m.get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List")) =>
+            {
+                m.get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
             }
             other => vec![other],
         });
@@ -31,7 +40,10 @@ pub fn documents(text: &str) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     let mut chunk = String::new();
     let mut flush = |chunk: &mut String| -> Result<(), String> {
-        if chunk.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')) {
+        if chunk
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        {
             let v = parse_yaml_or_json(chunk.as_bytes()).map_err(|e| e.message)?;
             if !v.is_null() {
                 out.push(v);
@@ -54,12 +66,18 @@ pub fn documents(text: &str) -> Result<Vec<Value>, String> {
 
 /// Applies every `.yaml`/`.yml`/`.json` file of a directory: CRDs first, then the rest.
 pub fn load_dir(shared: &Shared, dir: &Path) -> Result<(), TestbedError> {
-    let err = |path: &Path, message: String| TestbedError::Load { path: path.to_path_buf(), message };
+    let err = |path: &Path, message: String| TestbedError::Load {
+        path: path.to_path_buf(),
+        message,
+    };
     let entries = std::fs::read_dir(dir).map_err(|e| err(dir, e.to_string()))?;
     let mut files: Vec<_> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+        })
         .collect();
     files.sort();
     let mut docs = Vec::new();
@@ -69,7 +87,9 @@ pub fn load_dir(shared: &Shared, dir: &Path) -> Result<(), TestbedError> {
             docs.push((f.clone(), d));
         }
     }
-    docs.sort_by_key(|(_, d)| d.get("kind").and_then(Value::as_str) != Some("CustomResourceDefinition"));
+    docs.sort_by_key(|(_, d)| {
+        d.get("kind").and_then(Value::as_str) != Some("CustomResourceDefinition")
+    });
     let ctx = WriteCtx::internal(AGENT);
     for (f, d) in docs {
         let av = d.get("apiVersion").and_then(Value::as_str).unwrap_or("");
@@ -81,8 +101,14 @@ pub fn load_dir(shared: &Shared, dir: &Path) -> Result<(), TestbedError> {
             .into_iter()
             .find(|i| i.group == group && i.version == version && i.kind == kind)
             .ok_or_else(|| err(&f, format!("no served resource for {av} {kind}")))?;
-        let ns = d.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
-        shared.create(&info, &ns, d, &ctx).map_err(|e| err(&f, e.message))?;
+        let ns = d
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        shared
+            .create(&info, &ns, d, &ctx)
+            .map_err(|e| err(&f, e.message))?;
     }
     Ok(())
 }

@@ -7,19 +7,29 @@ use crate::errors::Cause;
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
+/// RFC 1123 subdomain as Kubernetes checks it: ≤253 chars, no per-label length limit.
 pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !p.starts_with('-')
+            && !p.ends_with('-')
+    };
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(part)
 }
 
 fn is_label_value(s: &str) -> bool {
     s.is_empty()
         || (s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             && s.as_bytes()[0].is_ascii_alphanumeric()
             && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric())
 }
@@ -69,10 +79,18 @@ pub fn validate(meta: &Value, namespaced: bool) -> Vec<Cause> {
     if let Some(ann) = meta.get("annotations").and_then(Value::as_object) {
         for (k, v) in ann {
             if !is_qualified_name(&k.to_lowercase()) {
-                causes.push(Cause::invalid("metadata.annotations", &Value::String(k.clone()), "name part must consist of alphanumeric characters, '-', '_' or '.'"));
+                causes.push(Cause::invalid(
+                    "metadata.annotations",
+                    &Value::String(k.clone()),
+                    "name part must consist of alphanumeric characters, '-', '_' or '.'",
+                ));
             }
             if !v.is_string() {
-                causes.push(Cause::type_invalid("metadata.annotations", v, "must be a string"));
+                causes.push(Cause::type_invalid(
+                    "metadata.annotations",
+                    v,
+                    "must be a string",
+                ));
             }
         }
     }
@@ -117,9 +135,23 @@ pub const SYSTEM_FIELDS: [&str; 8] = [
 
 /// Copies server-owned metadata from the stored object onto a client's new version.
 pub fn keep_system_fields(cur: &Value, new: &mut Value) {
-    let cur_meta = cur.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
-    let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) else { return };
-    for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "name", "namespace"] {
+    let cur_meta = cur
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "name",
+        "namespace",
+    ] {
         match cur_meta.get(f) {
             Some(v) => {
                 meta.insert(f.into(), v.clone());
@@ -138,7 +170,12 @@ pub fn spec_changed(a: &Value, b: &Value, status_subresource: bool) -> bool {
     let empty = Map::new();
     let am = a.as_object().unwrap_or(&empty);
     let bm = b.as_object().unwrap_or(&empty);
-    let relevant = |k: &String| k != "metadata" && k != "apiVersion" && k != "kind" && !(status_subresource && k == "status");
+    let relevant = |k: &String| {
+        k != "metadata"
+            && k != "apiVersion"
+            && k != "kind"
+            && !(status_subresource && k == "status")
+    };
     let ak = am.iter().filter(|(k, _)| relevant(k));
     let bk = bm.iter().filter(|(k, _)| relevant(k));
     !ak.eq(bk)
@@ -146,16 +183,24 @@ pub fn spec_changed(a: &Value, b: &Value, status_subresource: bool) -> bool {
 
 /// Equal apart from resourceVersion and managedFields (a no-op write).
 pub fn same_object(a: &Value, b: &Value) -> bool {
-    let (Some(am), Some(bm)) = (a.as_object(), b.as_object()) else { return a == b };
+    let (Some(am), Some(bm)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
     if am.len() != bm.len() {
         return false;
     }
     for (k, av) in am {
         let Some(bv) = bm.get(k) else { return false };
         if k == "metadata" {
-            let (Some(x), Some(y)) = (av.as_object(), bv.as_object()) else { return av == bv };
+            let (Some(x), Some(y)) = (av.as_object(), bv.as_object()) else {
+                return av == bv;
+            };
             let skip = |k: &String| k == "resourceVersion" || k == "managedFields";
-            if !x.iter().filter(|(k, _)| !skip(k)).eq(y.iter().filter(|(k, _)| !skip(k))) {
+            if !x
+                .iter()
+                .filter(|(k, _)| !skip(k))
+                .eq(y.iter().filter(|(k, _)| !skip(k)))
+            {
                 return false;
             }
         } else if av != bv {
@@ -200,6 +245,10 @@ mod tests {
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["metadata.labels", "metadata.ownerReferences"]);
         assert!(!validate(&json!({"name": "Bad_Name"}), true).is_empty());
+        assert!(
+            validate(&json!({"name": "a".repeat(70)}), true).is_empty(),
+            "subdomain labels may exceed 63"
+        );
     }
 
     #[test]
@@ -207,7 +256,15 @@ mod tests {
         let a = json!({"metadata": {"name": "a", "resourceVersion": "1", "managedFields": []}, "spec": {"x": 1}});
         let b = json!({"metadata": {"name": "a", "resourceVersion": "2"}, "spec": {"x": 1}});
         assert!(same_object(&a, &b));
-        assert!(spec_changed(&a, &json!({"metadata": {}, "spec": {"x": 2}}), true));
-        assert!(!spec_changed(&a, &json!({"metadata": {}, "spec": {"x": 1}, "status": {}}), true));
+        assert!(spec_changed(
+            &a,
+            &json!({"metadata": {}, "spec": {"x": 2}}),
+            true
+        ));
+        assert!(!spec_changed(
+            &a,
+            &json!({"metadata": {}, "spec": {"x": 1}, "status": {}}),
+            true
+        ));
     }
 }

@@ -48,7 +48,12 @@ pub struct WriteCtx {
 impl WriteCtx {
     /// Context of an in-process controller of the testbed.
     pub fn internal(agent: &str) -> Self {
-        WriteCtx { manager: agent.into(), user_agent: agent.into(), dry_run: false, validation: Validation::Ignore }
+        WriteCtx {
+            manager: agent.into(),
+            user_agent: agent.into(),
+            dry_run: false,
+            validation: Validation::Ignore,
+        }
     }
 }
 
@@ -85,7 +90,9 @@ fn ensure_object(v: Value) -> Result<Value, ApiError> {
     if v.is_object() {
         Ok(v)
     } else {
-        Err(ApiError::bad_request("the request body must be a JSON object"))
+        Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ))
     }
 }
 
@@ -102,7 +109,10 @@ fn check_type_meta(info: &ResourceInfo, body: &mut Value, required: bool) -> Res
     }
     match body.get("kind").and_then(Value::as_str) {
         Some(k) if k != info.kind => {
-            return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", info.kind)))
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                info.kind
+            )))
         }
         None if required => return Err(ApiError::bad_request("kind must be set")),
         _ => {}
@@ -116,6 +126,7 @@ fn check_type_meta(info: &ResourceInfo, body: &mut Value, required: bool) -> Res
 }
 
 impl Shared {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn record(
         &self,
         ctx: &WriteCtx,
@@ -127,7 +138,10 @@ impl Shared {
         res: &Result<Written, ApiError>,
     ) {
         let (code, rv) = match res {
-            Ok(w) => (w.code, meta_str(&w.object, "resourceVersion").map(String::from)),
+            Ok(w) => (
+                w.code,
+                meta_str(&w.object, "resourceVersion").map(String::from),
+            ),
             Err(e) => (e.code, None),
         };
         self.stats.write(WriteRecord {
@@ -148,7 +162,12 @@ impl Shared {
     }
 
     /// Prunes, defaults and validates against the CRD schema and ObjectMeta rules.
-    fn check_content(&self, info: &ResourceInfo, obj: &mut Value, ctx: &WriteCtx) -> Result<Vec<String>, ApiError> {
+    fn check_content(
+        &self,
+        info: &ResourceInfo,
+        obj: &mut Value,
+        ctx: &WriteCtx,
+    ) -> Result<Vec<String>, ApiError> {
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         let mut warnings = Vec::new();
         let mut causes = Vec::new();
@@ -158,7 +177,10 @@ impl Shared {
             if !unknown.is_empty() {
                 match ctx.validation {
                     Validation::Strict => {
-                        let list: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
+                        let list: Vec<String> = unknown
+                            .iter()
+                            .map(|u| format!("unknown field \"{u}\""))
+                            .collect();
                         return Err(ApiError::bad_request(format!(
                             "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
                             list.join(", "),
@@ -166,7 +188,9 @@ impl Shared {
                             v = info.version
                         )));
                     }
-                    Validation::Warn => warnings.extend(unknown.iter().map(|u| format!("unknown field \"{u}\""))),
+                    Validation::Warn => {
+                        warnings.extend(unknown.iter().map(|u| format!("unknown field \"{u}\"")))
+                    }
                     Validation::Ignore => {}
                 }
             }
@@ -234,7 +258,10 @@ impl Shared {
             if finalizers(&new).iter().any(|f| !old.contains(f)) {
                 return Err(ApiError::invalid(
                     &info.subject(&name),
-                    vec![Cause::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")],
+                    vec![Cause::forbidden(
+                        "metadata.finalizers",
+                        "no new finalizers can be added if the object is being deleted",
+                    )],
                 ));
             }
         }
@@ -243,26 +270,55 @@ impl Shared {
         }
         let warnings = self.check_content(info, &mut new, ctx)?;
         if metadata::spec_changed(cur, &new, info.status) {
-            let gen = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let gen = cur
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             new["metadata"]["generation"] = json!(gen + 1);
         }
         let noop = metadata::same_object(cur, &new)
             && (matches!(mode, Mode::Update) || metadata::same_managed_fields(cur, &new));
         if noop {
-            return Ok(Prepared { object: Some(cur.clone()), noop: true, warnings });
+            return Ok(Prepared {
+                object: Some(cur.clone()),
+                noop: true,
+                warnings,
+            });
         }
         if matches!(mode, Mode::Update) {
             let schema = info.schema.as_deref();
-            apply::record_update(Some(cur), &mut new, &ctx.manager, &info.api_version(), &now_time(), schema, scope);
+            apply::record_update(
+                Some(cur),
+                &mut new,
+                &ctx.manager,
+                &info.api_version(),
+                &now_time(),
+                schema,
+                scope,
+            );
         }
         if is_deleting(&new) && finalizers(&new).is_empty() && info.plural != "namespaces" {
-            return Ok(Prepared { object: None, noop: false, warnings });
+            return Ok(Prepared {
+                object: None,
+                noop: false,
+                warnings,
+            });
         }
-        Ok(Prepared { object: Some(new), noop: false, warnings })
+        Ok(Prepared {
+            object: Some(new),
+            noop: false,
+            warnings,
+        })
     }
 
     /// Stores a prepared write; None when the object changed meanwhile.
-    fn commit(&self, info: &ResourceInfo, key: &ObjKey, expected: u64, new: Option<Value>) -> Option<Arc<Value>> {
+    fn commit(
+        &self,
+        info: &ResourceInfo,
+        key: &ObjKey,
+        expected: u64,
+        new: Option<Value>,
+    ) -> Option<Arc<Value>> {
         let stored = self.store.swap(key, Some(expected), new).ok()?;
         self.after_commit(info, &stored, true);
         Some(stored)
@@ -284,10 +340,24 @@ impl Shared {
         }
     }
 
-    pub fn create(&self, info: &ResourceInfo, ns: &str, body: Value, ctx: &WriteCtx) -> Result<Written, ApiError> {
-        let name_hint = body.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    pub fn create(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        body: Value,
+        ctx: &WriteCtx,
+    ) -> Result<Written, ApiError> {
+        let name_hint = body
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let res = self.create_inner(info, ns, body, ctx, false);
-        let name = res.as_ref().ok().and_then(|w| meta_str(&w.object, "name").map(String::from)).unwrap_or(name_hint);
+        let name = res
+            .as_ref()
+            .ok()
+            .and_then(|w| meta_str(&w.object, "name").map(String::from))
+            .unwrap_or(name_hint);
         self.record(ctx, "create", None, info, "", (ns, &name), &res);
         res
     }
@@ -315,13 +385,20 @@ impl Shared {
         } else if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("namespace");
         }
-        let generate = meta_str(&obj, "generateName").map(String::from).filter(|g| !g.is_empty());
-        let given = meta_str(&obj, "name").map(String::from).filter(|n| !n.is_empty());
+        let generate = meta_str(&obj, "generateName")
+            .map(String::from)
+            .filter(|g| !g.is_empty());
+        let given = meta_str(&obj, "name")
+            .map(String::from)
+            .filter(|n| !n.is_empty());
         if given.is_none() && generate.is_none() {
             return Err(ApiError::invalid(
                 &info.subject(""),
-                vec![Cause { reason: "FieldValueRequired", field: "metadata.name".into(),
-                    message: "Required value: name or generateName is required".into() }],
+                vec![Cause {
+                    reason: "FieldValueRequired",
+                    field: "metadata.name".into(),
+                    message: "Required value: name or generateName is required".into(),
+                }],
             ));
         }
         if info.namespaced {
@@ -363,19 +440,45 @@ impl Shared {
             if !managed {
                 let schema = info.schema.as_deref();
                 let scope = scope_of(info, false);
-                apply::record_update(None, &mut candidate, &ctx.manager, &info.api_version(), &now_time(), schema, scope);
+                apply::record_update(
+                    None,
+                    &mut candidate,
+                    &ctx.manager,
+                    &info.api_version(),
+                    &now_time(),
+                    schema,
+                    scope,
+                );
             }
-            let key = ObjKey { gr: info.storage.clone(), namespace: if info.namespaced { ns.into() } else { String::new() }, name: name.clone() };
+            let key = ObjKey {
+                gr: info.storage.clone(),
+                namespace: if info.namespaced {
+                    ns.into()
+                } else {
+                    String::new()
+                },
+                name: name.clone(),
+            };
             if ctx.dry_run {
-                if self.store.get(&key.gr, &key.namespace, &key.name).is_some() && generate.is_none() {
+                if self.store.get(&key.gr, &key.namespace, &key.name).is_some()
+                    && generate.is_none()
+                {
                     return Err(ApiError::already_exists(&info.subject(&name)));
                 }
-                return Ok(Written { object: to_view(info, &Arc::new(candidate)), code: 201, warnings });
+                return Ok(Written {
+                    object: to_view(info, &Arc::new(candidate)),
+                    code: 201,
+                    warnings,
+                });
             }
             match self.store.swap(&key, None, Some(candidate)) {
                 Ok(stored) => {
                     self.after_commit(info, &stored, true);
-                    return Ok(Written { object: to_view(info, &stored), code: 201, warnings });
+                    return Ok(Written {
+                        object: to_view(info, &stored),
+                        code: 201,
+                        warnings,
+                    });
                 }
                 Err(_) if generate.is_some() && given.is_none() && attempts < 8 => attempts += 1,
                 Err(_) => return Err(ApiError::already_exists(&info.subject(&name))),
@@ -409,7 +512,15 @@ impl Shared {
         ctx: &WriteCtx,
     ) -> Result<Written, ApiError> {
         let res = self.update_inner(info, ns, name, body, status, ctx);
-        self.record(ctx, "update", None, info, if status { "status" } else { "" }, (ns, name), &res);
+        self.record(
+            ctx,
+            "update",
+            None,
+            info,
+            if status { "status" } else { "" },
+            (ns, name),
+            &res,
+        );
         res
     }
 
@@ -440,13 +551,23 @@ impl Shared {
                 }
             }
         }
-        let want_rv = meta_str(&body, "resourceVersion").filter(|s| !s.is_empty()).map(String::from);
+        let want_rv = meta_str(&body, "resourceVersion")
+            .filter(|s| !s.is_empty())
+            .map(String::from);
         let key = key_of(info, ns, name);
         loop {
             let Some(cur) = self.store.get(&key.gr, &key.namespace, &key.name) else {
-                if !info.custom && !matches!(info.plural.as_str(), "namespaces" | "customresourcedefinitions") && !status {
+                if !info.custom
+                    && !matches!(
+                        info.plural.as_str(),
+                        "namespaces" | "customresourcedefinitions"
+                    )
+                    && !status
+                {
                     // Built-ins like leases and events allow create-on-update.
-                    return self.create_inner(info, ns, body, ctx, false).map(|w| Written { code: 201, ..w });
+                    return self
+                        .create_inner(info, ns, body, ctx, false)
+                        .map(|w| Written { code: 201, ..w });
                 }
                 return Err(ApiError::not_found(&info.subject(name)));
             };
@@ -462,10 +583,19 @@ impl Shared {
                         )],
                     ))
                 }
-                Some(rv) if *rv != cur_rv.to_string() => return Err(ApiError::conflict(&info.subject(name))),
+                Some(rv) if *rv != cur_rv.to_string() => {
+                    return Err(ApiError::conflict(&info.subject(name)))
+                }
                 _ => {}
             }
-            let p = self.prepare(info, &cur, body.clone(), scope_of(info, status), ctx, Mode::Update)?;
+            let p = self.prepare(
+                info,
+                &cur,
+                body.clone(),
+                scope_of(info, status),
+                ctx,
+                Mode::Update,
+            )?;
             if let Some(w) = self.finish(info, &key, &cur, p, ctx)? {
                 return Ok(w);
             }
@@ -486,18 +616,32 @@ impl Shared {
     ) -> Result<Option<Written>, ApiError> {
         let cur_rv = rv_of(cur).unwrap_or(0);
         if p.noop {
-            return Ok(Some(Written { object: to_view(info, cur), code: 200, warnings: p.warnings }));
+            return Ok(Some(Written {
+                object: to_view(info, cur),
+                code: 200,
+                warnings: p.warnings,
+            }));
         }
         if ctx.dry_run {
             let shown = p.object.unwrap_or_else(|| (**cur).clone());
-            return Ok(Some(Written { object: to_view(info, &Arc::new(shown)), code: 200, warnings: p.warnings }));
+            return Ok(Some(Written {
+                object: to_view(info, &Arc::new(shown)),
+                code: 200,
+                warnings: p.warnings,
+            }));
         }
         let removing = p.object.is_none();
-        let Some(stored) = self.commit(info, key, cur_rv, p.object) else { return Ok(None) };
+        let Some(stored) = self.commit(info, key, cur_rv, p.object) else {
+            return Ok(None);
+        };
         if removing {
             self.after_commit(info, &stored, false);
         }
-        Ok(Some(Written { object: to_view(info, &stored), code: 200, warnings: p.warnings }))
+        Ok(Some(Written {
+            object: to_view(info, &stored),
+            code: 200,
+            warnings: p.warnings,
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -513,8 +657,20 @@ impl Shared {
         ctx: &WriteCtx,
     ) -> Result<Written, ApiError> {
         let res = self.patch_inner(info, ns, name, ptype, body, force, status, ctx);
-        let verb = if ptype == PatchType::Apply { "apply" } else { "patch" };
-        self.record(ctx, verb, Some(ptype), info, if status { "status" } else { "" }, (ns, name), &res);
+        let verb = if ptype == PatchType::Apply {
+            "apply"
+        } else {
+            "patch"
+        };
+        self.record(
+            ctx,
+            verb,
+            Some(ptype),
+            info,
+            if status { "status" } else { "" },
+            (ns, name),
+            &res,
+        );
         res
     }
 
@@ -533,26 +689,49 @@ impl Shared {
         if ptype == PatchType::StrategicMerge && info.custom {
             return Err(ApiError::unsupported_media_type(
                 "application/strategic-merge-patch+json",
-                &["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"],
+                &[
+                    "application/json-patch+json",
+                    "application/merge-patch+json",
+                    "application/apply-patch+yaml",
+                ],
             ));
         }
         if ptype == PatchType::Apply && ctx.manager.is_empty() {
             return Err(ApiError::invalid(
-                &crate::errors::Subject { group: "meta.k8s.io", plural: "", kind: "PatchOptions", name: "" },
-                vec![Cause { reason: "FieldValueRequired", field: "fieldManager".into(),
-                    message: "Required value: is required for apply patch".into() }],
+                &crate::errors::Subject {
+                    group: "meta.k8s.io",
+                    plural: "",
+                    kind: "PatchOptions",
+                    name: "",
+                },
+                vec![Cause {
+                    reason: "FieldValueRequired",
+                    field: "fieldManager".into(),
+                    message: "Required value: is required for apply patch".into(),
+                }],
             ));
         }
         if force && ptype != PatchType::Apply {
             return Err(ApiError::invalid(
-                &crate::errors::Subject { group: "meta.k8s.io", plural: "", kind: "PatchOptions", name: "" },
-                vec![Cause::forbidden("force", "may not be specified for non-apply patch")],
+                &crate::errors::Subject {
+                    group: "meta.k8s.io",
+                    plural: "",
+                    kind: "PatchOptions",
+                    name: "",
+                },
+                vec![Cause::forbidden(
+                    "force",
+                    "may not be specified for non-apply patch",
+                )],
             ));
         }
         let parsed: Option<Value> = match ptype {
             PatchType::Json => None,
             PatchType::Apply => Some(parse_yaml_or_json(body)?),
-            _ => Some(serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?),
+            _ => Some(
+                serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
+            ),
         };
         let scope = scope_of(info, status);
         let key = key_of(info, ns, name);
@@ -586,7 +765,8 @@ impl Shared {
             let mut new = (*view).clone();
             let mode = match ptype {
                 PatchType::Json => {
-                    patch::json_patch(&mut new, body).map_err(|e| ApiError::new(422, "Invalid", e))?;
+                    patch::json_patch(&mut new, body)
+                        .map_err(|e| ApiError::new(422, "Invalid", e))?;
                     Mode::Update
                 }
                 PatchType::Merge => {
@@ -612,7 +792,10 @@ impl Shared {
                         now: &now_time(),
                     })
                     .map_err(|c| conflict_error(info, name, &c))?;
-                    if let Some(rv) = applied.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                    if let Some(rv) = applied
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                    {
                         new["metadata"]["resourceVersion"] = json!(rv);
                     }
                     Mode::Apply
@@ -649,7 +832,11 @@ fn conflict_error(info: &ResourceInfo, name: &str, c: &[apply::Conflict]) -> Api
 pub fn key_of(info: &ResourceInfo, ns: &str, name: &str) -> ObjKey {
     ObjKey {
         gr: info.storage.clone(),
-        namespace: if info.namespaced { ns.to_string() } else { String::new() },
+        namespace: if info.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        },
         name: name.to_string(),
     }
 }
@@ -659,17 +846,17 @@ pub fn parse_yaml_or_json(body: &[u8]) -> Result<Value, ApiError> {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         return Ok(v);
     }
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("apply body is not UTF-8"))?;
-    serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("apply body is not UTF-8"))?;
+    serde_saphyr::from_str::<Value>(text)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
 }
 
 /// A served CRD reports itself established at once.
 fn set_crd_status(obj: &mut Value) {
     let Ok(def) = CrdDef::parse(obj) else { return };
     let now = now_time();
-    let cond = |t: &str, reason: &str, msg: &str| {
-        json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg})
-    };
+    let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg});
     obj["status"] = json!({
         "conditions": [
             cond("NamesAccepted", "NoConflicts", "no conflicts found"),

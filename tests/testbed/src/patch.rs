@@ -36,7 +36,8 @@ impl PatchType {
 /// Applies an RFC 6902 patch. A `test` against a missing path succeeds when the expected
 /// value is `null`, as on a real API server.
 pub fn json_patch(doc: &mut Value, body: &[u8]) -> Result<(), String> {
-    let ops: Vec<PatchOperation> = serde_json::from_slice(body).map_err(|e| format!("invalid JSON patch: {e}"))?;
+    let ops: Vec<PatchOperation> =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON patch: {e}"))?;
     for op in ops {
         if let PatchOperation::Test(t) = &op {
             let actual = doc.pointer(t.path.as_str());

@@ -36,7 +36,16 @@ pub struct ResourceInfo {
     pub printer_columns: Vec<Value>,
 }
 
-pub const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 impl ResourceInfo {
     pub fn api_version(&self) -> String {
@@ -47,7 +56,12 @@ impl ResourceInfo {
         }
     }
     pub fn subject<'a>(&'a self, name: &'a str) -> Subject<'a> {
-        Subject { group: &self.group, plural: &self.plural, kind: &self.kind, name }
+        Subject {
+            group: &self.group,
+            plural: &self.plural,
+            kind: &self.kind,
+            name,
+        }
     }
     pub fn gr(&self) -> GroupResource {
         GroupResource::new(&self.group, &self.plural)
@@ -61,7 +75,14 @@ pub struct Registry {
     by_crd: BTreeMap<String, Vec<(String, String, String)>>,
 }
 
-fn builtin(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool, short: &[&str]) -> ResourceInfo {
+fn builtin(
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    namespaced: bool,
+    short: &[&str],
+) -> ResourceInfo {
     ResourceInfo {
         group: group.into(),
         version: version.into(),
@@ -119,7 +140,14 @@ impl Registry {
         ev.storage = GroupResource::new("", "events");
         ev.view = View::EventsV1;
         r.insert(ev);
-        r.insert(builtin("coordination.k8s.io", "v1", "Lease", "leases", true, &[]));
+        r.insert(builtin(
+            "coordination.k8s.io",
+            "v1",
+            "Lease",
+            "leases",
+            true,
+            &[],
+        ));
         let mut crd = builtin(
             "apiextensions.k8s.io",
             "v1",
@@ -135,26 +163,38 @@ impl Registry {
     }
 
     fn insert(&mut self, info: ResourceInfo) {
-        let key = (info.group.clone(), info.version.clone(), info.plural.clone());
+        let key = (
+            info.group.clone(),
+            info.version.clone(),
+            info.plural.clone(),
+        );
         self.resources.insert(key, Arc::new(info));
     }
 
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
-        self.resources.get(&(group.to_string(), version.to_string(), plural.to_string())).cloned()
+        self.resources
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .cloned()
     }
 
     /// The preferred version of a kind in a group (for ownerReference and GC lookups).
     pub fn find_kind(&self, group: &str, kind: &str) -> Option<Arc<ResourceInfo>> {
-        let mut found: Vec<&Arc<ResourceInfo>> =
-            self.resources.values().filter(|r| r.group == group && r.kind == kind).collect();
+        let mut found: Vec<&Arc<ResourceInfo>> = self
+            .resources
+            .values()
+            .filter(|r| r.group == group && r.kind == kind)
+            .collect();
         found.sort_by(|a, b| version_priority(&a.version, &b.version));
         found.first().map(|r| (*r).clone())
     }
 
     /// The preferred served version of a stored resource.
     pub fn preferred_for(&self, gr: &GroupResource) -> Option<Arc<ResourceInfo>> {
-        let mut found: Vec<&Arc<ResourceInfo>> =
-            self.resources.values().filter(|r| r.group == gr.group && r.plural == gr.resource).collect();
+        let mut found: Vec<&Arc<ResourceInfo>> = self
+            .resources
+            .values()
+            .filter(|r| r.group == gr.group && r.plural == gr.resource)
+            .collect();
         found.sort_by(|a, b| version_priority(&a.version, &b.version));
         found.first().map(|r| (*r).clone())
     }
@@ -181,7 +221,11 @@ impl Registry {
     }
 
     pub fn resources_in(&self, group: &str, version: &str) -> Vec<Arc<ResourceInfo>> {
-        self.resources.values().filter(|r| r.group == group && r.version == version).cloned().collect()
+        self.resources
+            .values()
+            .filter(|r| r.group == group && r.version == version)
+            .cloned()
+            .collect()
     }
 
     pub fn all(&self) -> Vec<Arc<ResourceInfo>> {
@@ -211,7 +255,11 @@ impl Registry {
                 view: View::Native,
                 printer_columns: v.columns.clone(),
             };
-            keys.push((info.group.clone(), info.version.clone(), info.plural.clone()));
+            keys.push((
+                info.group.clone(),
+                info.version.clone(),
+                info.plural.clone(),
+            ));
             self.insert(info);
         }
         self.by_crd.insert(def.crd_name.clone(), keys);
@@ -253,13 +301,23 @@ pub struct CrdDef {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 impl CrdDef {
     pub fn parse(crd: &Value) -> Result<CrdDef, String> {
-        let s = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+        let s = |p: &str| {
+            crd.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let group = s("/spec/group");
         let kind = s("/spec/names/kind");
         let plural = s("/spec/names/plural");
@@ -285,8 +343,17 @@ impl CrdDef {
         };
         let mut versions = Vec::new();
         let mut storage_version = None;
-        for v in crd.pointer("/spec/versions").and_then(Value::as_array).into_iter().flatten() {
-            let name = v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        for v in crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if v.get("storage").and_then(Value::as_bool) == Some(true) {
                 storage_version = Some(name.clone());
             }
@@ -297,7 +364,11 @@ impl CrdDef {
                 name,
                 status: v.pointer("/subresources/status").is_some(),
                 schema: v.pointer("/schema/openAPIV3Schema").cloned(),
-                columns: v.get("additionalPrinterColumns").and_then(Value::as_array).cloned().unwrap_or_default(),
+                columns: v
+                    .get("additionalPrinterColumns")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
             });
         }
         if versions.is_empty() {
@@ -327,6 +398,9 @@ mod tests {
     fn versions_sort_ga_then_beta_then_alpha() {
         let mut v = vec!["v1alpha1", "v1beta1", "v1", "v1beta2", "v2alpha1", "foo"];
         v.sort_by(|a, b| version_priority(a, b));
-        assert_eq!(v, ["v1", "v1beta2", "v1beta1", "v2alpha1", "v1alpha1", "foo"]);
+        assert_eq!(
+            v,
+            ["v1", "v1beta2", "v1beta1", "v2alpha1", "v1alpha1", "foo"]
+        );
     }
 }

@@ -14,7 +14,10 @@ pub enum ListType {
 }
 
 fn preserves(schema: &Value) -> bool {
-    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 /// Schema of an object's field, if the schema describes it.
@@ -31,13 +34,20 @@ pub fn items(schema: Option<&Value>) -> Option<&Value> {
 }
 
 pub fn list_type(schema: Option<&Value>) -> ListType {
-    let Some(s) = schema else { return ListType::Atomic };
+    let Some(s) = schema else {
+        return ListType::Atomic;
+    };
     match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
         Some("set") => ListType::Set,
         Some("map") => ListType::Map(
             s.get("x-kubernetes-list-map-keys")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default(),
         ),
         _ => ListType::Atomic,
@@ -45,7 +55,10 @@ pub fn list_type(schema: Option<&Value>) -> ListType {
 }
 
 pub fn is_atomic_map(schema: Option<&Value>) -> bool {
-    schema.and_then(|s| s.get("x-kubernetes-map-type")).and_then(Value::as_str) == Some("atomic")
+    schema
+        .and_then(|s| s.get("x-kubernetes-map-type"))
+        .and_then(Value::as_str)
+        == Some("atomic")
 }
 
 /// Schema of `metadata` as server-side apply sees it (ObjectMeta markers).
@@ -80,7 +93,9 @@ fn join(path: &str, field: &str) -> String {
 
 /// Drops fields the schema does not declare (recording their paths) and fills in defaults.
 pub fn prune_and_default(schema: &Value, obj: &mut Value, unknown: &mut Vec<String>) {
-    let Some(map) = obj.as_object_mut() else { return };
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
     for (k, v) in map.iter_mut() {
         match k.as_str() {
             "apiVersion" | "kind" => {}
@@ -108,8 +123,15 @@ pub fn prune_and_default(schema: &Value, obj: &mut Value, unknown: &mut Vec<Stri
     apply_defaults(schema, map, "", unknown);
 }
 
-fn apply_defaults(schema: &Value, map: &mut Map<String, Value>, path: &str, unknown: &mut Vec<String>) {
-    let Some(props) = schema.get("properties").and_then(Value::as_object) else { return };
+fn apply_defaults(
+    schema: &Value,
+    map: &mut Map<String, Value>,
+    path: &str,
+    unknown: &mut Vec<String>,
+) {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return;
+    };
     for (k, s) in props {
         if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") && path.is_empty() {
             continue;
@@ -132,15 +154,21 @@ fn apply_defaults(schema: &Value, map: &mut Map<String, Value>, path: &str, unkn
 fn walk(schema: &Value, v: &mut Value, path: &str, unknown: &mut Vec<String>) {
     match v {
         Value::Object(map) => {
-            let embedded = schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true);
+            let embedded = schema
+                .get("x-kubernetes-embedded-resource")
+                .and_then(Value::as_bool)
+                == Some(true);
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties").filter(|a| a.is_object());
-            let keep_all = preserves(schema) || schema.get("additionalProperties") == Some(&Value::Bool(true));
+            let keep_all =
+                preserves(schema) || schema.get("additionalProperties") == Some(&Value::Bool(true));
             let mut drop = Vec::new();
             for (k, child_v) in map.iter_mut() {
                 if let Some(s) = props.and_then(|p| p.get(k)).or(additional) {
                     walk(s, child_v, &join(path, k), unknown);
-                } else if !keep_all && !(embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")) {
+                } else if !(keep_all
+                    || embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+                {
                     drop.push(k.clone());
                 }
             }
@@ -199,7 +227,12 @@ pub fn validate(schema: &Value, obj: &Value) -> Vec<Cause> {
                 }
             }
         }
-        for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for r in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(r) = r.as_str() {
                 if !map.contains_key(r) && r != "metadata" {
                     causes.push(Cause::required(r));
@@ -236,13 +269,19 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
         }
         return;
     }
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
     if int_or_string {
         if !(v.is_string() || type_ok("integer", v)) {
             causes.push(Cause::type_invalid(
                 path,
                 &json!(type_name(v)),
-                &format!("{path} in body must be of type integer,string: \"{}\"", type_name(v)),
+                &format!(
+                    "{path} in body must be of type integer,string: \"{}\"",
+                    type_name(v)
+                ),
             ));
             return;
         }
@@ -269,7 +308,10 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
                     causes.push(Cause::invalid(
                         path,
                         v,
-                        &format!("{path} in body should be at least {} chars long", fmt_num(min)),
+                        &format!(
+                            "{path} in body should be at least {} chars long",
+                            fmt_num(min)
+                        ),
                     ));
                 }
             }
@@ -285,14 +327,30 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             let excl_max = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
             if let Some(min) = num(schema, "minimum") {
                 if f < min || (excl_min && f == min) {
-                    let rel = if excl_min { "greater than" } else { "greater than or equal to" };
-                    causes.push(Cause::invalid(path, v, &format!("{path} in body should be {rel} {}", fmt_num(min))));
+                    let rel = if excl_min {
+                        "greater than"
+                    } else {
+                        "greater than or equal to"
+                    };
+                    causes.push(Cause::invalid(
+                        path,
+                        v,
+                        &format!("{path} in body should be {rel} {}", fmt_num(min)),
+                    ));
                 }
             }
             if let Some(max) = num(schema, "maximum") {
                 if f > max || (excl_max && f == max) {
-                    let rel = if excl_max { "less than" } else { "less than or equal to" };
-                    causes.push(Cause::invalid(path, v, &format!("{path} in body should be {rel} {}", fmt_num(max))));
+                    let rel = if excl_max {
+                        "less than"
+                    } else {
+                        "less than or equal to"
+                    };
+                    causes.push(Cause::invalid(
+                        path,
+                        v,
+                        &format!("{path} in body should be {rel} {}", fmt_num(max)),
+                    ));
                 }
             }
         }
@@ -324,7 +382,10 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
                     causes.push(Cause::invalid(
                         path,
                         &json!(map.len()),
-                        &format!("{path} in body should have at least {} properties", fmt_num(min)),
+                        &format!(
+                            "{path} in body should have at least {} properties",
+                            fmt_num(min)
+                        ),
                     ));
                 }
             }
@@ -333,7 +394,12 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
                     causes.push(Cause::too_many(path, map.len(), max as u64));
                 }
             }
-            for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            for r in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(r) = r.as_str() {
                     if !map.contains_key(r) {
                         causes.push(Cause::required(&join(path, r)));
@@ -363,13 +429,20 @@ fn check_unique(schema: &Value, items: &[Value], path: &str, causes: &mut Vec<Ca
             }
         }
         ListType::Map(keys) => {
-            let key_of = |it: &Value| keys.iter().map(|k| it.get(k).cloned().unwrap_or(Value::Null)).collect::<Vec<_>>();
+            let key_of = |it: &Value| {
+                keys.iter()
+                    .map(|k| it.get(k).cloned().unwrap_or(Value::Null))
+                    .collect::<Vec<_>>()
+            };
             for (i, it) in items.iter().enumerate() {
                 let k = key_of(it);
                 if items[..i].iter().any(|o| key_of(o) == k) {
                     let shown: Map<String, Value> =
                         keys.iter().cloned().zip(k.iter().cloned()).collect();
-                    causes.push(Cause::duplicate(&format!("{path}[{i}]"), &Value::Object(shown)));
+                    causes.push(Cause::duplicate(
+                        &format!("{path}[{i}]"),
+                        &Value::Object(shown),
+                    ));
                 }
             }
         }
@@ -422,6 +495,9 @@ mod tests {
         let missing = validate(&schema(), &json!({"spec": {}}));
         assert_eq!(missing, vec![Cause::required("spec.name")]);
         let wrong_type = validate(&schema(), &json!({"spec": {"name": "x", "port": "p"}}));
-        assert_eq!(wrong_type[0].message, "Invalid value: \"string\": spec.port in body must be of type integer: \"string\"");
+        assert_eq!(
+            wrong_type[0].message,
+            "Invalid value: \"string\": spec.port in body must be of type integer: \"string\""
+        );
     }
 }

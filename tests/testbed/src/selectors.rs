@@ -41,7 +41,11 @@ fn set_values(s: &str) -> Result<Vec<String>, String> {
         .strip_prefix('(')
         .and_then(|x| x.strip_suffix(')'))
         .ok_or_else(|| format!("found '{s}', expected: '('"))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -108,13 +112,19 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                ));
             };
             let field = field.trim();
             if !allowed(field) {
                 return Err(format!("field label not supported: {field}"));
             }
-            reqs.push((field.split('.').map(String::from).collect(), eq, value.trim().to_string()));
+            reqs.push((
+                field.split('.').map(String::from).collect(),
+                eq,
+                value.trim().to_string(),
+            ));
         }
         Ok(FieldSelector(reqs))
     }
@@ -159,7 +169,11 @@ mod tests {
             ("!missing", true),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&x), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&x),
+                want,
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("a in b").is_err());
     }
@@ -168,8 +182,12 @@ mod tests {
     fn field_selectors_on_name_and_namespace() {
         let x = o(json!({}));
         let allow = |f: &str| f == "metadata.name" || f == "metadata.namespace";
-        assert!(FieldSelector::parse("metadata.name=a", &allow).unwrap().matches(&x));
-        assert!(!FieldSelector::parse("metadata.namespace!=n", &allow).unwrap().matches(&x));
+        assert!(FieldSelector::parse("metadata.name=a", &allow)
+            .unwrap()
+            .matches(&x));
+        assert!(!FieldSelector::parse("metadata.namespace!=n", &allow)
+            .unwrap()
+            .matches(&x));
         assert!(FieldSelector::parse("spec.x=1", &allow).is_err());
     }
 }

@@ -20,7 +20,10 @@ use crate::http::{error, header, json, Body, Query};
 use crate::state::Shared;
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -37,7 +40,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let addr = addr.clone();
                 async move { Ok::<_, std::convert::Infallible>(route(shared, req, &addr).await) }
             });
-            let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
+            let conn = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc);
             let _ = conn.await;
         });
     }
@@ -51,7 +56,11 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, addr: &str) -> Respo
     };
     let query = Query::parse(parts.uri.query());
     let path = parts.uri.path().to_string();
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let ua = header(&parts.headers, "user-agent").to_string();
     let reg_json = |f: &dyn Fn(&crate::resources::Registry) -> Option<serde_json::Value>| {
         let doc = f(&shared.registry());
@@ -68,7 +77,10 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, addr: &str) -> Respo
         }
         (Method::GET, ["healthz" | "readyz" | "livez"]) => {
             let mut r = Response::new(crate::http::full("ok"));
-            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain"),
+            );
             r
         }
         (Method::GET, ["api"]) => {
@@ -92,30 +104,46 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, addr: &str) -> Respo
             reg_json(&|r| discovery::resource_list(r, g, v))
         }
         (Method::GET, ["openapi", "v3"]) => reg_json(&|r| Some(discovery::openapi_v3_index(r))),
-        (Method::GET, ["openapi", "v3", "api", "v1"]) => reg_json(&|r| discovery::openapi_v3_doc(r, "", "v1")),
-        (Method::GET, ["openapi", "v3", "apis", g, v]) => reg_json(&|r| discovery::openapi_v3_doc(r, g, v)),
+        (Method::GET, ["openapi", "v3", "api", "v1"]) => {
+            reg_json(&|r| discovery::openapi_v3_doc(r, "", "v1"))
+        }
+        (Method::GET, ["openapi", "v3", "apis", g, v]) => {
+            reg_json(&|r| discovery::openapi_v3_doc(r, g, v))
+        }
         (Method::GET, ["testbed", "stats"]) => {
             let since = query.get("since").and_then(|s| s.parse().ok()).unwrap_or(0);
-            json(200, &serde_json::to_value(shared.stats.snapshot(since)).unwrap_or_default())
+            json(
+                200,
+                &serde_json::to_value(shared.stats.snapshot(since)).unwrap_or_default(),
+            )
         }
         (Method::DELETE, ["testbed", "stats"]) => {
             shared.stats.reset();
             json(200, &json!({}))
         }
-        (Method::GET, ["testbed", "faults"]) => json(200, &serde_json::to_value(shared.faults.config()).unwrap_or_default()),
-        (Method::POST | Method::PUT, ["testbed", "faults"]) => match serde_json::from_slice::<FaultConfig>(&body) {
-            Ok(cfg) => {
-                crate::faults::FaultHandle(shared.faults.clone()).set(cfg.clone());
-                json(200, &serde_json::to_value(cfg).unwrap_or_default())
+        (Method::GET, ["testbed", "faults"]) => json(
+            200,
+            &serde_json::to_value(shared.faults.config()).unwrap_or_default(),
+        ),
+        (Method::POST | Method::PUT, ["testbed", "faults"]) => {
+            match serde_json::from_slice::<FaultConfig>(&body) {
+                Ok(cfg) => {
+                    crate::faults::FaultHandle(shared.faults.clone()).set(cfg.clone());
+                    json(200, &serde_json::to_value(cfg).unwrap_or_default())
+                }
+                Err(e) => error(&ApiError::bad_request(format!("invalid FaultConfig: {e}"))),
             }
-            Err(e) => error(&ApiError::bad_request(format!("invalid FaultConfig: {e}"))),
-        },
+        }
         (Method::POST, ["testbed", "faults", "cut-watches"]) => {
             crate::faults::FaultHandle(shared.faults.clone()).cut_watches();
             json(200, &json!({}))
         }
-        (_, ["api", "v1", rest @ ..]) if !rest.is_empty() => resource(shared, "", "v1", rest, parts, query, body, ua).await,
-        (_, ["apis", g, v, rest @ ..]) if !rest.is_empty() => resource(shared, g, v, rest, parts, query, body, ua).await,
+        (_, ["api", "v1", rest @ ..]) if !rest.is_empty() => {
+            resource(shared, "", "v1", rest, parts, query, body, ua).await
+        }
+        (_, ["apis", g, v, rest @ ..]) if !rest.is_empty() => {
+            resource(shared, g, v, rest, parts, query, body, ua).await
+        }
         _ => error(&ApiError::path_not_found()),
     }
 }
@@ -131,9 +159,18 @@ async fn resource(
     body: Bytes,
     ua: String,
 ) -> Response<Body> {
-    let is_ns_sub = rest.len() == 3 && rest[0] == "namespaces" && matches!(rest[2], "status" | "finalize") && group.is_empty();
-    let (namespace, plural, name, sub) = if rest[0] == "namespaces" && rest.len() >= 3 && !is_ns_sub {
-        (Some(rest[1].to_string()), rest[2], rest.get(3).copied(), rest.get(4).copied())
+    let is_ns_sub = rest.len() == 3
+        && rest[0] == "namespaces"
+        && matches!(rest[2], "status" | "finalize")
+        && group.is_empty();
+    let (namespace, plural, name, sub) = if rest[0] == "namespaces" && rest.len() >= 3 && !is_ns_sub
+    {
+        (
+            Some(rest[1].to_string()),
+            rest[2],
+            rest.get(3).copied(),
+            rest.get(4).copied(),
+        )
     } else {
         (None, rest[0], rest.get(1).copied(), rest.get(2).copied())
     };
@@ -163,7 +200,13 @@ async fn resource(
         user_agent: ua,
     };
     let verb = r.verb();
-    shared.stats.count(verb, &info.group, &info.plural, if status { "status" } else { "" }, &r.user_agent);
+    shared.stats.count(
+        verb,
+        &info.group,
+        &info.plural,
+        if status { "status" } else { "" },
+        &r.user_agent,
+    );
     let latency = shared.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -171,9 +214,15 @@ async fn resource(
     if let Some(code) = shared.faults.error_for(verb) {
         let e = match code {
             409 => ApiError::conflict(&info.subject(r.name.as_deref().unwrap_or(""))),
-            429 => ApiError::too_many_requests("injected fault: too many requests, please try again later"),
+            429 => ApiError::too_many_requests(
+                "injected fault: too many requests, please try again later",
+            ),
             500 => ApiError::internal("injected fault"),
-            c => ApiError::new(c, "InternalError", format!("injected fault with status {c}")),
+            c => ApiError::new(
+                c,
+                "InternalError",
+                format!("injected fault with status {c}"),
+            ),
         };
         return error(&e);
     }

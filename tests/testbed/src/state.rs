@@ -54,7 +54,9 @@ impl Shared {
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&self.next_random().to_le_bytes());
         bytes[8..].copy_from_slice(&self.next_random().to_le_bytes());
-        uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
     }
 
     pub fn name_suffix(&self) -> String {
@@ -74,7 +76,12 @@ impl Shared {
     }
 
     /// Checks that a namespace exists and accepts new content.
-    pub fn check_namespace_open(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<(), ApiError> {
+    pub fn check_namespace_open(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
         let nsgr = GroupResource::new("", "namespaces");
         match self.store.get(&nsgr, "", ns) {
             None => Err(ApiError::not_found(&crate::errors::Subject {
@@ -94,7 +101,9 @@ impl Shared {
 
 /// Current time as Kubernetes `Time` (RFC 3339, seconds).
 pub fn now_time() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
@@ -104,10 +113,16 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
 pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 pub fn is_deleting(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }

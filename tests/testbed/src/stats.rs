@@ -49,15 +49,28 @@ pub struct Stats {
 impl Stats {
     /// Total requests with this verb on this resource (any group, subresource, agent).
     pub fn requests_for(&self, verb: &str, resource: &str) -> u64 {
-        self.requests.iter().filter(|r| r.verb == verb && r.resource == resource).map(|r| r.count).sum()
+        self.requests
+            .iter()
+            .filter(|r| r.verb == verb && r.resource == resource)
+            .map(|r| r.count)
+            .sum()
     }
     /// Total requests sent by a user agent.
     pub fn requests_by(&self, user_agent: &str) -> u64 {
-        self.requests.iter().filter(|r| r.user_agent == user_agent).map(|r| r.count).sum()
+        self.requests
+            .iter()
+            .filter(|r| r.user_agent == user_agent)
+            .map(|r| r.count)
+            .sum()
     }
     /// Writes done by a user agent, in order.
-    pub fn writes_by<'a>(&'a self, user_agent: &'a str) -> impl Iterator<Item = &'a WriteRecord> + 'a {
-        self.writes.iter().filter(move |w| w.user_agent == user_agent)
+    pub fn writes_by<'a>(
+        &'a self,
+        user_agent: &'a str,
+    ) -> impl Iterator<Item = &'a WriteRecord> + 'a {
+        self.writes
+            .iter()
+            .filter(move |w| w.user_agent == user_agent)
     }
 }
 
@@ -88,7 +101,14 @@ pub fn now_us() -> u64 {
 }
 
 impl Collector {
-    pub fn count(&self, verb: &str, group: &str, resource: &str, subresource: &str, user_agent: &str) {
+    pub fn count(
+        &self,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        subresource: &str,
+        user_agent: &str,
+    ) {
         let key = Key {
             verb: verb.into(),
             group: group.into(),
@@ -135,7 +155,13 @@ impl Collector {
     }
 
     pub fn reset(&self) {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.writes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }

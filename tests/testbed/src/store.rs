@@ -16,7 +16,10 @@ pub struct GroupResource {
 
 impl GroupResource {
     pub fn new(group: &str, resource: &str) -> Self {
-        GroupResource { group: group.to_string(), resource: resource.to_string() }
+        GroupResource {
+            group: group.to_string(),
+            resource: resource.to_string(),
+        }
     }
 }
 
@@ -64,7 +67,9 @@ pub struct Event {
 impl Event {
     /// `{"type":…,"object":…}\n` as sent on a watch stream.
     pub fn line(&self) -> Bytes {
-        self.line.get_or_init(|| watch_line(self.kind.as_str(), &self.object)).clone()
+        self.line
+            .get_or_init(|| watch_line(self.kind.as_str(), &self.object))
+            .clone()
     }
 }
 
@@ -107,7 +112,9 @@ pub struct Store {
 }
 
 pub fn rv_of(obj: &Value) -> Option<u64> {
-    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok())
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
 }
 
 pub fn uid_of(obj: &Value) -> Option<&str> {
@@ -117,7 +124,11 @@ pub fn uid_of(obj: &Value) -> Option<&str> {
 fn owner_uids(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .map(|refs| refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str).map(String::from)).collect())
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str).map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -149,19 +160,31 @@ impl Store {
 
     pub fn get(&self, gr: &GroupResource, namespace: &str, name: &str) -> Option<Arc<Value>> {
         let inner = self.lock();
-        inner.objects.get(gr)?.get(&(namespace.to_string(), name.to_string())).cloned()
+        inner
+            .objects
+            .get(gr)?
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 
     pub fn get_by_uid(&self, uid: &str) -> Option<(ObjKey, Arc<Value>)> {
         let inner = self.lock();
         let key = inner.uids.get(uid)?.clone();
-        let obj = inner.objects.get(&key.gr)?.get(&(key.namespace.clone(), key.name.clone()))?.clone();
+        let obj = inner
+            .objects
+            .get(&key.gr)?
+            .get(&(key.namespace.clone(), key.name.clone()))?
+            .clone();
         Some((key, obj))
     }
 
     /// Keys of objects whose ownerReferences name `owner_uid`.
     pub fn dependents_of(&self, owner_uid: &str) -> Vec<ObjKey> {
-        self.lock().dependents.get(owner_uid).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.lock()
+            .dependents
+            .get(owner_uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Up to `limit` objects (0 = all) in key order, starting after `after`, with the snapshot rv
@@ -217,10 +240,19 @@ impl Store {
 
     /// Atomically replaces the object at `key` if its current rv equals `expected` (None: must
     /// not exist). `new = None` deletes. Returns the stored object (with its new rv).
-    pub fn swap(&self, key: &ObjKey, expected: Option<u64>, new: Option<Value>) -> Result<Arc<Value>, Stale> {
+    pub fn swap(
+        &self,
+        key: &ObjKey,
+        expected: Option<u64>,
+        new: Option<Value>,
+    ) -> Result<Arc<Value>, Stale> {
         let mut inner = self.lock();
         let name = (key.namespace.clone(), key.name.clone());
-        let current = inner.objects.get(&key.gr).and_then(|m| m.get(&name)).cloned();
+        let current = inner
+            .objects
+            .get(&key.gr)
+            .and_then(|m| m.get(&name))
+            .cloned();
         let current_rv = current.as_deref().and_then(rv_of);
         if current_rv != expected || (current.is_none() && new.is_none()) {
             return Err(Stale);
@@ -234,8 +266,19 @@ impl Store {
                     meta.insert("resourceVersion".into(), rv_str);
                 }
                 let obj = Arc::new(obj);
-                inner.objects.entry(key.gr.clone()).or_default().insert(name, obj.clone());
-                (if current.is_some() { EventType::Modified } else { EventType::Added }, obj)
+                inner
+                    .objects
+                    .entry(key.gr.clone())
+                    .or_default()
+                    .insert(name, obj.clone());
+                (
+                    if current.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    },
+                    obj,
+                )
             }
             None => {
                 if let Some(m) = inner.objects.get_mut(&key.gr) {
@@ -248,7 +291,12 @@ impl Store {
                 (EventType::Deleted, Arc::new(last))
             }
         };
-        Self::reindex(&mut inner, key, current.as_deref(), (kind != EventType::Deleted).then_some(&*object));
+        Self::reindex(
+            &mut inner,
+            key,
+            current.as_deref(),
+            (kind != EventType::Deleted).then_some(&*object),
+        );
         let event = Arc::new(Event {
             rv,
             key: key.clone(),
@@ -287,7 +335,11 @@ impl Store {
                 inner.uids.insert(uid.to_string(), key.clone());
             }
             for owner in owner_uids(new) {
-                inner.dependents.entry(owner).or_default().insert(key.clone());
+                inner
+                    .dependents
+                    .entry(owner)
+                    .or_default()
+                    .insert(key.clone());
             }
         }
     }
@@ -296,10 +348,18 @@ impl Store {
     pub fn drop_resource(&self, gr: &GroupResource) {
         let keys: Vec<ObjName> = {
             let inner = self.lock();
-            inner.objects.get(gr).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+            inner
+                .objects
+                .get(gr)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
         };
         for (namespace, name) in keys {
-            let key = ObjKey { gr: gr.clone(), namespace, name };
+            let key = ObjKey {
+                gr: gr.clone(),
+                namespace,
+                name,
+            };
             if let Some(cur) = self.get(&key.gr, &key.namespace, &key.name) {
                 let _ = self.swap(&key, rv_of(&cur), None);
             }
@@ -310,7 +370,10 @@ impl Store {
     pub fn events_since(&self, after: u64) -> Result<Vec<Arc<Event>>, Expired> {
         let inner = self.lock();
         if after < inner.compacted {
-            return Err(Expired { requested: after, oldest: inner.compacted + 1 });
+            return Err(Expired {
+                requested: after,
+                oldest: inner.compacted + 1,
+            });
         }
         let first_rv = match inner.history.front() {
             Some(e) => e.rv,
@@ -329,12 +392,18 @@ impl Store {
     /// A change feed starting now; usable by any number of in-process controllers.
     pub fn subscribe(&self) -> Subscription {
         let rx = self.notify.subscribe();
-        Subscription { rx, last: self.current_rv() }
+        Subscription {
+            rx,
+            last: self.current_rv(),
+        }
     }
 
     /// A change feed starting after `rv`.
     pub fn subscribe_from(&self, rv: u64) -> Subscription {
-        Subscription { rx: self.notify.subscribe(), last: rv }
+        Subscription {
+            rx: self.notify.subscribe(),
+            last: rv,
+        }
     }
 }
 
@@ -384,7 +453,11 @@ mod tests {
     }
 
     fn key(ns: &str, name: &str) -> ObjKey {
-        ObjKey { gr: GroupResource::new("g", "things"), namespace: ns.into(), name: name.into() }
+        ObjKey {
+            gr: GroupResource::new("g", "things"),
+            namespace: ns.into(),
+            name: name.into(),
+        }
     }
 
     #[test]
@@ -392,13 +465,19 @@ mod tests {
         let s = Store::new(100);
         let a = s.swap(&key("n", "a"), None, Some(obj("n", "a"))).unwrap();
         assert_eq!(rv_of(&a), Some(1));
-        assert_eq!(s.swap(&key("n", "a"), None, Some(obj("n", "a"))), Err(Stale));
+        assert_eq!(
+            s.swap(&key("n", "a"), None, Some(obj("n", "a"))),
+            Err(Stale)
+        );
         let b = s.swap(&key("n", "b"), None, Some(obj("n", "b"))).unwrap();
         assert_eq!(rv_of(&b), Some(2));
         assert_eq!(s.swap(&key("n", "a"), Some(5), None), Err(Stale));
         s.swap(&key("n", "a"), Some(1), None).unwrap();
         let ev = s.events_since(0).unwrap();
-        assert_eq!(ev.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventType::Added, EventType::Added, EventType::Deleted]);
+        assert_eq!(
+            ev.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            [EventType::Added, EventType::Added, EventType::Deleted]
+        );
         assert_eq!(rv_of(&ev[2].object), Some(3));
     }
 
@@ -406,7 +485,12 @@ mod tests {
     fn history_is_bounded_and_old_rv_expires() {
         let s = Store::new(16);
         for i in 0..40 {
-            s.swap(&key("n", &format!("o{i}")), None, Some(obj("n", &format!("o{i}")))).unwrap();
+            s.swap(
+                &key("n", &format!("o{i}")),
+                None,
+                Some(obj("n", &format!("o{i}"))),
+            )
+            .unwrap();
         }
         assert!(s.events_since(1).is_err());
         assert_eq!(s.events_since(30).unwrap().len(), 10);

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use crate::resources::ResourceInfo;
 
 pub fn wants_table(h: &HeaderMap) -> bool {
-    h.get_all(http::header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|s| s.contains("as=Table")))
+    h.get_all(http::header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains("as=Table")))
 }
 
 /// Human duration as kubectl shows ages ("45s", "3m12s", "2d").
@@ -26,14 +28,20 @@ pub fn human_age(secs: i64) -> String {
 }
 
 fn age_of(ts: Option<&str>) -> String {
-    let Some(t) = ts.and_then(|t| t.parse::<jiff::Timestamp>().ok()) else { return "<unknown>".into() };
+    let Some(t) = ts.and_then(|t| t.parse::<jiff::Timestamp>().ok()) else {
+        return "<unknown>".into();
+    };
     human_age(jiff::Timestamp::now().as_second() - t.as_second())
 }
 
 /// Evaluates the simple JSONPath forms printer columns use: `.a.b`, `[0]`, `[?(@.k=="v")]`.
 pub fn jsonpath<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = v;
-    let mut rest = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
+    let mut rest = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('$');
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix('.') {
             let end = r.find(['.', '[']).unwrap_or(r.len());
@@ -48,7 +56,10 @@ pub fn jsonpath<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
             } else if let Some(f) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
                 let (k, want) = f.split_once("==")?;
                 let want = want.trim().trim_matches('"').trim_matches('\'');
-                cur = cur.as_array()?.iter().find(|it| it.get(k.trim()).and_then(Value::as_str) == Some(want))?;
+                cur = cur
+                    .as_array()?
+                    .iter()
+                    .find(|it| it.get(k.trim()).and_then(Value::as_str) == Some(want))?;
             } else {
                 return None;
             }
@@ -64,20 +75,38 @@ fn builtin_columns(info: &ResourceInfo) -> Vec<Value> {
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "namespaces") => vec![col("Status", ".status.phase")],
         ("coordination.k8s.io", "leases") => vec![col("Holder", ".spec.holderIdentity")],
-        ("", "events") => vec![col("Type", ".type"), col("Reason", ".reason"), col("Message", ".message")],
-        ("events.k8s.io", "events") => vec![col("Type", ".type"), col("Reason", ".reason"), col("Note", ".note")],
+        ("", "events") => vec![
+            col("Type", ".type"),
+            col("Reason", ".reason"),
+            col("Message", ".message"),
+        ],
+        ("events.k8s.io", "events") => vec![
+            col("Type", ".type"),
+            col("Reason", ".reason"),
+            col("Note", ".note"),
+        ],
         _ => Vec::new(),
     }
 }
 
 pub fn render(info: &ResourceInfo, items: &[Arc<Value>], meta: &Value) -> Value {
-    let mut columns = if info.custom { info.printer_columns.clone() } else { builtin_columns(info) };
-    let has_age = columns.iter().any(|c| c.get("jsonPath").and_then(Value::as_str) == Some(".metadata.creationTimestamp"));
+    let mut columns = if info.custom {
+        info.printer_columns.clone()
+    } else {
+        builtin_columns(info)
+    };
+    let has_age = columns
+        .iter()
+        .any(|c| c.get("jsonPath").and_then(Value::as_str) == Some(".metadata.creationTimestamp"));
     if !has_age {
-        columns.push(json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}));
+        columns.push(
+            json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}),
+        );
     }
-    let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name", "priority": 0,
-        "description": "Name must be unique within a namespace."})];
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "priority": 0,
+        "description": "Name must be unique within a namespace."}),
+    ];
     for c in &columns {
         defs.push(json!({"name": c.get("name"), "type": c.get("type").cloned().unwrap_or(json!("string")),
             "format": c.get("format").cloned().unwrap_or(json!("")), "priority": c.get("priority").cloned().unwrap_or(json!(0)),
@@ -111,7 +140,10 @@ mod tests {
     fn jsonpath_handles_fields_indexes_and_filters() {
         let v = json!({"spec": {"a": [{"t": "Ready", "s": "True"}, {"t": "X", "s": "False"}]}});
         assert_eq!(jsonpath(&v, ".spec.a[1].s"), Some(&json!("False")));
-        assert_eq!(jsonpath(&v, ".spec.a[?(@.t==\"Ready\")].s"), Some(&json!("True")));
+        assert_eq!(
+            jsonpath(&v, ".spec.a[?(@.t==\"Ready\")].s"),
+            Some(&json!("True"))
+        );
         assert_eq!(jsonpath(&v, ".spec.b"), None);
         assert_eq!(human_age(75), "75s");
         assert_eq!(human_age(400), "6m40s");

@@ -20,7 +20,9 @@ const EVENT_FIELDS: [(&str, &str); 8] = [
 ];
 
 fn rename(obj: &Value, from_core: bool) -> Value {
-    let Some(map) = obj.as_object() else { return obj.clone() };
+    let Some(map) = obj.as_object() else {
+        return obj.clone();
+    };
     let mut out = Map::new();
     for (k, v) in map {
         let renamed = EVENT_FIELDS
@@ -69,7 +71,8 @@ pub fn from_view(info: &ResourceInfo, obj: Value) -> Value {
 
 /// Whether watch lines serialised from storage can be sent as-is to this client.
 pub fn is_identity(info: &ResourceInfo, obj: &Value) -> bool {
-    info.view == View::Native && obj.get("apiVersion").and_then(Value::as_str) == Some(info.api_version().as_str())
+    info.view == View::Native
+        && obj.get("apiVersion").and_then(Value::as_str) == Some(info.api_version().as_str())
 }
 
 #[cfg(test)]

@@ -48,14 +48,24 @@ pub fn start(shared: Arc<Shared>, info: Arc<ResourceInfo>, p: WatchParams) -> Re
     let (tx, rx) = mpsc::channel::<Bytes>(512);
     tokio::spawn(run(shared, info, p, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
     });
     let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
-async fn run(shared: Arc<Shared>, info: Arc<ResourceInfo>, p: WatchParams, tx: mpsc::Sender<Bytes>) {
+async fn run(
+    shared: Arc<Shared>,
+    info: Arc<ResourceInfo>,
+    p: WatchParams,
+    tx: mpsc::Sender<Bytes>,
+) {
     let store = &shared.store;
     let matches = |obj: &Value| p.labels.matches(obj) && p.fields.matches(obj);
     if shared.faults.take_next_watch_gone() {
@@ -73,7 +83,9 @@ async fn run(shared: Arc<Shared>, info: Arc<ResourceInfo>, p: WatchParams, tx: m
             rv
         }
         _ => {
-            let (items, rv, _) = store.list(&info.storage, p.namespace.as_deref(), None, 0, &|o| matches(o));
+            let (items, rv, _) = store.list(&info.storage, p.namespace.as_deref(), None, 0, &|o| {
+                matches(o)
+            });
             for it in items {
                 let line = watch_line("ADDED", &to_view(&info, &it));
                 if tx.send(line).await.is_err() {
@@ -120,7 +132,7 @@ async fn run(shared: Arc<Shared>, info: Arc<ResourceInfo>, p: WatchParams, tx: m
                     }
                     let now = matches(&e.object);
                     let kind = match e.kind {
-                        EventType::Modified => match (e.prev.as_deref().is_some_and(|o| matches(o)), now) {
+                        EventType::Modified => match (e.prev.as_deref().is_some_and(&matches), now) {
                             (true, true) => Some(EventType::Modified),
                             (false, true) => Some(EventType::Added),
                             (true, false) => Some(EventType::Deleted),

@@ -9,7 +9,10 @@ use clap::Parser;
 use testbed::{ErrorRate, FaultConfig, Testbed, TestbedOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "testbed", about = "A Kubernetes API emulator with a simulated in-cluster IPAM provider")]
+#[command(
+    name = "testbed",
+    about = "A Kubernetes API emulator with a simulated in-cluster IPAM provider"
+)]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:6443")]
@@ -50,7 +53,8 @@ struct Args {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -77,7 +81,11 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("testbed ready at {} kubeconfig {}", tb.url(), tb.kubeconfig_path().display());
+    println!(
+        "testbed ready at {} kubeconfig {}",
+        tb.url(),
+        tb.kubeconfig_path().display()
+    );
     let _ = std::io::stdout().flush();
     wait_for_signal().await;
     tb.shutdown().await;
@@ -86,13 +94,14 @@ async fn main() {
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

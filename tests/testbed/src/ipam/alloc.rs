@@ -39,7 +39,9 @@ pub fn from_int(v: u128, v6: bool) -> IpAddr {
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {
-    s.trim().parse::<IpAddr>().map_err(|_| format!("{s:?} is not a valid IP address"))
+    s.trim()
+        .parse::<IpAddr>()
+        .map_err(|_| format!("{s:?} is not a valid IP address"))
 }
 
 /// One pool entry as an inclusive range; the parser rule is: `-` ⇒ range, `/` ⇒ prefix, else one IP.
@@ -55,8 +57,15 @@ pub fn parse_entry(s: &str) -> Result<(u128, u128, bool), String> {
         }
         Ok((x, y, a.is_ipv6()))
     } else if s.contains('/') {
-        let net: IpNet = s.trim().parse().map_err(|_| format!("{s:?} is not a valid CIDR"))?;
-        Ok((to_int(net.network()), to_int(net.broadcast()), matches!(net, IpNet::V6(_))))
+        let net: IpNet = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a valid CIDR"))?;
+        Ok((
+            to_int(net.network()),
+            to_int(net.broadcast()),
+            matches!(net, IpNet::V6(_)),
+        ))
     } else {
         let ip = parse_ip(s)?;
         Ok((to_int(ip), to_int(ip), ip.is_ipv6()))
@@ -94,7 +103,10 @@ fn subtract(ranges: Vec<(u128, u128)>, (x, y): (u128, u128)) -> Vec<(u128, u128)
 
 impl Allocatable {
     pub fn new(spec: &PoolSpec) -> Result<Allocatable, String> {
-        let first = spec.addresses.first().ok_or("addresses must not be empty")?;
+        let first = spec
+            .addresses
+            .first()
+            .ok_or("addresses must not be empty")?;
         let (first_ip, _, v6) = parse_entry(first)?;
         let mut ranges = Vec::new();
         for a in &spec.addresses {
@@ -113,7 +125,11 @@ impl Allocatable {
             let bits: u32 = if v6 { 128 } else { 32 };
             let prefix = u32::from(spec.prefix).min(bits);
             let host_bits = bits - prefix;
-            let mask: u128 = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+            let mask: u128 = if host_bits >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << host_bits) - 1
+            };
             let network = first_ip & !mask;
             ranges = subtract(ranges, (network, network));
             if !v6 {
@@ -130,7 +146,10 @@ impl Allocatable {
 
     /// Number of allocatable addresses, capped at i64::MAX.
     pub fn total(&self) -> i64 {
-        let sum = self.ranges.iter().fold(0u128, |acc, (a, b)| acc.saturating_add(b - a + 1));
+        let sum = self
+            .ranges
+            .iter()
+            .fold(0u128, |acc, (a, b)| acc.saturating_add(b - a + 1));
         sum.min(i64::MAX as u128) as i64
     }
 
@@ -169,7 +188,11 @@ mod tests {
     use super::*;
 
     fn spec(addresses: &[&str], prefix: u8) -> PoolSpec {
-        PoolSpec { addresses: addresses.iter().map(|s| s.to_string()).collect(), prefix, ..Default::default() }
+        PoolSpec {
+            addresses: addresses.iter().map(|s| s.to_string()).collect(),
+            prefix,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -178,10 +201,17 @@ mod tests {
         s.gateway = Some("10.0.0.1".into());
         let a = Allocatable::new(&s).unwrap();
         assert_eq!(a.total(), 5, ".2-.6");
-        assert_eq!(a.first_free(&BTreeSet::new()), Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(
+            a.first_free(&BTreeSet::new()),
+            Some("10.0.0.2".parse().unwrap())
+        );
         assert!(!a.contains("10.0.0.7".parse().unwrap()));
         s.allocate_reserved = true;
-        assert_eq!(Allocatable::new(&s).unwrap().total(), 7, "only the gateway is removed");
+        assert_eq!(
+            Allocatable::new(&s).unwrap().total(),
+            7,
+            "only the gateway is removed"
+        );
     }
 
     #[test]
@@ -192,7 +222,10 @@ mod tests {
         assert_eq!(a.total(), 3);
         let used: BTreeSet<u128> = [to_int("10.0.1.5".parse().unwrap())].into();
         assert_eq!(a.first_free(&used), Some("10.0.1.10".parse().unwrap()));
-        let all: BTreeSet<u128> = ["10.0.1.5", "10.0.1.10", "10.0.1.12"].iter().map(|x| to_int(x.parse().unwrap())).collect();
+        let all: BTreeSet<u128> = ["10.0.1.5", "10.0.1.10", "10.0.1.12"]
+            .iter()
+            .map(|x| to_int(x.parse().unwrap()))
+            .collect();
         assert_eq!(a.first_free(&all), None, "exhausted");
     }
 
@@ -200,7 +233,10 @@ mod tests {
     fn ipv6_keeps_last_address_and_drops_anycast() {
         let a = Allocatable::new(&spec(&["fd00::/126"], 126)).unwrap();
         assert_eq!(a.total(), 3);
-        assert_eq!(a.first_free(&BTreeSet::new()), Some("fd00::1".parse().unwrap()));
+        assert_eq!(
+            a.first_free(&BTreeSet::new()),
+            Some("fd00::1".parse().unwrap())
+        );
         assert!(a.contains("fd00::3".parse().unwrap()));
         assert!(Allocatable::new(&spec(&["10.0.0.1", "fd00::1"], 24)).is_err());
     }

@@ -65,22 +65,38 @@ fn address_pool(addr: &Value) -> Option<PoolId> {
 }
 
 fn is_paused(obj: &Value) -> bool {
-    obj.pointer(&format!("/metadata/annotations/{}", PAUSED_ANNOTATION.replace('/', "~1"))).is_some()
+    obj.pointer(&format!(
+        "/metadata/annotations/{}",
+        PAUSED_ANNOTATION.replace('/', "~1")
+    ))
+    .is_some()
 }
 
 fn pool_spec(pool: &Value) -> PoolSpec {
     let list = |p: &str| -> Vec<String> {
         pool.pointer(p)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     PoolSpec {
         addresses: list("/spec/addresses"),
-        prefix: pool.pointer("/spec/prefix").and_then(Value::as_u64).unwrap_or(0).min(128) as u8,
+        prefix: pool
+            .pointer("/spec/prefix")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(128) as u8,
         gateway: s(pool, "/spec/gateway").map(String::from),
         excluded: list("/spec/excludedAddresses"),
-        allocate_reserved: pool.pointer("/spec/allocateReservedIPAddresses").and_then(Value::as_bool) == Some(true),
+        allocate_reserved: pool
+            .pointer("/spec/allocateReservedIPAddresses")
+            .and_then(Value::as_bool)
+            == Some(true),
     }
 }
 
@@ -94,7 +110,13 @@ struct Controller {
 
 pub async fn run(shared: Arc<Shared>, delay: Duration) {
     let mut sub = shared.store.subscribe_from(0);
-    let mut c = Controller { shared: shared.clone(), queue: VecDeque::new(), queued: HashSet::new(), dirty_pools: BTreeSet::new(), delay };
+    let mut c = Controller {
+        shared: shared.clone(),
+        queue: VecDeque::new(),
+        queued: HashSet::new(),
+        dirty_pools: BTreeSet::new(),
+        delay,
+    };
     let mut since_status = 0usize;
     loop {
         sub.mark_seen();
@@ -148,10 +170,18 @@ impl Controller {
     }
 
     fn claims(&self, filter: &dyn Fn(&Value) -> bool) -> Vec<Name> {
-        let (items, _, _) = self.shared.store.list(&gr("ipaddressclaims"), None, None, 0, filter);
+        let (items, _, _) = self
+            .shared
+            .store
+            .list(&gr("ipaddressclaims"), None, None, 0, filter);
         items
             .iter()
-            .map(|c| (meta_str(c, "namespace").unwrap_or("").to_string(), meta_str(c, "name").unwrap_or("").to_string()))
+            .map(|c| {
+                (
+                    meta_str(c, "namespace").unwrap_or("").to_string(),
+                    meta_str(c, "name").unwrap_or("").to_string(),
+                )
+            })
             .collect()
     }
 
@@ -159,7 +189,8 @@ impl Controller {
     fn enqueue_waiting(&mut self, pool: &PoolId) {
         let waiting = self.claims(&|c| {
             let ns = meta_str(c, "namespace").unwrap_or("");
-            c.pointer("/status/addressRef/name").is_none() && claim_pool(c, ns).as_ref() == Some(pool)
+            c.pointer("/status/addressRef/name").is_none()
+                && claim_pool(c, ns).as_ref() == Some(pool)
         });
         waiting.into_iter().for_each(|n| self.enqueue(n));
     }
@@ -173,7 +204,11 @@ impl Controller {
                 let (pools, _, _) = self.shared.store.list(&g, None, None, 0, &|_| true);
                 for p in pools {
                     let ns = meta_str(&p, "namespace").unwrap_or("").to_string();
-                    self.dirty_pools.insert((kind.to_string(), ns, meta_str(&p, "name").unwrap_or("").to_string()));
+                    self.dirty_pools.insert((
+                        kind.to_string(),
+                        ns,
+                        meta_str(&p, "name").unwrap_or("").to_string(),
+                    ));
                 }
             }
         }
@@ -183,11 +218,7 @@ impl Controller {
         let k = &e.key;
         let name = (k.namespace.clone(), k.name.clone());
         match (k.gr.group.as_str(), k.gr.resource.as_str()) {
-            (GROUP, "ipaddressclaims") => {
-                if e.kind != EventType::Deleted {
-                    self.enqueue(name);
-                }
-            }
+            (GROUP, "ipaddressclaims") if e.kind != EventType::Deleted => self.enqueue(name),
             (GROUP, "ipaddresses") => {
                 if let Some(p) = address_pool(&e.object) {
                     if e.kind == EventType::Deleted {
@@ -197,7 +228,11 @@ impl Controller {
                 }
             }
             (GROUP, res @ ("inclusterippools" | "globalinclusterippools")) => {
-                let kind = if res == "inclusterippools" { "InClusterIPPool" } else { "GlobalInClusterIPPool" };
+                let kind = if res == "inclusterippools" {
+                    "InClusterIPPool"
+                } else {
+                    "GlobalInClusterIPPool"
+                };
                 let id = (kind.to_string(), k.namespace.clone(), k.name.clone());
                 if e.kind == EventType::Deleted {
                     return;
@@ -208,8 +243,10 @@ impl Controller {
                 if spec_changed || unpaused {
                     self.dirty_pools.insert(id.clone());
                     self.enqueue_waiting(&id);
-                } else if prev.is_some_and(|p| p.get("metadata").map(finalizers_of) != e.object.get("metadata").map(finalizers_of))
-                    || is_deleting(&e.object)
+                } else if prev.is_some_and(|p| {
+                    p.get("metadata").map(finalizers_of)
+                        != e.object.get("metadata").map(finalizers_of)
+                }) || is_deleting(&e.object)
                 {
                     self.dirty_pools.insert(id);
                 }
@@ -218,7 +255,9 @@ impl Controller {
                 if e.kind == EventType::Deleted {
                     return;
                 }
-                let paused = |c: &Value| is_paused(c) || c.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+                let paused = |c: &Value| {
+                    is_paused(c) || c.pointer("/spec/paused").and_then(Value::as_bool) == Some(true)
+                };
                 let was_paused = e.prev.as_deref().map(paused);
                 if was_paused == Some(paused(&e.object)) || paused(&e.object) {
                     return;
@@ -227,8 +266,11 @@ impl Controller {
                 let claims = self.claims(&|c| {
                     meta_str(c, "namespace") == Some(ns.as_str())
                         && (s(c, "/spec/clusterName") == Some(cl.as_str())
-                            || c.pointer(&format!("/metadata/labels/{}", CLUSTER_NAME_LABEL.replace('/', "~1")))
-                                .and_then(Value::as_str)
+                            || c.pointer(&format!(
+                                "/metadata/labels/{}",
+                                CLUSTER_NAME_LABEL.replace('/', "~1")
+                            ))
+                            .and_then(Value::as_str)
                                 == Some(cl.as_str()))
                 });
                 claims.into_iter().for_each(|n| self.enqueue(n));
@@ -237,11 +279,26 @@ impl Controller {
         }
     }
 
-    fn json_patch(&self, g: &GroupResource, ns: &str, name: &str, patch: Value, status: bool) -> bool {
-        let Some(info) = self.shared.info_for(g) else { return false };
+    fn json_patch(
+        &self,
+        g: &GroupResource,
+        ns: &str,
+        name: &str,
+        patch: Value,
+        status: bool,
+    ) -> bool {
+        let Some(info) = self.shared.info_for(g) else {
+            return false;
+        };
         let body = patch.to_string();
-        let pt = if patch.is_array() { PatchType::Json } else { PatchType::Merge };
-        self.shared.patch(&info, ns, name, pt, body.as_bytes(), false, status, &ctx()).is_ok()
+        let pt = if patch.is_array() {
+            PatchType::Json
+        } else {
+            PatchType::Merge
+        };
+        self.shared
+            .patch(&info, ns, name, pt, body.as_bytes(), false, status, &ctx())
+            .is_ok()
     }
 
     fn remove_finalizer(&self, g: &GroupResource, obj: &Value, fin: &str) {
@@ -250,37 +307,65 @@ impl Controller {
             return;
         }
         let rest: Vec<&String> = fins.iter().filter(|f| *f != fin).collect();
-        let (ns, name) = (meta_str(obj, "namespace").unwrap_or(""), meta_str(obj, "name").unwrap_or(""));
-        self.json_patch(g, ns, name, json!([{"op": "test", "path": "/metadata/finalizers", "value": fins},
-            {"op": "replace", "path": "/metadata/finalizers", "value": rest}]), false);
+        let (ns, name) = (
+            meta_str(obj, "namespace").unwrap_or(""),
+            meta_str(obj, "name").unwrap_or(""),
+        );
+        self.json_patch(
+            g,
+            ns,
+            name,
+            json!([{"op": "test", "path": "/metadata/finalizers", "value": fins},
+            {"op": "replace", "path": "/metadata/finalizers", "value": rest}]),
+            false,
+        );
     }
 
     fn reconcile_claim(&mut self, (ns, name): &Name) {
         let store = &self.shared.store;
         let claims = gr("ipaddressclaims");
         let addresses = gr("ipaddresses");
-        let Some(claim) = store.get(&claims, ns, name) else { return };
+        let Some(claim) = store.get(&claims, ns, name) else {
+            return;
+        };
         if is_paused(&claim) {
             return;
         }
-        let Some(pool_id) = claim_pool(&claim, ns) else { return };
+        let Some(pool_id) = claim_pool(&claim, ns) else {
+            return;
+        };
         if is_deleting(&claim) {
             if let Some(addr) = store.get(&addresses, ns, name) {
                 self.remove_finalizer(&addresses, &addr, PROTECT_ADDRESS_FINALIZER);
                 if let Some(info) = self.shared.info_for(&addresses) {
-                    let _ = self.shared.delete(&info, ns, name, &Default::default(), &ctx());
+                    let _ = self
+                        .shared
+                        .delete(&info, ns, name, &Default::default(), &ctx());
                 }
                 self.dirty_pools.insert(pool_id);
             }
             self.remove_finalizer(&claims, &claim, RELEASE_FINALIZER);
             return;
         }
-        let cluster_name = s(&claim, "/spec/clusterName").filter(|c| !c.is_empty()).or_else(|| {
-            claim.pointer(&format!("/metadata/labels/{}", CLUSTER_NAME_LABEL.replace('/', "~1"))).and_then(Value::as_str)
-        });
+        let cluster_name = s(&claim, "/spec/clusterName")
+            .filter(|c| !c.is_empty())
+            .or_else(|| {
+                claim
+                    .pointer(&format!(
+                        "/metadata/labels/{}",
+                        CLUSTER_NAME_LABEL.replace('/', "~1")
+                    ))
+                    .and_then(Value::as_str)
+            });
         if let Some(cn) = cluster_name {
-            let Some(cluster) = store.get(&GroupResource::new("cluster.x-k8s.io", "clusters"), ns, cn) else { return };
-            if is_paused(&cluster) || cluster.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) {
+            let Some(cluster) =
+                store.get(&GroupResource::new("cluster.x-k8s.io", "clusters"), ns, cn)
+            else {
+                return;
+            };
+            if is_paused(&cluster)
+                || cluster.pointer("/spec/paused").and_then(Value::as_bool) == Some(true)
+            {
                 return;
             }
         }
@@ -288,15 +373,28 @@ impl Controller {
             let fins = finalizers(&claim);
             let mut with = fins.clone();
             with.push(RELEASE_FINALIZER.to_string());
-            let test = if fins.is_empty() { Value::Null } else { json!(fins) };
-            if !self.json_patch(&claims, ns, name, json!([{"op": "test", "path": "/metadata/finalizers", "value": test},
-                {"op": "add", "path": "/metadata/finalizers", "value": with}]), false)
-            {
+            let test = if fins.is_empty() {
+                Value::Null
+            } else {
+                json!(fins)
+            };
+            if !self.json_patch(
+                &claims,
+                ns,
+                name,
+                json!([{"op": "test", "path": "/metadata/finalizers", "value": test},
+                {"op": "add", "path": "/metadata/finalizers", "value": with}]),
+                false,
+            ) {
                 return;
             }
         }
-        let Some(pool_gr) = pool_gr(&pool_id.0) else { return };
-        let Some(pool) = store.get(&pool_gr, &pool_id.1, &pool_id.2) else { return };
+        let Some(pool_gr) = pool_gr(&pool_id.0) else {
+            return;
+        };
+        let Some(pool) = store.get(&pool_gr, &pool_id.1, &pool_id.2) else {
+            return;
+        };
         if is_paused(&pool) || is_deleting(&pool) {
             return;
         }
@@ -305,7 +403,11 @@ impl Controller {
                 tracing::warn!(pool = %pool_id.2, "pool spec cannot be parsed; claim left pending");
                 return;
             };
-            let mut in_use: BTreeSet<u128> = self.used_addresses(&pool_id).iter().map(|ip| to_int(*ip)).collect();
+            let mut in_use: BTreeSet<u128> = self
+                .used_addresses(&pool_id)
+                .iter()
+                .map(|ip| to_int(*ip))
+                .collect();
             if let Some(gw) = s(&pool, "/spec/gateway").and_then(|g| g.parse().ok()) {
                 in_use.insert(to_int(gw));
             }
@@ -319,18 +421,46 @@ impl Controller {
             self.dirty_pools.insert(pool_id);
         }
         if s(&claim, "/status/addressRef/name") != Some(name.as_str()) {
-            self.json_patch(&claims, ns, name, json!({"status": {"addressRef": {"name": name}}}), true);
+            self.json_patch(
+                &claims,
+                ns,
+                name,
+                json!({"status": {"addressRef": {"name": name}}}),
+                true,
+            );
         }
     }
 
     fn used_addresses(&self, pool: &PoolId) -> Vec<std::net::IpAddr> {
-        let ns = if pool.0 == "InClusterIPPool" { Some(pool.1.as_str()) } else { None };
-        let (items, _, _) = self.shared.store.list(&gr("ipaddresses"), ns, None, 0, &|a| address_pool(a).as_ref() == Some(pool));
-        items.iter().filter_map(|a| s(a, "/spec/address").and_then(|x| x.parse().ok())).collect()
+        let ns = if pool.0 == "InClusterIPPool" {
+            Some(pool.1.as_str())
+        } else {
+            None
+        };
+        let (items, _, _) = self
+            .shared
+            .store
+            .list(&gr("ipaddresses"), ns, None, 0, &|a| {
+                address_pool(a).as_ref() == Some(pool)
+            });
+        items
+            .iter()
+            .filter_map(|a| s(a, "/spec/address").and_then(|x| x.parse().ok()))
+            .collect()
     }
 
-    fn create_address(&self, claim: &Value, pool: &Value, pool_id: &PoolId, ns: &str, name: &str, ip: std::net::IpAddr) -> bool {
-        let Some(info) = self.shared.info_for(&gr("ipaddresses")) else { return false };
+    fn create_address(
+        &self,
+        claim: &Value,
+        pool: &Value,
+        pool_id: &PoolId,
+        ns: &str,
+        name: &str,
+        ip: std::net::IpAddr,
+    ) -> bool {
+        let Some(info) = self.shared.info_for(&gr("ipaddresses")) else {
+            return false;
+        };
         let owner = |o: &Value, controller: bool| {
             json!({"apiVersion": o.get("apiVersion"), "kind": o.get("kind"), "name": meta_str(o, "name"),
                 "uid": meta_str(o, "uid"), "controller": controller, "blockOwnerDeletion": true})
@@ -343,7 +473,10 @@ impl Controller {
         if let Some(gw) = s(pool, "/spec/gateway") {
             addr["spec"]["gateway"] = json!(gw);
         }
-        if let Some(cl) = claim.pointer(&format!("/metadata/labels/{}", CLUSTER_NAME_LABEL.replace('/', "~1"))) {
+        if let Some(cl) = claim.pointer(&format!(
+            "/metadata/labels/{}",
+            CLUSTER_NAME_LABEL.replace('/', "~1")
+        )) {
             addr["metadata"]["labels"] = json!({CLUSTER_NAME_LABEL: cl});
         }
         match self.shared.create(&info, ns, addr, &ctx()) {
@@ -358,7 +491,9 @@ impl Controller {
 
     fn update_pool(&self, id: &PoolId) {
         let Some(g) = pool_gr(&id.0) else { return };
-        let Some(pool) = self.shared.store.get(&g, &id.1, &id.2) else { return };
+        let Some(pool) = self.shared.store.get(&g, &id.1, &id.2) else {
+            return;
+        };
         let used = self.used_addresses(id);
         if is_deleting(&pool) {
             if used.is_empty() {
@@ -366,15 +501,30 @@ impl Controller {
             }
             return;
         }
-        if !finalizers(&pool).iter().any(|f| f == PROTECT_POOL_FINALIZER) {
+        if !finalizers(&pool)
+            .iter()
+            .any(|f| f == PROTECT_POOL_FINALIZER)
+        {
             let fins = finalizers(&pool);
             let mut with = fins.clone();
             with.push(PROTECT_POOL_FINALIZER.to_string());
-            let test = if fins.is_empty() { Value::Null } else { json!(fins) };
-            self.json_patch(&g, &id.1, &id.2, json!([{"op": "test", "path": "/metadata/finalizers", "value": test},
-                {"op": "add", "path": "/metadata/finalizers", "value": with}]), false);
+            let test = if fins.is_empty() {
+                Value::Null
+            } else {
+                json!(fins)
+            };
+            self.json_patch(
+                &g,
+                &id.1,
+                &id.2,
+                json!([{"op": "test", "path": "/metadata/finalizers", "value": test},
+                {"op": "add", "path": "/metadata/finalizers", "value": with}]),
+                false,
+            );
         }
-        let Ok(alloc) = Allocatable::new(&pool_spec(&pool)) else { return };
+        let Ok(alloc) = Allocatable::new(&pool_spec(&pool)) else {
+            return;
+        };
         let total = alloc.total();
         let out_of_range = used.iter().filter(|ip| !alloc.contains(**ip)).count() as i64;
         let used_n = used.len() as i64;

@@ -1,0 +1,12 @@
+//! Conformance of the testbed with a real API server, through a real `kube::Client`.
+//! Each module covers numbered points of issue 2.
+
+mod common;
+
+mod api;
+mod gc;
+mod ipam;
+mod measure;
+mod schema;
+mod watch;
+mod writes;
