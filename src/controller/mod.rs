@@ -132,17 +132,17 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         .instrument(span)
         .await;
     let label = match &result {
-        Ok(Some(_)) => "skipped",
-        Ok(None) => "success",
+        Ok((Some(_), _)) => "skipped",
+        Ok((None, _)) => "success",
         Err(_) => "error",
     };
     ctx.metrics
         .reconciled(&class, label, started.elapsed().as_secs_f64());
     match result {
-        Ok(_) => {
+        Ok((_, requeue_after)) => {
             ctx.memory.succeeded(&cluster.uid);
             ctx.memory.transition(&cluster.uid, Slot::Write, None);
-            Ok(Action::requeue(SAFETY_REQUEUE))
+            Ok(Action::requeue(requeue_after.unwrap_or(SAFETY_REQUEUE)))
         }
         Err(e) => {
             if let Some(reason) = e.user_reason() {
@@ -164,12 +164,14 @@ async fn reconcile_cluster(
     ctx: &Context,
     cluster: ClusterView,
     class: &str,
-) -> Result<Option<Skip>, Error> {
-    let snapshot = ctx.stores.snapshot(cluster, ctx.settings.default_port);
+) -> Result<(Option<Skip>, Option<Duration>), Error> {
+    let snapshot = ctx
+        .stores
+        .snapshot(cluster, ctx.settings.default_port, ctx.clock.now());
     let plan = plan::plan(&snapshot);
     if let Some(skip) = plan.skip {
         tracing::debug!(?skip, "cluster skipped");
-        return Ok(Some(skip));
+        return Ok((Some(skip), None));
     }
     let outcome = act::act(ctx, &snapshot.cluster, class, &plan).await?;
     act::report(ctx, &snapshot.cluster, class, &plan).await;
@@ -180,7 +182,7 @@ async fn reconcile_cluster(
             "reconciled"
         );
     }
-    Ok(None)
+    Ok((None, plan.requeue_after))
 }
 
 fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -201,7 +203,7 @@ fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Acti
             tracing::warn!(cluster = name, error = %err, "transient error, backing off");
             Action::requeue(error::backoff(
                 attempt,
-                Duration::from_millis(500),
+                Duration::from_millis(200),
                 Duration::from_secs(300),
             ))
         }

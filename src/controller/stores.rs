@@ -108,7 +108,12 @@ impl Stores {
     }
 
     /// A snapshot for the rules.
-    pub fn snapshot(&self, cluster: ClusterView, default_port: u16) -> Snapshot {
+    pub fn snapshot(
+        &self,
+        cluster: ClusterView,
+        default_port: u16,
+        now: jiff::Timestamp,
+    ) -> Snapshot {
         let class = cluster.class.as_ref().and_then(|r| {
             Self::get(
                 &self.classes,
@@ -127,7 +132,7 @@ impl Stores {
                         .ok()
                 });
             let address = claim.as_ref().and_then(|c| {
-                let name = c.address_ref.as_ref()?;
+                let name = c.address_ref.as_ref().unwrap_or(&c.name);
                 let obj = Self::get(
                     &self.addresses,
                     &self.shapes.address,
@@ -147,6 +152,7 @@ impl Stores {
             pools: self.pool_views(),
             cluster,
             default_port,
+            now,
         }
     }
 

@@ -87,7 +87,8 @@ impl Role {
 pub struct RoleInputs {
     /// The claim named for this role and Cluster, whoever owns it.
     pub claim: Option<ClaimView>,
-    /// The IPAddress named by the claim's `status.addressRef`.
+    /// The IPAddress named by the claim's `status.addressRef`, or else the one answering the claim
+    /// (same name, `spec.claimRef`) before the provider set `addressRef`.
     pub address: Option<AddressView>,
 }
 
@@ -106,6 +107,8 @@ pub struct Snapshot {
     pub ingress: RoleInputs,
     /// `--default-port`.
     pub default_port: u16,
+    /// Now (for grace periods).
+    pub now: jiff::Timestamp,
 }
 
 impl Snapshot {
@@ -207,4 +210,10 @@ pub struct Plan {
     pub allocations: Vec<Allocation>,
     /// The current state per role, when it is worth an Event.
     pub reports: Vec<Report>,
+    /// Look again after this long even if nothing changes (a grace period is running).
+    pub requeue_after: Option<std::time::Duration>,
 }
+
+/// How long a pending claim on a pool showing `free == 0` waits before `PoolExhausted` is reported: the pool's
+/// counters can reflect our own claim's address before the claim's `addressRef` reaches the cache.
+pub const EXHAUSTION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);

@@ -315,6 +315,22 @@ fn claimed_vip(
     } else if !fits && choice.is_none() {
         out.reports.push(pool_not_found(role, class, required));
     } else if let Some(p) = current.filter(|p| p.exhausted()) {
+        let answered = snap
+            .inputs(role)
+            .address
+            .as_ref()
+            .is_some_and(|a| a.claim_name == claim.name);
+        if answered {
+            return None; // the address exists; `addressRef` follows
+        }
+        let age = claim
+            .created
+            .map(|c| snap.now.duration_since(c).unsigned_abs())
+            .unwrap_or(super::EXHAUSTION_GRACE);
+        if age < super::EXHAUSTION_GRACE {
+            out.requeue_after = Some(super::EXHAUSTION_GRACE - age);
+            return None;
+        }
         out.reports.push(Report {
             role,
             severity: Severity::Warning,

@@ -100,6 +100,7 @@ fn snap(c: Value) -> Snapshot {
         control_plane: RoleInputs::default(),
         ingress: RoleInputs::default(),
         default_port: 6443,
+        now: "2026-01-01T00:01:00Z".parse().unwrap(),
     }
 }
 
@@ -578,4 +579,38 @@ fn claim_names_round_trip() {
         Some((Role::Ingress, "cp-x"))
     );
     assert_eq!(Role::cluster_of_claim("other"), None);
+}
+
+#[test]
+fn exhaustion_waits_a_grace_period_for_a_fresh_claim() {
+    let mut s = snap(cluster_json());
+    s.pools[0].free = Some(0);
+    s.control_plane.claim = Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", false));
+    s.now = "2026-01-01T00:00:01Z".parse().unwrap();
+    let p = plan(&s);
+    assert!(
+        p.reports.iter().all(|r| r.reason != "PoolExhausted"),
+        "too early to tell"
+    );
+    assert_eq!(
+        p.requeue_after,
+        Some(std::time::Duration::from_secs(1)),
+        "look again when the grace ends"
+    );
+}
+
+#[test]
+fn exhaustion_is_not_reported_when_the_address_already_exists() {
+    let mut s = snap(cluster_json());
+    s.pools[0].free = Some(0); // our own claim took the last address
+    s.control_plane = RoleInputs {
+        claim: Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", false)),
+        address: Some(address(Role::ControlPlane, "10.0.0.5")),
+    };
+    let p = plan(&s);
+    assert!(p.reports.iter().all(|r| r.reason != "PoolExhausted"));
+    assert!(
+        p.changes.endpoint_host.is_none(),
+        "the VIP is written only once addressRef is set"
+    );
 }
