@@ -39,6 +39,9 @@ pub enum AppError {
     /// HTTP server.
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
+    /// A task ended before shutdown was requested.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// The user agent on every request: `capi-vip-allocator/<version>`.
@@ -192,22 +195,35 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
             controller::run(runtime, shutdown).await;
         }
     };
-    let work = tokio::spawn(work);
+    let mut work = tokio::spawn(work);
 
-    // Any HTTP server dying ends the process with an error; the controller ends on shutdown.
+    // Any task dying (an HTTP server, or the controller before shutdown) ends the process with an error.
     let mut result = Ok(());
+    let mut work_done = false;
     tokio::select! {
         _ = shutdown.cancelled() => {}
+        res = &mut work => {
+            work_done = true;
+            if !shutdown.is_cancelled() {
+                result = Err(AppError::Stopped(match res {
+                    Ok(()) => "the controller stopped on its own".to_owned(),
+                    Err(e) => format!("the controller task failed: {e}"),
+                }));
+                shutdown.cancel();
+            }
+        }
         Some(res) = http_tasks.join_next() => {
             result = match res {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => Err(AppError::Stopped("an HTTP server stopped on its own".to_owned())),
                 Ok(Err(e)) => Err(AppError::Http(e)),
                 Err(e) => Err(AppError::Http(std::io::Error::other(e))),
             };
             shutdown.cancel();
         }
     }
-    let _ = work.await;
+    if !work_done {
+        let _ = work.await;
+    }
     while let Some(res) = http_tasks.join_next().await {
         if let Ok(Err(e)) = res {
             tracing::warn!(error = %e, "HTTP server ended with an error");

@@ -78,6 +78,19 @@ pub mod reasons {
     ];
 }
 
+/// The `action` field of our Events.
+pub const EVENT_ACTION: &str = "AllocateVIP";
+
+/// Values of the `result` label of `capi_vip_allocator_reconcile_total`.
+pub mod results {
+    /// The reconcile completed (whatever it had to do).
+    pub const SUCCESS: &str = "success";
+    /// The reconcile failed and will be retried.
+    pub const ERROR: &str = "error";
+    /// The Cluster was skipped (paused, being deleted, or without a topology class).
+    pub const SKIPPED: &str = "skipped";
+}
+
 /// Metric names (the Go operator's, unchanged).
 pub mod metrics {
     /// Counter `{role,cluster_class}`: VIPs written to Clusters.
@@ -140,6 +153,10 @@ mod tests {
             super::VARIABLE_CLUSTER_VIP,
             super::VARIABLE_INGRESS_VIP,
             super::CONTROLLER_NAME,
+            super::EVENT_ACTION,
+            super::results::SUCCESS,
+            super::results::ERROR,
+            super::results::SKIPPED,
         ];
         all.extend_from_slice(super::reasons::ALL);
         use super::metrics as m;

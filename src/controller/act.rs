@@ -220,7 +220,7 @@ pub async fn publish(
         },
         reason: reason.to_owned(),
         note: Some(note),
-        action: "AllocateVIP".into(),
+        action: crate::names::EVENT_ACTION.into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &reference).await {

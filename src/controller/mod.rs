@@ -132,9 +132,9 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         .instrument(span)
         .await;
     let label = match &result {
-        Ok((Some(_), _)) => "skipped",
-        Ok((None, _)) => "success",
-        Err(_) => "error",
+        Ok((Some(_), _)) => crate::names::results::SKIPPED,
+        Ok((None, _)) => crate::names::results::SUCCESS,
+        Err(_) => crate::names::results::ERROR,
     };
     ctx.metrics
         .reconciled(&class, label, started.elapsed().as_secs_f64());
