@@ -115,6 +115,65 @@ pub async fn bind(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        let code = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (
+            code,
+            buf.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_owned())
+                .unwrap_or_default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_health_and_separate_servers_split_routes() {
+        let state = HttpState {
+            metrics: Arc::new(Metrics::new().unwrap()),
+            health: Arc::new(Health::default()),
+        };
+        let metrics_addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let probe_addr: SocketAddr = "127.0.0.2:0".parse().unwrap();
+        let servers = bind(Some(metrics_addr), Some(probe_addr), state.clone())
+            .await
+            .unwrap();
+        assert_eq!(servers.len(), 2, "distinct addresses, distinct servers");
+        let (m, p) = (
+            servers[0].local_addr().unwrap(),
+            servers[1].local_addr().unwrap(),
+        );
+        let token = CancellationToken::new();
+        let tasks: Vec<_> = servers
+            .into_iter()
+            .map(|s| tokio::spawn(s.serve(token.clone())))
+            .collect();
+        assert_eq!(get(p, "/healthz").await, (200, "ok".to_owned()));
+        assert_eq!(get(p, "/readyz").await.0, 503);
+        state.health.set(true, true);
+        assert_eq!(get(p, "/readyz").await.0, 200);
+        assert_eq!(
+            get(p, "/metrics").await.0,
+            404,
+            "metrics are not on the probe server"
+        );
+        let (code, body) = get(m, "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("capi_vip_allocator") || body.contains("process_"),
+            "{body}"
+        );
+        token.cancel();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
 
     #[test]
     fn go_style_addresses_parse() {
@@ -136,5 +195,24 @@ mod tests {
         );
         assert_eq!(parse_bind_address("0").unwrap(), None);
         assert!(parse_bind_address("nonsense").is_err());
+    }
+
+    #[tokio::test]
+    async fn equal_addresses_share_one_server_and_zero_disables() {
+        let state = HttpState {
+            metrics: Arc::new(Metrics::new().unwrap()),
+            health: Arc::new(Health::default()),
+        };
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let servers = bind(Some(addr), Some(addr), state.clone()).await.unwrap();
+        assert_eq!(servers.len(), 1);
+        let a = servers[0].local_addr().unwrap();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(servers.into_iter().next().unwrap().serve(token.clone()));
+        assert_eq!(get(a, "/healthz").await.0, 200);
+        assert_eq!(get(a, "/metrics").await.0, 200);
+        token.cancel();
+        task.await.unwrap().unwrap();
+        assert!(bind(None, None, state).await.unwrap().is_empty());
     }
 }
