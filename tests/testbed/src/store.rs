@@ -380,8 +380,8 @@ impl Store {
             None => return Ok(Vec::new()),
         };
         // rvs in history are consecutive, so the position is arithmetic.
-        let start = (after + 1).saturating_sub(first_rv) as usize;
-        Ok(inner.history.iter().skip(start).cloned().collect())
+        let start = ((after + 1).saturating_sub(first_rv) as usize).min(inner.history.len());
+        Ok(inner.history.range(start..).cloned().collect())
     }
 
     /// The oldest rv a watch may resume from.

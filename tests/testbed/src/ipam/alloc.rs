@@ -1,7 +1,7 @@
 //! Address arithmetic of the in-cluster IPAM provider: parse pool entries (IP, CIDR, `a-b`),
 //! build the allocatable set, pick the lowest free address.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -161,11 +161,11 @@ impl Allocatable {
         self.ranges.iter().any(|(a, b)| (*a..=*b).contains(&v))
     }
 
-    /// The lowest allocatable address not in use.
-    pub fn first_free(&self, in_use: &BTreeSet<u128>) -> Option<IpAddr> {
+    /// The lowest allocatable address not in use (keys of `in_use`: addresses as integers).
+    pub fn first_free<V>(&self, in_use: &BTreeMap<u128, V>) -> Option<IpAddr> {
         for (a, b) in &self.ranges {
             let mut c = *a;
-            for u in in_use.range(*a..=*b) {
+            for (u, _) in in_use.range(*a..=*b) {
                 if *u == c {
                     if c == *b {
                         break;
@@ -175,7 +175,7 @@ impl Allocatable {
                     break;
                 }
             }
-            if !in_use.contains(&c) {
+            if !in_use.contains_key(&c) {
                 return Some(from_int(c, self.v6));
             }
         }
@@ -186,6 +186,12 @@ impl Allocatable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn set(ips: &[&str]) -> BTreeMap<u128, usize> {
+        ips.iter()
+            .map(|x| (to_int(x.parse().unwrap()), 1))
+            .collect()
+    }
 
     fn spec(addresses: &[&str], prefix: u8) -> PoolSpec {
         PoolSpec {
@@ -201,10 +207,7 @@ mod tests {
         s.gateway = Some("10.0.0.1".into());
         let a = Allocatable::new(&s).unwrap();
         assert_eq!(a.total(), 5, ".2-.6");
-        assert_eq!(
-            a.first_free(&BTreeSet::new()),
-            Some("10.0.0.2".parse().unwrap())
-        );
+        assert_eq!(a.first_free(&set(&[])), Some("10.0.0.2".parse().unwrap()));
         assert!(!a.contains("10.0.0.7".parse().unwrap()));
         s.allocate_reserved = true;
         assert_eq!(
@@ -220,7 +223,7 @@ mod tests {
         s.excluded = vec!["10.0.1.11".into()];
         let a = Allocatable::new(&s).unwrap();
         assert_eq!(a.total(), 3);
-        let used: BTreeSet<u128> = [to_int("10.0.1.5".parse().unwrap())].into();
+        let used = set(&["10.0.1.5"]);
         assert_eq!(a.first_free(&used), Some("10.0.1.10".parse().unwrap()));
         let all: BTreeSet<u128> = ["10.0.1.5", "10.0.1.10", "10.0.1.12"]
             .iter()
@@ -233,10 +236,7 @@ mod tests {
     fn ipv6_keeps_last_address_and_drops_anycast() {
         let a = Allocatable::new(&spec(&["fd00::/126"], 126)).unwrap();
         assert_eq!(a.total(), 3);
-        assert_eq!(
-            a.first_free(&BTreeSet::new()),
-            Some("fd00::1".parse().unwrap())
-        );
+        assert_eq!(a.first_free(&set(&[])), Some("fd00::1".parse().unwrap()));
         assert!(a.contains("fd00::3".parse().unwrap()));
         assert!(Allocatable::new(&spec(&["10.0.0.1", "fd00::1"], 24)).is_err());
     }

@@ -6,17 +6,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::alloc::{to_int, Allocatable, PoolSpec};
+use super::alloc::{Allocatable, PoolSpec};
 use super::*;
 use crate::objects::WriteCtx;
 use crate::patch::PatchType;
 use crate::state::{finalizers, is_deleting, meta_str, Shared};
 use crate::store::{Event, EventType, GroupResource};
 
-type Name = (String, String);
-
-/// A pool identity: (kind, namespace — "" for the global pool, name).
-type PoolId = (String, String, String);
+use super::index::{address_pool, claim_cluster, claim_pool, Index, Name, PoolId};
 
 fn gr(resource: &str) -> GroupResource {
     GroupResource::new(GROUP, resource)
@@ -36,32 +33,6 @@ fn s<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
 
 fn ctx() -> WriteCtx {
     WriteCtx::internal(AGENT)
-}
-
-/// The pool a claim points at, if it is one of ours.
-fn claim_pool(claim: &Value, ns: &str) -> Option<PoolId> {
-    if s(claim, "/spec/poolRef/apiGroup") != Some(GROUP) {
-        return None;
-    }
-    let kind = s(claim, "/spec/poolRef/kind")?;
-    let name = s(claim, "/spec/poolRef/name")?;
-    let pool_ns = match kind {
-        "InClusterIPPool" => ns,
-        "GlobalInClusterIPPool" => "",
-        _ => return None,
-    };
-    Some((kind.to_string(), pool_ns.to_string(), name.to_string()))
-}
-
-fn address_pool(addr: &Value) -> Option<PoolId> {
-    let kind = s(addr, "/spec/poolRef/kind")?;
-    let name = s(addr, "/spec/poolRef/name")?;
-    let ns = match kind {
-        "InClusterIPPool" => meta_str(addr, "namespace").unwrap_or(""),
-        "GlobalInClusterIPPool" => "",
-        _ => return None,
-    };
-    Some((kind.to_string(), ns.to_string(), name.to_string()))
 }
 
 fn is_paused(obj: &Value) -> bool {
@@ -106,6 +77,7 @@ struct Controller {
     queued: HashSet<Name>,
     dirty_pools: BTreeSet<PoolId>,
     delay: Duration,
+    index: Index,
 }
 
 pub async fn run(shared: Arc<Shared>, delay: Duration) {
@@ -116,6 +88,7 @@ pub async fn run(shared: Arc<Shared>, delay: Duration) {
         queued: HashSet::new(),
         dirty_pools: BTreeSet::new(),
         delay,
+        index: Index::default(),
     };
     let mut since_status = 0usize;
     loop {
@@ -169,46 +142,44 @@ impl Controller {
         }
     }
 
-    fn claims(&self, filter: &dyn Fn(&Value) -> bool) -> Vec<Name> {
-        let (items, _, _) = self
-            .shared
-            .store
-            .list(&gr("ipaddressclaims"), None, None, 0, filter);
-        items
-            .iter()
-            .map(|c| {
-                (
-                    meta_str(c, "namespace").unwrap_or("").to_string(),
-                    meta_str(c, "name").unwrap_or("").to_string(),
-                )
-            })
-            .collect()
-    }
-
     /// Claims of a pool still waiting for an address.
     fn enqueue_waiting(&mut self, pool: &PoolId) {
-        let waiting = self.claims(&|c| {
-            let ns = meta_str(c, "namespace").unwrap_or("");
-            c.pointer("/status/addressRef/name").is_none()
-                && claim_pool(c, ns).as_ref() == Some(pool)
-        });
-        waiting.into_iter().for_each(|n| self.enqueue(n));
+        for n in self.index.waiting_on(pool) {
+            self.enqueue(n);
+        }
     }
 
+    /// Rebuilds the indexes from the store (after falling behind the change history).
     fn resync(&mut self) {
-        for n in self.claims(&|_| true) {
+        self.index.clear();
+        let name_of = |o: &Value| {
+            (
+                meta_str(o, "namespace").unwrap_or("").to_string(),
+                meta_str(o, "name").unwrap_or("").to_string(),
+            )
+        };
+        let (claims, _, _) = self
+            .shared
+            .store
+            .list(&gr("ipaddressclaims"), None, None, 0, &|_| true);
+        for c in &claims {
+            let n = name_of(c);
+            self.index.set_claim(&n, Some(c));
             self.enqueue(n);
+        }
+        let (addrs, _, _) = self
+            .shared
+            .store
+            .list(&gr("ipaddresses"), None, None, 0, &|_| true);
+        for a in &addrs {
+            self.index.set_address(&name_of(a), Some(a));
         }
         for kind in ["InClusterIPPool", "GlobalInClusterIPPool"] {
             if let Some(g) = pool_gr(kind) {
                 let (pools, _, _) = self.shared.store.list(&g, None, None, 0, &|_| true);
                 for p in pools {
-                    let ns = meta_str(&p, "namespace").unwrap_or("").to_string();
-                    self.dirty_pools.insert((
-                        kind.to_string(),
-                        ns,
-                        meta_str(&p, "name").unwrap_or("").to_string(),
-                    ));
+                    let (ns, name) = name_of(&p);
+                    self.dirty_pools.insert((kind.to_string(), ns, name));
                 }
             }
         }
@@ -218,9 +189,17 @@ impl Controller {
         let k = &e.key;
         let name = (k.namespace.clone(), k.name.clone());
         match (k.gr.group.as_str(), k.gr.resource.as_str()) {
-            (GROUP, "ipaddressclaims") if e.kind != EventType::Deleted => self.enqueue(name),
+            (GROUP, "ipaddressclaims") => {
+                let gone = e.kind == EventType::Deleted;
+                self.index.set_claim(&name, (!gone).then_some(&*e.object));
+                if !gone {
+                    self.enqueue(name);
+                }
+            }
             (GROUP, "ipaddresses") => {
-                if let Some(p) = address_pool(&e.object) {
+                let gone = e.kind == EventType::Deleted;
+                self.index.set_address(&name, (!gone).then_some(&*e.object));
+                if let Some(p) = address_pool(&e.object, &k.namespace) {
                     if e.kind == EventType::Deleted {
                         self.enqueue_waiting(&p);
                     }
@@ -262,17 +241,7 @@ impl Controller {
                 if was_paused == Some(paused(&e.object)) || paused(&e.object) {
                     return;
                 }
-                let (ns, cl) = (k.namespace.clone(), k.name.clone());
-                let claims = self.claims(&|c| {
-                    meta_str(c, "namespace") == Some(ns.as_str())
-                        && (s(c, "/spec/clusterName") == Some(cl.as_str())
-                            || c.pointer(&format!(
-                                "/metadata/labels/{}",
-                                CLUSTER_NAME_LABEL.replace('/', "~1")
-                            ))
-                            .and_then(Value::as_str)
-                                == Some(cl.as_str()))
-                });
+                let claims = self.index.claims_of_cluster(&k.namespace, &k.name);
                 claims.into_iter().for_each(|n| self.enqueue(n));
             }
             _ => {}
@@ -342,21 +311,13 @@ impl Controller {
                         .shared
                         .delete(&info, ns, name, &Default::default(), &ctx());
                 }
+                self.index.set_address(&(ns.clone(), name.clone()), None);
                 self.dirty_pools.insert(pool_id);
             }
             self.remove_finalizer(&claims, &claim, RELEASE_FINALIZER);
             return;
         }
-        let cluster_name = s(&claim, "/spec/clusterName")
-            .filter(|c| !c.is_empty())
-            .or_else(|| {
-                claim
-                    .pointer(&format!(
-                        "/metadata/labels/{}",
-                        CLUSTER_NAME_LABEL.replace('/', "~1")
-                    ))
-                    .and_then(Value::as_str)
-            });
+        let cluster_name = claim_cluster(&claim);
         if let Some(cn) = cluster_name {
             let Some(cluster) =
                 store.get(&GroupResource::new("cluster.x-k8s.io", "clusters"), ns, cn)
@@ -403,14 +364,9 @@ impl Controller {
                 tracing::warn!(pool = %pool_id.2, "pool spec cannot be parsed; claim left pending");
                 return;
             };
-            let mut in_use: BTreeSet<u128> = self
-                .used_addresses(&pool_id)
-                .iter()
-                .map(|ip| to_int(*ip))
-                .collect();
-            if let Some(gw) = s(&pool, "/spec/gateway").and_then(|g| g.parse().ok()) {
-                in_use.insert(to_int(gw));
-            }
+            // The gateway is never in the allocatable set, so only IPAddresses count.
+            let empty = std::collections::BTreeMap::<u128, usize>::new();
+            let in_use = self.index.in_use(&pool_id).unwrap_or(&empty);
             let Some(ip) = alloc.first_free(&in_use) else {
                 tracing::debug!(claim = %name, pool = %pool_id.2, "failed to find free address: no address available");
                 return;
@@ -431,26 +387,8 @@ impl Controller {
         }
     }
 
-    fn used_addresses(&self, pool: &PoolId) -> Vec<std::net::IpAddr> {
-        let ns = if pool.0 == "InClusterIPPool" {
-            Some(pool.1.as_str())
-        } else {
-            None
-        };
-        let (items, _, _) = self
-            .shared
-            .store
-            .list(&gr("ipaddresses"), ns, None, 0, &|a| {
-                address_pool(a).as_ref() == Some(pool)
-            });
-        items
-            .iter()
-            .filter_map(|a| s(a, "/spec/address").and_then(|x| x.parse().ok()))
-            .collect()
-    }
-
     fn create_address(
-        &self,
+        &mut self,
         claim: &Value,
         pool: &Value,
         pool_id: &PoolId,
@@ -479,8 +417,13 @@ impl Controller {
         )) {
             addr["metadata"]["labels"] = json!({CLUSTER_NAME_LABEL: cl});
         }
-        match self.shared.create(&info, ns, addr, &ctx()) {
-            Ok(_) => true,
+        match self.shared.create(&info, ns, addr.clone(), &ctx()) {
+            Ok(_) => {
+                // Indexed now, so the next allocation sees it before its watch event arrives.
+                self.index
+                    .set_address(&(ns.to_string(), name.to_string()), Some(&addr));
+                true
+            }
             Err(e) if e.reason == "AlreadyExists" => true,
             Err(e) => {
                 tracing::warn!(claim = %name, error = %e.message, "cannot create IPAddress");
@@ -494,9 +437,9 @@ impl Controller {
         let Some(pool) = self.shared.store.get(&g, &id.1, &id.2) else {
             return;
         };
-        let used = self.used_addresses(id);
+        let (used_n, used) = self.index.used(id);
         if is_deleting(&pool) {
-            if used.is_empty() {
+            if used_n == 0 {
                 self.remove_finalizer(&g, &pool, PROTECT_POOL_FINALIZER);
             }
             return;
@@ -527,7 +470,7 @@ impl Controller {
         };
         let total = alloc.total();
         let out_of_range = used.iter().filter(|ip| !alloc.contains(**ip)).count() as i64;
-        let used_n = used.len() as i64;
+        let used_n = used_n as i64;
         let status = json!({"status": {"ipAddresses": {"total": total, "used": used_n, "free": total - used_n, "outOfRange": out_of_range}}});
         if pool.pointer("/status/ipAddresses") != status.pointer("/status/ipAddresses") {
             self.json_patch(&g, &id.1, &id.2, status, true);

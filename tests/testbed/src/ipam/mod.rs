@@ -2,6 +2,7 @@
 
 pub mod alloc;
 mod controller;
+mod index;
 
 pub use controller::run;
 
