@@ -225,10 +225,7 @@ mod tests {
         assert_eq!(a.total(), 3);
         let used = set(&["10.0.1.5"]);
         assert_eq!(a.first_free(&used), Some("10.0.1.10".parse().unwrap()));
-        let all: BTreeSet<u128> = ["10.0.1.5", "10.0.1.10", "10.0.1.12"]
-            .iter()
-            .map(|x| to_int(x.parse().unwrap()))
-            .collect();
+        let all = set(&["10.0.1.5", "10.0.1.10", "10.0.1.12"]);
         assert_eq!(a.first_free(&all), None, "exhausted");
     }
 

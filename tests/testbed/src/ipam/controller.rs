@@ -367,7 +367,7 @@ impl Controller {
             // The gateway is never in the allocatable set, so only IPAddresses count.
             let empty = std::collections::BTreeMap::<u128, usize>::new();
             let in_use = self.index.in_use(&pool_id).unwrap_or(&empty);
-            let Some(ip) = alloc.first_free(&in_use) else {
+            let Some(ip) = alloc.first_free(in_use) else {
                 tracing::debug!(claim = %name, pool = %pool_id.2, "failed to find free address: no address available");
                 return;
             };
