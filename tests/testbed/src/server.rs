@@ -32,6 +32,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let Ok((stream, _)) = accepted else { continue };
         // Without this, keep-alive clients stall ~40 ms per request (Nagle + delayed ACK).
         let _ = stream.set_nodelay(true);
+        let shared_for_conn = shared.clone();
         let shared = shared.clone();
         let addr = addr.clone();
         tokio::spawn(async move {
@@ -40,10 +41,18 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let addr = addr.clone();
                 async move { Ok::<_, std::convert::Infallible>(route(shared, req, &addr).await) }
             });
+            let stop = shared_for_conn.shutdown.clone();
             let conn = http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc);
-            let _ = conn.await;
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
         });
     }
 }
