@@ -14,7 +14,7 @@ use crate::schema;
 use crate::state::{finalizers, is_deleting, meta_str, now_time, Shared};
 use crate::stats::WriteRecord;
 use crate::store::{rv_of, ObjKey};
-use crate::views::{from_view, to_view};
+use crate::views::{from_view, storage_api_version, to_view};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Validation {
@@ -220,7 +220,7 @@ impl Shared {
         mode: Mode,
     ) -> Result<Prepared, ApiError> {
         let name = meta_str(cur, "name").unwrap_or("").to_string();
-        new["apiVersion"] = json!(info.api_version());
+        new["apiVersion"] = json!(storage_api_version(info));
         new["kind"] = json!(info.kind);
         if !new.get("metadata").is_some_and(Value::is_object) {
             new["metadata"] = json!({});
@@ -370,8 +370,9 @@ impl Shared {
         ctx: &WriteCtx,
         managed: bool,
     ) -> Result<Written, ApiError> {
-        let mut obj = from_view(info, ensure_object(body)?);
+        let mut obj = ensure_object(body)?;
         check_type_meta(info, &mut obj, false)?;
+        let mut obj = from_view(info, obj);
         let meta_ns = meta_str(&obj, "namespace").map(String::from);
         if info.namespaced {
             if let Some(bns) = meta_ns.filter(|b| !b.is_empty()) {
@@ -533,8 +534,9 @@ impl Shared {
         status: bool,
         ctx: &WriteCtx,
     ) -> Result<Written, ApiError> {
-        let mut body = from_view(info, ensure_object(body)?);
+        let mut body = ensure_object(body)?;
         check_type_meta(info, &mut body, false)?;
+        let body = from_view(info, body);
         if let Some(n) = meta_str(&body, "name") {
             if n != name {
                 return Err(ApiError::bad_request(format!(

@@ -69,6 +69,14 @@ pub fn from_view(info: &ResourceInfo, obj: Value) -> Value {
     }
 }
 
+/// The apiVersion objects of this resource carry in storage.
+pub fn storage_api_version(info: &ResourceInfo) -> String {
+    match info.view {
+        View::EventsV1 => "v1".into(),
+        View::Native => info.api_version(),
+    }
+}
+
 /// Whether watch lines serialised from storage can be sent as-is to this client.
 pub fn is_identity(info: &ResourceInfo, obj: &Value) -> bool {
     info.view == View::Native

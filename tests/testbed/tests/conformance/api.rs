@@ -430,3 +430,66 @@ async fn method_not_allowed_and_wrong_media_type_are_status_bodies() {
     assert_eq!(r.body["kind"], "Status");
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn events_written_through_either_api_are_one_storage() {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let tb = start_without_ipam(Profile::Capi112).await;
+    let v1: Api<Event> = Api::namespaced(tb.client(), NS);
+    let core: Api<CoreEvent> = Api::namespaced(tb.client(), NS);
+    let mut watch = kube::runtime::watcher(v1.clone(), Default::default()).boxed();
+    let e: Event = serde_json::from_value(json!({"metadata": {"name": "c1.17a"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "vip.capi.gorizond.io/allocator", "reportingInstance": "pod-1", "action": "Allocate",
+        "reason": "VIPAllocated", "type": "Normal", "note": "control-plane VIP 10.0.0.5",
+        "regarding": {"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": "c1", "namespace": NS}}))
+    .unwrap();
+    let created = v1.create(&PostParams::default(), &e).await.unwrap();
+    assert_eq!(created.note.as_deref(), Some("control-plane VIP 10.0.0.5"));
+    let as_core = core.get("c1.17a").await.unwrap();
+    assert_eq!(
+        as_core.message.as_deref(),
+        Some("control-plane VIP 10.0.0.5")
+    );
+    assert_eq!(as_core.involved_object.name.as_deref(), Some("c1"));
+    assert_eq!(
+        as_core.reporting_component.as_deref(),
+        Some("vip.capi.gorizond.io/allocator")
+    );
+    let by_field = core
+        .list(&ListParams::default().fields("involvedObject.name=c1"))
+        .await
+        .unwrap();
+    assert_eq!(by_field.items.len(), 1);
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            if let Some(
+                kube::runtime::watcher::Event::Apply(ev)
+                | kube::runtime::watcher::Event::InitApply(ev),
+            ) = watch.try_next().await.unwrap()
+            {
+                return ev;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        seen.regarding.and_then(|r| r.name).as_deref(),
+        Some("c1"),
+        "watch of the v1 view converts"
+    );
+    let series = v1
+        .patch(
+            "c1.17a",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:00:05.000000Z"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(series.series.unwrap().count, 2);
+    tb.shutdown().await;
+}
