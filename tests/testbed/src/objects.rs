@@ -72,8 +72,10 @@ enum Mode {
 
 /// The outcome of preparing a write against the stored object.
 struct Prepared {
-    /// None: the write completes a deletion (last finalizer removed).
+    /// The object after the write.
     object: Option<Value>,
+    /// The write removes the last finalizer of an object being deleted: it goes away.
+    remove: bool,
     noop: bool,
     warnings: Vec<String>,
 }
@@ -281,6 +283,7 @@ impl Shared {
         if noop {
             return Ok(Prepared {
                 object: Some(cur.clone()),
+                remove: false,
                 noop: true,
                 warnings,
             });
@@ -299,13 +302,15 @@ impl Shared {
         }
         if is_deleting(&new) && finalizers(&new).is_empty() && info.plural != "namespaces" {
             return Ok(Prepared {
-                object: None,
+                object: Some(new),
+                remove: true,
                 noop: false,
                 warnings,
             });
         }
         Ok(Prepared {
             object: Some(new),
+            remove: false,
             noop: false,
             warnings,
         })
@@ -632,13 +637,19 @@ impl Shared {
                 warnings: p.warnings,
             }));
         }
-        let removing = p.object.is_none();
-        let Some(stored) = self.commit(info, key, cur_rv, p.object) else {
-            return Ok(None);
-        };
-        if removing {
+        let stored = if p.remove {
+            let last = p.object.unwrap_or_else(|| (**cur).clone());
+            let Ok(stored) = self.store.remove_as(key, cur_rv, last) else {
+                return Ok(None);
+            };
             self.after_commit(info, &stored, false);
-        }
+            stored
+        } else {
+            let Some(stored) = self.commit(info, key, cur_rv, p.object) else {
+                return Ok(None);
+            };
+            stored
+        };
         Ok(Some(Written {
             object: to_view(info, &stored),
             code: 200,

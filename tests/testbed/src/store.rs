@@ -246,6 +246,21 @@ impl Store {
         expected: Option<u64>,
         new: Option<Value>,
     ) -> Result<Arc<Value>, Stale> {
+        self.swap_inner(key, expected, new, None)
+    }
+
+    /// Removes the object, reporting `last` (its final state) in the DELETED event.
+    pub fn remove_as(&self, key: &ObjKey, expected: u64, last: Value) -> Result<Arc<Value>, Stale> {
+        self.swap_inner(key, Some(expected), None, Some(last))
+    }
+
+    fn swap_inner(
+        &self,
+        key: &ObjKey,
+        expected: Option<u64>,
+        new: Option<Value>,
+        last: Option<Value>,
+    ) -> Result<Arc<Value>, Stale> {
         let mut inner = self.lock();
         let name = (key.namespace.clone(), key.name.clone());
         let current = inner
@@ -284,7 +299,9 @@ impl Store {
                 if let Some(m) = inner.objects.get_mut(&key.gr) {
                     m.remove(&name);
                 }
-                let mut last = current.as_deref().cloned().unwrap_or_else(|| json!({}));
+                let mut last = last
+                    .or_else(|| current.as_deref().cloned())
+                    .unwrap_or_else(|| json!({}));
                 if let Some(meta) = last.get_mut("metadata").and_then(Value::as_object_mut) {
                     meta.insert("resourceVersion".into(), rv_str);
                 }

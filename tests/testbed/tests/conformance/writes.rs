@@ -534,7 +534,13 @@ async fn finalizers_hold_deletion_until_removed() {
     while let Some(ev) = events.try_next().await.unwrap() {
         kinds.push(match ev {
             WatchEvent::Modified(_) => "MODIFIED",
-            WatchEvent::Deleted(_) => "DELETED",
+            WatchEvent::Deleted(o) => {
+                assert!(
+                    o.metadata.finalizers.is_none(),
+                    "DELETED carries the final state"
+                );
+                "DELETED"
+            }
             _ => "OTHER",
         });
         if kinds.len() == 3 {
