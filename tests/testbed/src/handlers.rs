@@ -139,6 +139,9 @@ async fn dispatch(shared: &Arc<Shared>, r: ResourceRequest) -> Result<Response<B
                     &table::render(&info, &[view], &json!({"resourceVersion": ""})),
                 ));
             }
+            if table::wants_metadata(&r.headers) {
+                return Ok(json(200, &table::partial(&view)));
+            }
             Ok(json(200, &view))
         }
         "list" => list(shared, &r),
@@ -163,6 +166,7 @@ async fn dispatch(shared: &Arc<Shared>, r: ResourceRequest) -> Result<Response<B
                 namespace: r.namespace.clone(),
                 labels,
                 fields,
+                metadata_only: table::wants_metadata(&r.headers),
             };
             Ok(watch::start(shared.clone(), info, p))
         }
@@ -342,6 +346,12 @@ fn list(shared: &Arc<Shared>, r: &ResourceRequest) -> Result<Response<Body>, Api
     let views: Vec<Arc<Value>> = items.iter().map(|o| to_view(info, o)).collect();
     if table::wants_table(&r.headers) {
         return Ok(json(200, &table::render(info, &views, &meta)));
+    }
+    if table::wants_metadata(&r.headers) {
+        let items: Vec<Value> = views.iter().map(|v| table::partial(v)).collect();
+        let body = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": meta,
+            "items": items});
+        return Ok(json(200, &body));
     }
     let body = json!({"apiVersion": info.api_version(), "kind": info.list_kind, "metadata": meta,
         "items": views.iter().map(|v| (**v).clone()).collect::<Vec<_>>()});

@@ -13,6 +13,20 @@ pub fn wants_table(h: &HeaderMap) -> bool {
         .any(|v| v.to_str().is_ok_and(|s| s.contains("as=Table")))
 }
 
+/// Whether the client asked for `PartialObjectMetadata` (kube-rs `*_metadata` calls).
+pub fn wants_metadata(h: &HeaderMap) -> bool {
+    h.get_all(http::header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.contains("as=PartialObjectMetadata"))
+    })
+}
+
+/// The `PartialObjectMetadata` form of an object.
+pub fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({}))})
+}
+
 /// Human duration as kubectl shows ages ("45s", "3m12s", "2d").
 pub fn human_age(secs: i64) -> String {
     let s = secs.max(0);

@@ -27,6 +27,8 @@ pub struct WatchParams {
     pub namespace: Option<String>,
     pub labels: LabelSelector,
     pub fields: FieldSelector,
+    /// Send `PartialObjectMetadata` objects.
+    pub metadata_only: bool,
 }
 
 fn expired_line(requested: u64, oldest: u64) -> Bytes {
@@ -42,6 +44,16 @@ fn bookmark(info: &ResourceInfo, rv: u64, initial_end: bool) -> Bytes {
         obj["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
     watch_line("BOOKMARK", &obj)
+}
+
+/// An event line for this client (when the shared serialised line does not fit).
+fn render(info: &ResourceInfo, kind: &str, obj: &Arc<Value>, metadata_only: bool) -> Bytes {
+    let view = to_view(info, obj);
+    if metadata_only {
+        watch_line(kind, &crate::table::partial(&view))
+    } else {
+        watch_line(kind, &view)
+    }
 }
 
 pub fn start(shared: Arc<Shared>, info: Arc<ResourceInfo>, p: WatchParams) -> Response<Body> {
@@ -87,7 +99,7 @@ async fn run(
                 matches(o)
             });
             for it in items {
-                let line = watch_line("ADDED", &to_view(&info, &it));
+                let line = render(&info, "ADDED", &it, p.metadata_only);
                 if tx.send(line).await.is_err() {
                     return;
                 }
@@ -141,10 +153,10 @@ async fn run(
                         k => now.then_some(k),
                     };
                     let Some(kind) = kind else { continue };
-                    let line = if kind == e.kind && is_identity(&info, &e.object) {
+                    let line = if kind == e.kind && !p.metadata_only && is_identity(&info, &e.object) {
                         e.line()
                     } else {
-                        watch_line(kind.as_str(), &to_view(&info, &e.object))
+                        render(&info, kind.as_str(), &e.object, p.metadata_only)
                     };
                     if tx.send(line).await.is_err() {
                         return;

@@ -493,3 +493,46 @@ async fn events_written_through_either_api_are_one_storage() {
     assert_eq!(series.series.unwrap().count, 2);
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn metadata_only_get_list_and_watch_return_partial_object_metadata() {
+    use futures::{StreamExt, TryStreamExt};
+    let tb = start_without_ipam(Profile::Capi112).await;
+    let api = crate::common::api(&tb, &clusters(Profile::Capi112), Some(NS));
+    let mut v = cluster_json(Profile::Capi112, "meta", json!([]));
+    v["metadata"]["labels"] = json!({"a": "b"});
+    create(&api, v).await;
+    let m = api.get_metadata("meta").await.unwrap();
+    assert_eq!(m.metadata.labels.unwrap()["a"], "b");
+    assert_eq!(m.types.unwrap().kind, "PartialObjectMetadata");
+    let l = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(l.items.len(), 1);
+    let raw = raw_with(
+        &tb,
+        "GET",
+        "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/clusters",
+        &[(
+            "accept",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(raw.body["kind"], "PartialObjectMetadataList");
+    assert!(
+        raw.body["items"][0].get("spec").is_none(),
+        "no spec in metadata-only items"
+    );
+    let mut w = kube::runtime::metadata_watcher(api.clone(), Default::default()).boxed();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            if let Some(kube::runtime::watcher::Event::InitApply(o)) = w.try_next().await.unwrap() {
+                return o;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen.metadata.name.as_deref(), Some("meta"));
+    tb.shutdown().await;
+}
