@@ -523,7 +523,9 @@ async fn metadata_only_get_list_and_watch_return_partial_object_metadata() {
         raw.body["items"][0].get("spec").is_none(),
         "no spec in metadata-only items"
     );
-    let mut w = kube::runtime::metadata_watcher(api.clone(), Default::default()).boxed();
+    let meta_api: Api<kube::core::PartialObjectMeta<kube::api::DynamicObject>> =
+        Api::namespaced_with(tb.client(), NS, &clusters(Profile::Capi112));
+    let mut w = kube::runtime::watcher(meta_api, Default::default()).boxed();
     let seen = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         loop {
             if let Some(kube::runtime::watcher::Event::InitApply(o)) = w.try_next().await.unwrap() {
