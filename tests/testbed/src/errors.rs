@@ -217,14 +217,8 @@ impl ApiError {
             ),
         )
     }
-    pub fn not_acceptable(msg: impl Into<String>) -> Self {
-        Self::new(406, "NotAcceptable", msg)
-    }
     pub fn expired(msg: impl Into<String>) -> Self {
         Self::new(410, "Expired", msg)
-    }
-    pub fn gone(msg: impl Into<String>) -> Self {
-        Self::new(410, "Gone", msg)
     }
     pub fn forbidden(msg: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", msg)

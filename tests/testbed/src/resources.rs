@@ -177,17 +177,6 @@ impl Registry {
             .cloned()
     }
 
-    /// The preferred version of a kind in a group (for ownerReference and GC lookups).
-    pub fn find_kind(&self, group: &str, kind: &str) -> Option<Arc<ResourceInfo>> {
-        let mut found: Vec<&Arc<ResourceInfo>> = self
-            .resources
-            .values()
-            .filter(|r| r.group == group && r.kind == kind)
-            .collect();
-        found.sort_by(|a, b| version_priority(&a.version, &b.version));
-        found.first().map(|r| (*r).clone())
-    }
-
     /// The preferred served version of a stored resource.
     pub fn preferred_for(&self, gr: &GroupResource) -> Option<Arc<ResourceInfo>> {
         let mut found: Vec<&Arc<ResourceInfo>> = self

@@ -228,16 +228,6 @@ impl Store {
         (out, inner.rv, next)
     }
 
-    /// Number of objects stored for a resource (optionally in one namespace).
-    pub fn count(&self, gr: &GroupResource, namespace: Option<&str>) -> usize {
-        let inner = self.lock();
-        match (inner.objects.get(gr), namespace) {
-            (None, _) => 0,
-            (Some(m), None) => m.len(),
-            (Some(m), Some(ns)) => m.keys().filter(|k| k.0 == ns).count(),
-        }
-    }
-
     /// Atomically replaces the object at `key` if its current rv equals `expected` (None: must
     /// not exist). `new = None` deletes. Returns the stored object (with its new rv).
     pub fn swap(

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::alloc::{Allocatable, PoolSpec};
+use super::alloc::Allocatable;
+use super::pools::pool_spec;
 use super::*;
 use crate::objects::WriteCtx;
 use crate::patch::PatchType;
@@ -15,11 +16,11 @@ use crate::store::{Event, EventType, GroupResource};
 
 use super::index::{address_pool, claim_cluster, claim_pool, Index, Name, PoolId};
 
-fn gr(resource: &str) -> GroupResource {
+pub(super) fn gr(resource: &str) -> GroupResource {
     GroupResource::new(GROUP, resource)
 }
 
-fn pool_gr(kind: &str) -> Option<GroupResource> {
+pub(super) fn pool_gr(kind: &str) -> Option<GroupResource> {
     match kind {
         "InClusterIPPool" => Some(gr("inclusterippools")),
         "GlobalInClusterIPPool" => Some(gr("globalinclusterippools")),
@@ -27,7 +28,7 @@ fn pool_gr(kind: &str) -> Option<GroupResource> {
     }
 }
 
-fn s<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
+pub(super) fn s<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
     v.pointer(p).and_then(Value::as_str)
 }
 
@@ -43,41 +44,13 @@ fn is_paused(obj: &Value) -> bool {
     .is_some()
 }
 
-fn pool_spec(pool: &Value) -> PoolSpec {
-    let list = |p: &str| -> Vec<String> {
-        pool.pointer(p)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    PoolSpec {
-        addresses: list("/spec/addresses"),
-        prefix: pool
-            .pointer("/spec/prefix")
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            .min(128) as u8,
-        gateway: s(pool, "/spec/gateway").map(String::from),
-        excluded: list("/spec/excludedAddresses"),
-        allocate_reserved: pool
-            .pointer("/spec/allocateReservedIPAddresses")
-            .and_then(Value::as_bool)
-            == Some(true),
-    }
-}
-
-struct Controller {
-    shared: Arc<Shared>,
-    queue: VecDeque<Name>,
-    queued: HashSet<Name>,
-    dirty_pools: BTreeSet<PoolId>,
-    delay: Duration,
-    index: Index,
+pub(super) struct Controller {
+    pub(super) shared: Arc<Shared>,
+    pub(super) queue: VecDeque<Name>,
+    pub(super) queued: HashSet<Name>,
+    pub(super) dirty_pools: BTreeSet<PoolId>,
+    pub(super) delay: Duration,
+    pub(super) index: Index,
 }
 
 pub async fn run(shared: Arc<Shared>, delay: Duration) {
@@ -248,7 +221,7 @@ impl Controller {
         }
     }
 
-    fn json_patch(
+    pub(super) fn json_patch(
         &self,
         g: &GroupResource,
         ns: &str,
@@ -270,7 +243,7 @@ impl Controller {
             .is_ok()
     }
 
-    fn remove_finalizer(&self, g: &GroupResource, obj: &Value, fin: &str) {
+    pub(super) fn remove_finalizer(&self, g: &GroupResource, obj: &Value, fin: &str) {
         let fins = finalizers(obj);
         if !fins.iter().any(|f| f == fin) {
             return;
@@ -429,51 +402,6 @@ impl Controller {
                 tracing::warn!(claim = %name, error = %e.message, "cannot create IPAddress");
                 false
             }
-        }
-    }
-
-    fn update_pool(&self, id: &PoolId) {
-        let Some(g) = pool_gr(&id.0) else { return };
-        let Some(pool) = self.shared.store.get(&g, &id.1, &id.2) else {
-            return;
-        };
-        let (used_n, used) = self.index.used(id);
-        if is_deleting(&pool) {
-            if used_n == 0 {
-                self.remove_finalizer(&g, &pool, PROTECT_POOL_FINALIZER);
-            }
-            return;
-        }
-        if !finalizers(&pool)
-            .iter()
-            .any(|f| f == PROTECT_POOL_FINALIZER)
-        {
-            let fins = finalizers(&pool);
-            let mut with = fins.clone();
-            with.push(PROTECT_POOL_FINALIZER.to_string());
-            let test = if fins.is_empty() {
-                Value::Null
-            } else {
-                json!(fins)
-            };
-            self.json_patch(
-                &g,
-                &id.1,
-                &id.2,
-                json!([{"op": "test", "path": "/metadata/finalizers", "value": test},
-                {"op": "add", "path": "/metadata/finalizers", "value": with}]),
-                false,
-            );
-        }
-        let Ok(alloc) = Allocatable::new(&pool_spec(&pool)) else {
-            return;
-        };
-        let total = alloc.total();
-        let out_of_range = used.iter().filter(|ip| !alloc.contains(**ip)).count() as i64;
-        let used_n = used_n as i64;
-        let status = json!({"status": {"ipAddresses": {"total": total, "used": used_n, "free": total - used_n, "outOfRange": out_of_range}}});
-        if pool.pointer("/status/ipAddresses") != status.pointer("/status/ipAddresses") {
-            self.json_patch(&g, &id.1, &id.2, status, true);
         }
     }
 }

@@ -3,8 +3,9 @@
 pub mod alloc;
 mod controller;
 mod index;
+mod pools;
 
-pub use controller::run;
+pub(crate) use controller::run;
 
 pub const GROUP: &str = "ipam.cluster.x-k8s.io";
 pub const AGENT: &str = "testbed-ipam";
