@@ -521,3 +521,49 @@ fn kubectl_uses_the_stats_endpoint_user_agent() {
     assert!(w.user_agent.starts_with("kubectl/"), "{}", w.user_agent);
     assert_eq!(w.code, 201);
 }
+
+#[test]
+fn binary_fault_flags_reach_kubectl() {
+    let s = Server::start(&[
+        "--crds",
+        &crds("capi-v1.12"),
+        "--fault-error-rate",
+        "list=1:500",
+    ]);
+    let out = s.run(&["get", "clusters"]);
+    assert!(!out.status.success(), "every list fails");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("InternalError") || err.contains("Internal error"),
+        "{err}"
+    );
+    // Faults of a running testbed can be replaced over HTTP.
+    let cleared = s
+        .cmd(&["create", "--raw", "/testbed/faults", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut ch| {
+            use std::io::Write;
+            ch.stdin.take().unwrap().write_all(b"{}")?;
+            ch.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        cleared.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cleared.stderr)
+    );
+    s.ok(&["get", "clusters"]);
+}
+
+#[test]
+fn binary_reports_bad_crd_directory_and_exits_non_zero() {
+    let out = Command::new(env!("CARGO_BIN_EXE_testbed"))
+        .args(["--listen", "127.0.0.1:0", "--crds", "/nonexistent/crds"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/crds"));
+}

@@ -321,3 +321,32 @@ async fn watch_cut_fault_closes_streams_after_n_events() {
     assert!(matches!(end, Ok(None)), "cut after 2 events: {end:?}");
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn watch_cut_seconds_fault_closes_quiet_streams() {
+    let mut opts = TestbedOptions {
+        ipam: false,
+        ..TestbedOptions::profile(P)
+    };
+    opts.faults.watch_cut_seconds = Some(1);
+    let tb = Testbed::start(opts).await.unwrap();
+    let api = api(&tb, &clusters(P), Some(NS));
+    let started = std::time::Instant::now();
+    let mut s = api
+        .watch(&WatchParams::default().timeout(290), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(ev)) = s.try_next().await {
+            assert!(
+                matches!(ev, WatchEvent::Bookmark(_)),
+                "only a closing bookmark: {ev:?}"
+            );
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "stream cut long before its 290 s timeout");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    tb.shutdown().await;
+}
