@@ -129,18 +129,20 @@ pub fn record_update(
     schema: Option<&Value>,
     scope: Scope,
 ) {
-    let mut entries = match old {
-        Some(o) => read_entries(o),
-        None => Vec::new(),
-    };
-    // A request may reset ownership by sending an empty managedFields list.
-    if new
+    // A request may set managedFields directly (kubectl does when it migrates client-side apply
+    // ownership); `[{}]` strips them. An empty or missing list keeps the stored ones.
+    let provided = new
         .pointer("/metadata/managedFields")
         .and_then(Value::as_array)
-        .is_some_and(Vec::is_empty)
-    {
-        entries.clear();
-    }
+        .is_some_and(|l| !l.is_empty());
+    let mut entries = if provided && scope != Scope::Status {
+        read_entries(new)
+            .into_iter()
+            .filter(|e| !e.set.is_empty())
+            .collect()
+    } else {
+        old.map(read_entries).unwrap_or_default()
+    };
     let old_c = old.map(|o| ownable(o, scope)).unwrap_or_else(|| json!({}));
     let new_c = ownable(new, scope);
     let (changed, removed) = fields::diff(&old_c, &new_c, schema);

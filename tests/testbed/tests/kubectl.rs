@@ -567,3 +567,31 @@ fn binary_reports_bad_crd_directory_and_exits_non_zero() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/crds"));
 }
+
+#[test]
+fn kubectl_server_side_apply_takes_over_client_side_apply_ownership() {
+    let s = Server::start(&["--crds", &crds("capi-v1.12"), "--no-ipam"]);
+    let y = cluster_yaml("capi-v1.12", "mig");
+    s.apply_yaml(&y, &[]);
+    s.apply_yaml(&y, &["--server-side"]);
+    let c = s.json(&["get", "cluster", "mig", "--show-managed-fields"]);
+    let managers: Vec<(String, String)> = c["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["manager"].as_str().unwrap().to_string(),
+                m["operation"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        managers.contains(&("kubectl".into(), "Apply".into())),
+        "{managers:?}"
+    );
+    assert!(
+        !managers.iter().any(|(m, _)| m == "kubectl-client-side-apply"),
+        "kubectl's managedFields upgrade (a JSON patch of metadata.managedFields) is honoured: {managers:?}"
+    );
+}

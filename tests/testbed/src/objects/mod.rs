@@ -281,8 +281,14 @@ impl Shared {
                 .unwrap_or(0);
             new["metadata"]["generation"] = json!(gen + 1);
         }
-        let noop = metadata::same_object(cur, &new)
-            && (matches!(mode, Mode::Update) || metadata::same_managed_fields(cur, &new));
+        // Clients may leave managedFields out (keep them) or send new ones (take them).
+        let mf_provided = new
+            .pointer("/metadata/managedFields")
+            .and_then(Value::as_array)
+            .is_some_and(|l| !l.is_empty());
+        let keeps_mf = (matches!(mode, Mode::Update) && !mf_provided)
+            || metadata::same_managed_fields(cur, &new);
+        let noop = metadata::same_object(cur, &new) && keeps_mf;
         if noop {
             return Ok(Prepared {
                 object: Some(cur.clone()),
