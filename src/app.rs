@@ -201,6 +201,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
     let mut result = Ok(());
     let mut work_done = false;
     tokio::select! {
+        biased;
         _ = shutdown.cancelled() => {}
         res = &mut work => {
             work_done = true;
@@ -214,6 +215,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
         }
         Some(res) = http_tasks.join_next() => {
             result = match res {
+                Ok(Ok(())) if shutdown.is_cancelled() => Ok(()),
                 Ok(Ok(())) => Err(AppError::Stopped("an HTTP server stopped on its own".to_owned())),
                 Ok(Err(e)) => Err(AppError::Http(e)),
                 Err(e) => Err(AppError::Http(std::io::Error::other(e))),

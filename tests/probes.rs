@@ -45,8 +45,15 @@ async fn readyz_flips_to_200_once_crds_are_served_and_caches_synced() {
     op.wait_ready().await;
     let (status, body) = op.probe("/readyz").await.unwrap();
     assert_eq!((status, body.as_str()), (200, "ok"));
-    let status = op.terminate().await;
-    assert!(status.success(), "graceful exit on SIGTERM: {status}");
+    let (status, logs) = op.terminate().await;
+    assert!(
+        status.success(),
+        "graceful exit on SIGTERM: {status}\n{logs}"
+    );
+    assert!(
+        logs.contains("controller stopped"),
+        "the controller shut down cleanly:\n{logs}"
+    );
 }
 
 #[tokio::test]

@@ -20,7 +20,9 @@ pub enum Slot {
 #[derive(Debug, Default)]
 struct ClusterMemory {
     last: HashMap<Slot, &'static str>,
-    failures: u32,
+    /// Consecutive failures per kind of failure (so a run of stale-cache retries does not lengthen the backoff
+    /// of a later server error).
+    failures: HashMap<&'static str, u32>,
     /// When this process created the claim of a role (sub-second, unlike `creationTimestamp`).
     claim_created: HashMap<Role, jiff::Timestamp>,
 }
@@ -57,18 +59,19 @@ impl Memory {
         })
     }
 
-    /// One more consecutive failure; returns the count before it.
-    pub fn failed(&self, uid: &str) -> u32 {
+    /// One more consecutive failure of `kind`; returns the count before it. Other kinds are reset.
+    pub fn failed(&self, uid: &str, kind: &'static str) -> u32 {
         self.with(uid, |m| {
-            let n = m.failures;
-            m.failures = m.failures.saturating_add(1);
+            let n = m.failures.get(kind).copied().unwrap_or(0);
+            m.failures.clear();
+            m.failures.insert(kind, n.saturating_add(1));
             n
         })
     }
 
-    /// Resets the failure count.
+    /// Resets the failure counts.
     pub fn succeeded(&self, uid: &str) {
-        self.with(uid, |m| m.failures = 0);
+        self.with(uid, |m| m.failures.clear());
     }
 
     /// Remembers when we created the claim of `role`.
@@ -162,9 +165,16 @@ mod tests {
     #[test]
     fn failures_count_and_reset() {
         let m = Memory::default();
-        assert_eq!(m.failed("u"), 0);
-        assert_eq!(m.failed("u"), 1);
+        assert_eq!(m.failed("u", "stale"), 0);
+        assert_eq!(m.failed("u", "stale"), 1);
+        assert_eq!(m.failed("u", "stale"), 2);
+        assert_eq!(
+            m.failed("u", "transient"),
+            0,
+            "a run of stale retries does not lengthen server backoff"
+        );
+        assert_eq!(m.failed("u", "transient"), 1);
         m.succeeded("u");
-        assert_eq!(m.failed("u"), 0);
+        assert_eq!(m.failed("u", "transient"), 0);
     }
 }

@@ -187,7 +187,12 @@ async fn reconcile_cluster(
 
 fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
     let uid = obj.metadata.uid.clone().unwrap_or_default();
-    let attempt = ctx.memory.failed(&uid);
+    let kind = match err {
+        Error::Stale(_) => "stale",
+        Error::Transient { .. } => "transient",
+        Error::PatchRejected { .. } | Error::ClaimRejected { .. } => "rejected",
+    };
+    let attempt = ctx.memory.failed(&uid, kind);
     let name = obj.metadata.name.as_deref().unwrap_or_default();
     match err {
         // The watch brings the newer object at once; retry soon.

@@ -114,24 +114,25 @@ impl Operator {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM and waits for the exit status; returns it with the operator's log.
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
                 .arg(pid.to_string())
                 .status();
         }
-        tokio::time::timeout(WAIT, self.child.wait())
+        let status = tokio::time::timeout(WAIT, self.child.wait())
             .await
             .expect("operator exits on SIGTERM")
-            .expect("wait")
+            .expect("wait");
+        (status, self.logs())
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("OPERATOR_TEST_LOGS").is_some() {
             eprintln!(
                 "---- operator log ----\n{}\n---- end of operator log ----",
                 self.logs()
