@@ -602,3 +602,44 @@ async fn delete_without_finalizers_returns_success_status() {
     );
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn managed_fields_can_be_stripped_with_a_single_empty_entry() {
+    let tb = start_without_ipam(P).await;
+    let api = api(&tb, &clusters(P), Some(NS));
+    api.patch(
+        "mf",
+        &PatchParams::apply("owner"),
+        &Patch::Apply(cluster_json(P, "mf", json!([]))),
+    )
+    .await
+    .unwrap();
+    let kept = api
+        .patch(
+            "mf",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"managedFields": []}})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        kept.metadata.managed_fields.is_some_and(|m| !m.is_empty()),
+        "an empty list keeps them"
+    );
+    let stripped = api
+        .patch(
+            "mf",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"managedFields": [{}]}})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        stripped
+            .metadata
+            .managed_fields
+            .is_none_or(|m| m.is_empty()),
+        "[{{}}] strips them"
+    );
+    tb.shutdown().await;
+}
