@@ -230,6 +230,11 @@ impl Testbed {
         self.shared.stats.snapshot(0)
     }
 
+    /// Like `stats`, with only the writes whose `seq` is greater than `seq` (cheap polling).
+    pub fn stats_since(&self, seq: u64) -> Stats {
+        self.shared.stats.snapshot(seq)
+    }
+
     /// Changes faults at run time.
     pub fn faults(&self) -> FaultHandle {
         FaultHandle(self.shared.faults.clone())

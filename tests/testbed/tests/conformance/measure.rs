@@ -46,6 +46,24 @@ async fn stats_count_requests_by_agent_and_log_writes_in_order() {
         .resource_version
         .as_deref()
         .is_some_and(|rv| rv.parse::<u64>().is_ok()));
+    let later = tb.stats_since(mine[0].seq);
+    assert!(
+        later.writes.iter().all(|w| w.seq > mine[0].seq)
+            && later.writes.iter().any(|w| w.seq == mine[1].seq)
+    );
+    let r = raw(
+        &tb,
+        "GET",
+        &format!("/testbed/stats?since={}", mine[0].seq),
+        None,
+        "",
+    )
+    .await;
+    let remote_later: Stats = serde_json::from_value(r.body).unwrap();
+    assert_eq!(
+        remote_later.writes, later.writes,
+        "?since= filters the same way"
+    );
     // The HTTP endpoint serves the same data, deserialisable as Stats.
     let r = raw(&tb, "GET", "/testbed/stats", None, "").await;
     let remote: Stats = serde_json::from_value(r.body).unwrap();
