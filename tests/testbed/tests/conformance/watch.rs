@@ -350,3 +350,38 @@ async fn watch_cut_seconds_fault_closes_quiet_streams() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn continue_token_older_than_history_is_410_expired() {
+    let tb = Testbed::start_with_history(
+        TestbedOptions {
+            ipam: false,
+            ..TestbedOptions::profile(P)
+        },
+        16,
+    )
+    .await
+    .unwrap();
+    let api = api(&tb, &clusters(P), Some(NS));
+    for i in 0..4 {
+        create(&api, cluster_json(P, &format!("k{i}"), json!([]))).await;
+    }
+    let page = api
+        .list(&kube::api::ListParams::default().limit(2))
+        .await
+        .unwrap();
+    let token = page.metadata.continue_.expect("more pages");
+    for i in 0..20 {
+        create(&api, cluster_json(P, &format!("later{i}"), json!([]))).await;
+    }
+    let e = api_err(
+        api.list(
+            &kube::api::ListParams::default()
+                .limit(2)
+                .continue_token(&token),
+        )
+        .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+    tb.shutdown().await;
+}
