@@ -45,6 +45,11 @@ image-test: image ## Build the image, then check entrypoint, user, --help and co
 docker-build: ## Build the image with Docker/BuildKit: $(IMG):$(TAG)
 	docker build --build-arg VERSION=$(TAG) -t $(IMG):$(TAG) .
 
+.PHONY: bench
+bench: ## Benchmarks of the release operator on the testbed (BENCH_QUICK=1: ~1 min subset); writes target/bench/results.{md,json}
+	cargo build --release --bin capi-vip-allocator
+	cargo bench --bench bench
+
 .PHONY: fmt
 fmt: ## Format the Rust code
 	cargo fmt --all
