@@ -118,6 +118,15 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
     match v {
         Value::String(s) => {
+            if let Some(f) = schema.get("format").and_then(Value::as_str) {
+                if !format_ok(f, s) {
+                    causes.push(Cause::invalid(
+                        path,
+                        v,
+                        &format!("{path} in body must be of type {f}: {v}"),
+                    ));
+                }
+            }
             let len = s.chars().count() as f64;
             if let Some(min) = num(schema, "minLength") {
                 if len < min {
@@ -234,6 +243,19 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// String formats the API server checks (others are accepted as-is).
+fn format_ok(format: &str, s: &str) -> bool {
+    match format {
+        "date-time" => s.parse::<jiff::Timestamp>().is_ok(),
+        "date" => s.parse::<jiff::civil::Date>().is_ok() && s.len() == 10,
+        "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
+        "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
+        "cidr" => s.parse::<ipnet::IpNet>().is_ok(),
+        "uuid" => uuid::Uuid::parse_str(s).is_ok(),
+        _ => true,
+    }
+}
+
 fn check_unique(schema: &Value, items: &[Value], path: &str, causes: &mut Vec<Cause>) {
     match list_type(Some(schema)) {
         ListType::Atomic => {}
@@ -286,6 +308,19 @@ mod tests {
         assert!(fields.contains(&"spec.vars[1]"), "duplicate key");
         let missing = validate(&schema(), &json!({"spec": {}}));
         assert_eq!(missing, vec![Cause::required("spec.name")]);
+        let bad_time = validate(
+            &json!({"properties": {"t": {"type": "string", "format": "date-time"}}}),
+            &json!({"t": "yesterday"}),
+        );
+        assert_eq!(
+            bad_time[0].message,
+            "Invalid value: \"yesterday\": t in body must be of type date-time: \"yesterday\""
+        );
+        assert!(validate(
+            &json!({"properties": {"t": {"type": "string", "format": "date-time"}}}),
+            &json!({"t": "2026-01-01T00:00:00Z"})
+        )
+        .is_empty());
         let wrong_type = validate(&schema(), &json!({"spec": {"name": "x", "port": "p"}}));
         assert_eq!(
             wrong_type[0].message,
