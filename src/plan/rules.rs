@@ -124,19 +124,30 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
                 .variables
                 .push((role.variable().to_owned(), json!(host)));
         }
-        if let Some(c) = our_claim.filter(|c| !c.deleting) {
-            // Nobody uses this claim's address: release it rather than hold an IP.
-            out.steps.push(Step::DeleteClaim {
+        let mut note =
+            format!("spec.controlPlaneEndpoint.host is already {host}; no VIP is claimed");
+        match our_claim.filter(|c| !c.deleting) {
+            // A pending claim holds no address yet: withdraw it rather than burn an IP.
+            Some(c) if c.address_ref.is_none() => out.steps.push(Step::DeleteClaim {
                 role,
                 name: c.name.clone(),
                 uid: c.uid.clone(),
-            });
+            }),
+            // A bound claim is kept: its address may still be in use somewhere; the user decides.
+            Some(c) => {
+                note.push_str(&format!(
+                    "; IPAddressClaim {} keeps {}: delete it to release the address",
+                    c.name,
+                    our_vip.as_deref().unwrap_or("its address")
+                ));
+            }
+            None => {}
         }
         out.reports.push(Report {
             role,
             severity: Severity::Normal,
             reason: reasons::MANUAL_ENDPOINT,
-            note: format!("spec.controlPlaneEndpoint.host is already {host}; no VIP is claimed"),
+            note,
             is_error: false,
         });
         return;

@@ -614,3 +614,29 @@ fn exhaustion_is_not_reported_when_the_address_already_exists() {
         "the VIP is written only once addressRef is set"
     );
 }
+
+#[test]
+fn manual_endpoint_keeps_a_bound_claim_of_ours() {
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": "192.168.0.10", "port": 6443});
+    let mut s = snap(c);
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    let p = plan(&s);
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s, Step::DeleteClaim { .. })),
+        "an allocated address is never released behind the user's back"
+    );
+    let r = p
+        .reports
+        .iter()
+        .find(|r| r.reason == "ManualEndpoint")
+        .unwrap();
+    assert!(
+        r.note.contains("vip-cp-c1") && r.note.contains("10.0.0.5"),
+        "{}",
+        r.note
+    );
+    assert!(p.changes.endpoint_host.is_none());
+}
