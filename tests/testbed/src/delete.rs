@@ -195,6 +195,9 @@ impl Shared {
                     new["metadata"]["finalizers"] = json!(fins);
                 }
                 if is_namespace {
+                    if !new.get("status").is_some_and(Value::is_object) {
+                        new["status"] = json!({});
+                    }
                     new["status"]["phase"] = json!("Terminating");
                 }
                 if new == *cur {

@@ -42,9 +42,42 @@ fn is_qualified_name(s: &str) -> bool {
     prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && is_label_value(name)
 }
 
+type ShapeCheck = fn(&Value) -> bool;
+
 /// Field errors in `metadata` (name syntax, labels, annotations keys, ownerReferences).
 pub fn validate(meta: &Value, namespaced: bool) -> Vec<Cause> {
     let mut causes = Vec::new();
+    let shapes: [(&str, ShapeCheck, &str); 7] = [
+        ("name", Value::is_string, "string"),
+        ("generateName", Value::is_string, "string"),
+        ("namespace", Value::is_string, "string"),
+        ("labels", Value::is_object, "object"),
+        ("annotations", Value::is_object, "object"),
+        ("finalizers", Value::is_array, "array"),
+        ("ownerReferences", Value::is_array, "array"),
+    ];
+    for (field, ok, want) in shapes {
+        if let Some(v) = meta.get(field).filter(|v| !v.is_null()) {
+            if !ok(v) {
+                causes.push(Cause::type_invalid(
+                    &format!("metadata.{field}"),
+                    v,
+                    &format!("must be of type {want}"),
+                ));
+            }
+        }
+    }
+    if let Some(fins) = meta.get("finalizers").and_then(Value::as_array) {
+        for (i, f) in fins.iter().enumerate() {
+            if !f.as_str().is_some_and(is_qualified_name) {
+                causes.push(Cause::invalid(
+                    &format!("metadata.finalizers[{i}]"),
+                    f,
+                    "name part must consist of alphanumeric characters, '-', '_' or '.'",
+                ));
+            }
+        }
+    }
     if let Some(name) = meta.get("name").and_then(Value::as_str) {
         if !is_dns_subdomain(name) {
             causes.push(Cause::invalid(
@@ -245,6 +278,12 @@ mod tests {
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["metadata.labels", "metadata.ownerReferences"]);
         assert!(!validate(&json!({"name": "Bad_Name"}), true).is_empty());
+        let shapes = validate(
+            &json!({"labels": "x", "finalizers": ["ok.io/f", "no spaces"]}),
+            true,
+        );
+        let fields: Vec<&str> = shapes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["metadata.labels", "metadata.finalizers[1]"]);
         assert!(
             validate(&json!({"name": "a".repeat(70)}), true).is_empty(),
             "subdomain labels may exceed 63"

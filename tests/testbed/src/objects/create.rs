@@ -97,7 +97,10 @@ impl Shared {
             };
             obj["metadata"]["name"] = json!(name);
             let mut candidate = obj.clone();
-            if info.plural == "namespaces" {
+            let labels_ok = candidate
+                .pointer("/metadata/labels")
+                .is_none_or(|l| l.is_object() || l.is_null());
+            if info.plural == "namespaces" && labels_ok {
                 candidate["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
             }
             let warnings = self.check_content(info, &mut candidate, ctx)?;
