@@ -751,3 +751,45 @@ async fn allocation_survives_server_errors_watch_cuts_and_expired_watches() {
         "exactly one claim per Cluster despite retries"
     );
 }
+
+#[tokio::test]
+async fn refused_cluster_patch_is_reported_once_and_retried_on_change() {
+    let env = Env::start(Profile::Capi112).await;
+    let ns = env.namespace("refused").await;
+    env.class(&ns, "gold", &["clusterVip"]).await;
+    env.pool("cp-pool", &["10.98.0.10-10.98.0.20"], 24, "gold", CP)
+        .await;
+    // Every PATCH is refused as invalid (as a webhook rejecting the value would).
+    env.tb.faults().set_error_rate("patch", 1.0, 422);
+    env.cluster_with(
+        &ns,
+        "stubborn",
+        json!({"annotations": {"vip.capi.gorizond.io/ingress-enabled": "false"}}),
+        json!({"topology": env.topology("gold", None, None)}),
+    )
+    .await;
+    let ev = env.wait_event(&ns, "stubborn", "PatchFailed").await;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    env.wait_metrics("PatchFailed error", |t| {
+        metric_value(
+            t,
+            "capi_vip_allocator_allocation_errors_total{cluster_class=\"gold\",reason=\"PatchFailed\",role=\"control-plane\"}",
+        ) == Some(1.0)
+    })
+    .await;
+    // The user fixes the cause and touches the Cluster: the change triggers a new attempt.
+    env.tb.faults().clear();
+    env.patch_cluster(
+        &ns,
+        "stubborn",
+        json!({"metadata": {"labels": {"fixed": "yes"}}}),
+    )
+    .await;
+    assert_eq!(env.wait_cp_vip(&ns, "stubborn").await, "10.98.0.10");
+    let events = env.events(&ns, "stubborn", "PatchFailed").await;
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].series.is_none(),
+        "one Event for the refusal, not one per retry"
+    );
+}
