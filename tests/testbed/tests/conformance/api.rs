@@ -538,3 +538,80 @@ async fn metadata_only_get_list_and_watch_return_partial_object_metadata() {
     assert_eq!(seen.metadata.name.as_deref(), Some("meta"));
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn malformed_requests_get_status_bodies_and_the_server_keeps_serving() {
+    let tb = start_without_ipam(Profile::Capi112).await;
+    let base = "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/clusters";
+    create(
+        &crate::common::api(&tb, &clusters(Profile::Capi112), Some(NS)),
+        cluster_json(Profile::Capi112, "ok", json!([])),
+    )
+    .await;
+    let cases: Vec<(&str, String, Option<&str>, &str, u16)> = vec![
+        ("POST", base.to_string(), None, "{not json", 400),
+        ("POST", base.to_string(), None, "[1,2]", 400),
+        (
+            "PATCH",
+            format!("{base}/ok"),
+            Some("application/merge-patch+json"),
+            r#"{"metadata":{"labels":"x"}}"#,
+            422,
+        ),
+        (
+            "PATCH",
+            format!("{base}/ok"),
+            Some("application/json-patch+json"),
+            r#"[{"op":"explode"}]"#,
+            422,
+        ),
+        (
+            "PATCH",
+            format!("{base}/ok?fieldManager=m"),
+            Some("application/apply-patch+yaml"),
+            ":\n- : [",
+            400,
+        ),
+        ("PATCH", format!("{base}/ok"), Some("text/plain"), "{}", 415),
+        (
+            "PUT",
+            format!("{base}/ok"),
+            None,
+            r#"{"metadata":{"name":"other"}}"#,
+            400,
+        ),
+        (
+            "DELETE",
+            format!("{base}/ok?propagationPolicy=Sideways"),
+            None,
+            "",
+            400,
+        ),
+        (
+            "GET",
+            format!("{base}?labelSelector=a%20in%20b"),
+            None,
+            "",
+            400,
+        ),
+        (
+            "GET",
+            format!("{base}?watch=1&resourceVersion=abc"),
+            None,
+            "",
+            400,
+        ),
+    ];
+    for (method, uri, ct, body, code) in cases {
+        let r = raw(&tb, method, &uri, ct, body).await;
+        assert_eq!(r.status, code, "{method} {uri} {body}: {}", r.body);
+        assert_eq!(r.body["kind"], "Status", "{method} {uri}");
+        assert_eq!(r.body["code"], code);
+    }
+    let still = crate::common::api(&tb, &clusters(Profile::Capi112), Some(NS))
+        .get("ok")
+        .await
+        .unwrap();
+    assert!(still.metadata.labels.is_none());
+    tb.shutdown().await;
+}
