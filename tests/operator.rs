@@ -308,8 +308,17 @@ async fn manual_host_creates_no_claim_and_mirrors_cluster_vip_capi_v1_10() {
 }
 
 #[tokio::test]
-async fn variables_written_by_others_survive() {
-    let env = Env::start(Profile::Capi112).await;
+async fn variables_written_by_others_survive_capi_v1_12() {
+    variables_written_by_others_survive(Profile::Capi112).await;
+}
+
+#[tokio::test]
+async fn variables_written_by_others_survive_capi_v1_10() {
+    variables_written_by_others_survive(Profile::Capi110).await;
+}
+
+async fn variables_written_by_others_survive(profile: Profile) {
+    let env = Env::start(profile).await;
     let ns = env.namespace("vars").await;
     env.class(&ns, "gold", &["clusterVip", "dns", "late"]).await;
     // No pool yet: the Cluster waits, and meanwhile another writer adds a variable.
@@ -388,8 +397,17 @@ async fn missing_class_is_reported_then_resolved() {
 }
 
 #[tokio::test]
-async fn paused_cluster_is_untouched_until_unpaused() {
-    let env = Env::start(Profile::Capi112).await;
+async fn paused_cluster_is_untouched_until_unpaused_capi_v1_12() {
+    paused_cluster_is_untouched_until_unpaused(Profile::Capi112).await;
+}
+
+#[tokio::test]
+async fn paused_cluster_is_untouched_until_unpaused_capi_v1_10() {
+    paused_cluster_is_untouched_until_unpaused(Profile::Capi110).await;
+}
+
+async fn paused_cluster_is_untouched_until_unpaused(profile: Profile) {
+    let env = Env::start(profile).await;
     let ns = env.namespace("paused").await;
     env.class(&ns, "gold", &[]).await;
     env.pool("cp-pool", &["10.70.0.10-10.70.0.20"], 24, "gold", CP)
@@ -435,8 +453,17 @@ async fn paused_cluster_is_untouched_until_unpaused() {
 }
 
 #[tokio::test]
-async fn deleted_cluster_takes_claim_and_address_with_it() {
-    let env = Env::start(Profile::Capi112).await;
+async fn deleted_cluster_takes_claim_and_address_with_it_capi_v1_12() {
+    deleted_cluster_takes_claim_and_address_with_it(Profile::Capi112).await;
+}
+
+#[tokio::test]
+async fn deleted_cluster_takes_claim_and_address_with_it_capi_v1_10() {
+    deleted_cluster_takes_claim_and_address_with_it(Profile::Capi110).await;
+}
+
+async fn deleted_cluster_takes_claim_and_address_with_it(profile: Profile) {
+    let env = Env::start(profile).await;
     let ns = env.namespace("gc").await;
     env.class(&ns, "gold", &[]).await;
     env.pool("cp-pool", &["10.80.0.10-10.80.0.20"], 24, "gold", CP)

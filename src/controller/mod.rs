@@ -29,7 +29,6 @@ use kube::{
     Client,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 pub use error::Error;
 use memory::{Memory, Slot};
@@ -127,10 +126,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         .as_ref()
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    let span = tracing::info_span!("reconcile", cluster = %cluster.name, ns = %cluster.namespace);
-    let result = reconcile_cluster(&ctx, cluster.clone(), &class)
-        .instrument(span)
-        .await;
+    let result = reconcile_cluster(&ctx, cluster.clone(), &class).await;
     let label = match &result {
         Ok((Some(_), _)) => crate::names::results::SKIPPED,
         Ok((None, _)) => crate::names::results::SUCCESS,
@@ -160,6 +156,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     }
 }
 
+#[tracing::instrument(name = "reconcile", skip_all, fields(cluster = %cluster.name, ns = %cluster.namespace))]
 async fn reconcile_cluster(
     ctx: &Context,
     cluster: ClusterView,
