@@ -204,9 +204,17 @@ fn process(shared: &Shared, key: &ObjKey) {
     if refs.is_empty() {
         return;
     }
+    // An owner of a kind nobody serves cannot be checked: like the real collector, keep it.
     let alive: Vec<&Value> = refs
         .iter()
-        .filter(|r| shared.store.get_by_uid(ref_uid(r)).is_some())
+        .filter(|r| {
+            let served = {
+                let reg = shared.registry();
+                let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+                reg.serves_kind(s("apiVersion"), s("kind"))
+            };
+            !served || shared.store.get_by_uid(ref_uid(r)).is_some()
+        })
         .collect();
     if alive.is_empty() {
         if !is_deleting(&obj) {

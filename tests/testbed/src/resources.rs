@@ -177,6 +177,14 @@ impl Registry {
             .cloned()
     }
 
+    /// Whether `apiVersion`/`kind` names a served resource (any version of the group).
+    pub fn serves_kind(&self, api_version: &str, kind: &str) -> bool {
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        self.resources
+            .values()
+            .any(|r| r.group == group && r.kind == kind)
+    }
+
     /// The preferred served version of a stored resource.
     pub fn preferred_for(&self, gr: &GroupResource) -> Option<Arc<ResourceInfo>> {
         let mut found: Vec<&Arc<ResourceInfo>> = self

@@ -263,3 +263,30 @@ async fn deleting_a_namespace_removes_its_content() {
     .await;
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn dangling_owner_of_served_kind_is_collected_but_unknown_kinds_are_left_alone() {
+    let tb = start_without_ipam(P).await;
+    let claims = api(&tb, &claims(P), Some(NS));
+    let ghost = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": "ghost",
+        "uid": "00000000-0000-4000-8000-000000000001", "controller": true});
+    create(&claims, claim_json("orphaned", "ghost", Some(ghost), "p")).await;
+    let unknown = json!({"apiVersion": "controlplane.cluster.x-k8s.io/v1beta2", "kind": "KubeadmControlPlane",
+        "name": "kcp", "uid": "00000000-0000-4000-8000-000000000002", "controller": true});
+    create(&claims, claim_json("kept", "x", Some(unknown), "p")).await;
+    eventually("dangling owner collected", || async {
+        claims
+            .get_opt("orphaned")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        claims.get_opt("kept").await.unwrap().is_some(),
+        "owner kind not served: cannot be verified, kept"
+    );
+    tb.shutdown().await;
+}
