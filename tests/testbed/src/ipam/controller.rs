@@ -82,7 +82,8 @@ pub async fn run(shared: Arc<Shared>, delay: Duration) {
         }
         if let Some(claim) = c.queue.pop_front() {
             c.queued.remove(&claim);
-            if !c.delay.is_zero() {
+            // The reaction delay models a slow provider: only claims with work to do wait.
+            if !c.delay.is_zero() && c.has_work(&claim) {
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(c.delay) => {}
@@ -219,6 +220,18 @@ impl Controller {
             }
             _ => {}
         }
+    }
+
+    /// Whether reconciling the claim would write something (finalizers, address, addressRef).
+    fn has_work(&self, (ns, name): &Name) -> bool {
+        let Some(claim) = self.shared.store.get(&gr("ipaddressclaims"), ns, name) else {
+            return false;
+        };
+        let ours = finalizers(&claim).iter().any(|f| f == RELEASE_FINALIZER);
+        if is_deleting(&claim) {
+            return ours;
+        }
+        !ours || s(&claim, "/status/addressRef/name").is_none()
     }
 
     pub(super) fn json_patch(
