@@ -8,7 +8,7 @@ use http::{HeaderMap, Method, Response};
 use serde_json::{json, Value};
 
 use crate::delete::{DeleteOpts, Deleted};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, Cause};
 use crate::http::{error, header, json, json_with, Body, Query};
 use crate::objects::{parse_yaml_or_json, Validation, WriteCtx, Written};
 use crate::patch::PatchType;
@@ -146,6 +146,7 @@ async fn dispatch(shared: &Arc<Shared>, r: ResourceRequest) -> Result<Response<B
         }
         "list" => list(shared, &r),
         "watch" => {
+            validate_list_options(&r.query, true)?;
             let (labels, fields) = selectors(&info, &r.query)?;
             let rv = match r.query.get("resourceVersion") {
                 None | Some("") | Some("0") => None,
@@ -305,7 +306,84 @@ fn decode_continue(token: &str) -> Option<(u64, (String, String))> {
     ))
 }
 
+/// ListOptions rules of the API server (`resourceVersionMatch`, `sendInitialEvents`).
+fn validate_list_options(q: &Query, watch: bool) -> Result<(), ApiError> {
+    let rv = q.get("resourceVersion").filter(|v| !v.is_empty());
+    let rv_match = q.get("resourceVersionMatch").filter(|v| !v.is_empty());
+    let initial = q.get("sendInitialEvents").filter(|v| !v.is_empty());
+    let mut causes = Vec::new();
+    let forbidden = |f: &str, m: &str| Cause::forbidden(f, m);
+    if let Some(m) = rv_match {
+        if !matches!(m, "NotOlderThan" | "Exact") {
+            causes.push(Cause::not_supported(
+                "resourceVersionMatch",
+                &json!(m),
+                &[json!("Exact"), json!("NotOlderThan")],
+            ));
+        }
+    }
+    if watch {
+        if initial.is_some() {
+            if rv_match != Some("NotOlderThan") {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                ));
+            }
+            if initial == Some("true") && !q.flag("allowWatchBookmarks") {
+                causes.push(forbidden(
+                    "allowWatchBookmarks",
+                    "sendInitialEvents requires setting allowWatchBookmarks to true",
+                ));
+            }
+        } else if rv_match.is_some() {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+    } else {
+        if initial.is_some() {
+            causes.push(forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
+        }
+        match (rv_match, rv) {
+            (Some(_), None) => causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            )),
+            (Some("Exact"), Some("0")) => causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+            )),
+            _ => {}
+        }
+        if q.get("continue").is_some_and(|c| !c.is_empty()) && rv.is_some_and(|v| v != "0") {
+            causes.push(forbidden(
+                "resourceVersion",
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            &crate::errors::Subject {
+                group: "meta.k8s.io",
+                plural: "",
+                kind: "ListOptions",
+                name: "",
+            },
+            causes,
+        ))
+    }
+}
+
 fn list(shared: &Arc<Shared>, r: &ResourceRequest) -> Result<Response<Body>, ApiError> {
+    validate_list_options(&r.query, false)?;
     let info = &r.info;
     let (labels, fields) = selectors(info, &r.query)?;
     let limit = match r.query.get("limit") {
