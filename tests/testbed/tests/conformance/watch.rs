@@ -385,3 +385,34 @@ async fn continue_token_older_than_history_is_410_expired() {
     assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn kube_runtime_streaming_list_watcher_gets_initial_events_then_changes() {
+    let tb = start_without_ipam(P).await;
+    let api = api(&tb, &clusters(P), Some(NS));
+    create(&api, cluster_json(P, "s1", json!([]))).await;
+    let mut s = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match next(&mut s).await {
+            watcher::Event::InitApply(o) => initial.push(o.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(initial, ["s1"]);
+    create(&api, cluster_json(P, "s2", json!([]))).await;
+    loop {
+        if let watcher::Event::Apply(o) = next(&mut s).await {
+            assert_eq!(o.metadata.name.as_deref(), Some("s2"));
+            break;
+        }
+    }
+    let stats = tb.stats();
+    assert_eq!(
+        stats.requests_for("list", "clusters"),
+        0,
+        "streaming lists use watch only"
+    );
+    tb.shutdown().await;
+}
