@@ -89,21 +89,59 @@ fn builtin_columns(info: &ResourceInfo) -> Vec<Value> {
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "namespaces") => vec![col("Status", ".status.phase")],
         ("coordination.k8s.io", "leases") => vec![col("Holder", ".spec.holderIdentity")],
-        ("", "events") => vec![
-            col("Type", ".type"),
-            col("Reason", ".reason"),
-            col("Message", ".message"),
-        ],
-        ("events.k8s.io", "events") => vec![
-            col("Type", ".type"),
-            col("Reason", ".reason"),
-            col("Note", ".note"),
-        ],
         _ => Vec::new(),
     }
 }
 
+/// Events are listed like kubectl shows them: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE (NAME when wide).
+fn event_table(info: &ResourceInfo, items: &[Arc<Value>], meta: &Value) -> Value {
+    let v1 = info.group == "events.k8s.io";
+    let (regarding, message, last) = if v1 {
+        ("regarding", "note", "deprecatedLastTimestamp")
+    } else {
+        ("involvedObject", "message", "lastTimestamp")
+    };
+    let col = |name: &str, kind: &str, priority: u8| json!({"name": name, "type": kind, "format": "", "priority": priority, "description": ""});
+    let defs = vec![
+        col("Last Seen", "string", 0),
+        col("Type", "string", 0),
+        col("Reason", "string", 0),
+        col("Object", "string", 0),
+        col("Message", "string", 0),
+        json!({"name": "Name", "type": "string", "format": "name", "priority": 1, "description": ""}),
+    ];
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let s = |p: &str| o.pointer(p).and_then(Value::as_str);
+            let seen = s("/series/lastObservedTime")
+                .or_else(|| s(&format!("/{last}")))
+                .or_else(|| s("/eventTime"));
+            let object = format!(
+                "{}/{}",
+                s(&format!("/{regarding}/kind"))
+                    .unwrap_or("")
+                    .to_lowercase(),
+                s(&format!("/{regarding}/name")).unwrap_or("")
+            );
+            let cells = json!([
+                age_of(seen),
+                s("/type"),
+                s("/reason"),
+                object,
+                s(&format!("/{message}")),
+                s("/metadata/name")
+            ]);
+            json!({"cells": cells, "object": **o})
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": defs, "rows": rows})
+}
+
 pub fn render(info: &ResourceInfo, items: &[Arc<Value>], meta: &Value) -> Value {
+    if info.kind == "Event" && !info.custom {
+        return event_table(info, items, meta);
+    }
     let mut columns = if info.custom {
         info.printer_columns.clone()
     } else {
