@@ -485,6 +485,8 @@ type: Normal
         described.contains("VIPAllocated"),
         "describe shows events of the object: {described}"
     );
+    let listed = s.ok(&["get", "events"]);
+    assert!(listed.contains("OBJECT") && listed.contains("cluster/d") && listed.contains("VIPAllocated"), "{listed}");
     let ev = s.json(&["get", "events.v1.events.k8s.io", "d.1"]);
     assert_eq!(
         ev["note"], "control-plane VIP 10.0.0.5",
