@@ -252,6 +252,23 @@ fn kubectl_apply_crds_then_objects_capi_v1_12() {
 #[test]
 fn kubectl_server_side_apply_twice_and_conflicts() {
     let s = Server::start(&["--crds", &crds("capi-v1.12")]);
+    let crd_rv = || {
+        s.ok(&[
+            "get",
+            "crd",
+            "clusters.cluster.x-k8s.io",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+    };
+    s.ok(&["apply", "--server-side", "-f", &crds("capi-v1.12")]);
+    let before = crd_rv();
+    s.ok(&["apply", "--server-side", "-f", &crds("capi-v1.12")]);
+    assert_eq!(
+        crd_rv(),
+        before,
+        "re-applying CRDs server-side changes nothing"
+    );
     let y = cluster_yaml("capi-v1.12", "ssa");
     let first = s.apply_yaml(&y, &["--server-side"]);
     assert!(first.contains("serverside-applied"), "{first}");
@@ -486,7 +503,12 @@ type: Normal
         "describe shows events of the object: {described}"
     );
     let listed = s.ok(&["get", "events"]);
-    assert!(listed.contains("OBJECT") && listed.contains("cluster/d") && listed.contains("VIPAllocated"), "{listed}");
+    assert!(
+        listed.contains("OBJECT")
+            && listed.contains("cluster/d")
+            && listed.contains("VIPAllocated"),
+        "{listed}"
+    );
     let ev = s.json(&["get", "events.v1.events.k8s.io", "d.1"]);
     assert_eq!(
         ev["note"], "control-plane VIP 10.0.0.5",

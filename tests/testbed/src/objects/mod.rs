@@ -440,7 +440,18 @@ pub fn parse_yaml_or_json(body: &[u8]) -> Result<Value, ApiError> {
 fn set_crd_status(obj: &mut Value) {
     let Ok(def) = CrdDef::parse(obj) else { return };
     let now = now_time();
-    let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg});
+    // A condition that stays True keeps its transition time, so re-applying a CRD is a no-op.
+    let since = |t: &str| {
+        obj.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c.get("type").and_then(Value::as_str) == Some(t))
+            })
+            .and_then(|c| c.get("lastTransitionTime").cloned())
+            .unwrap_or_else(|| json!(now))
+    };
+    let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": since(t), "reason": reason, "message": msg});
     obj["status"] = json!({
         "conditions": [
             cond("NamesAccepted", "NoConflicts", "no conflicts found"),
