@@ -291,7 +291,13 @@ fn diff_into(
                 ListType::Atomic => ch.member = true,
             }
         }
-        _ => collect_into(new, schema, ch, root),
+        _ => {
+            // Replaced wholesale: everything the old value held is gone.
+            if old.is_object() || old.is_array() {
+                collect_into(old, schema, rm, root);
+            }
+            collect_into(new, schema, ch, root);
+        }
     }
 }
 
@@ -421,6 +427,15 @@ mod tests {
             "k:{\"name\":\"b\"}".into()
         ]));
         assert!(rm.contains(&["f:x".into()]));
+        let (_, rm) = diff(
+            &json!({"metadata": {"finalizers": ["x"]}}),
+            &json!({"metadata": {"finalizers": []}}),
+            None,
+        );
+        assert!(
+            rm.contains(&["f:metadata".into(), "f:finalizers".into(), "v:\"x\"".into()]),
+            "emptied set"
+        );
         let mut c = json!({"spec": {"variables": [{"name": "a"}, {"name": "b"}]}});
         remove(
             &mut c,
