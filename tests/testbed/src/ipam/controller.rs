@@ -179,6 +179,10 @@ impl Controller {
                     }
                     self.dirty_pools.insert(p);
                 }
+                if gone {
+                    // The claim that owned it (same name) gets a new address if it still exists.
+                    self.enqueue(name);
+                }
             }
             (GROUP, res @ ("inclusterippools" | "globalinclusterippools")) => {
                 let kind = if res == "inclusterippools" {

@@ -409,3 +409,51 @@ async fn ipam_ignores_claims_for_other_providers_and_when_disabled() {
     );
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn ipam_recreates_an_address_deleted_under_a_bound_claim() {
+    let p = Profile::Capi112;
+    let tb = start(p).await;
+    create(
+        &api(&tb, &clusters(p), Some(NS)),
+        cluster_json(p, "re", json!([])),
+    )
+    .await;
+    create(
+        &api(&tb, &global_pools(), None),
+        global_pool(
+            "rp",
+            json!({"addresses": ["10.8.0.10-10.8.0.20"], "prefix": 24}),
+        ),
+    )
+    .await;
+    create(
+        &api(&tb, &claims(p), Some(NS)),
+        claim(p, "re-cp", "re", "GlobalInClusterIPPool", "rp"),
+    )
+    .await;
+    let first = bound(&tb, p, "re-cp").await;
+    let addrs = api(&tb, &addresses(p), Some(NS));
+    addrs
+        .patch(
+            "re-cp",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    addrs.delete("re-cp", &Default::default()).await.unwrap();
+    let again = eventually("address recreated", || async {
+        addrs
+            .get_opt("re-cp")
+            .await
+            .unwrap()
+            .filter(|a| a.metadata.uid != first.metadata.uid)
+    })
+    .await;
+    assert_eq!(
+        again.data["spec"]["address"], "10.8.0.10",
+        "lowest free address again"
+    );
+    tb.shutdown().await;
+}
