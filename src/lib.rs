@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod controller;
+pub mod hook;
 pub mod http;
 pub mod names;
 pub mod plan;

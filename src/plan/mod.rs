@@ -7,7 +7,7 @@ pub mod pools;
 mod rules;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use patch::{build_json_patch, ClusterChanges};
 pub use rules::plan;

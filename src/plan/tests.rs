@@ -11,7 +11,7 @@ use crate::{
     names::{ANNOTATION_INGRESS_ENABLED, ANNOTATION_INGRESS_VIP, LABEL_CLUSTER_CLASS, LABEL_ROLE},
 };
 
-fn cluster_json() -> Value {
+pub(crate) fn cluster_json() -> Value {
     json!({
         "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
         "metadata": {"name": "c1", "namespace": "ns", "uid": "uid-1", "resourceVersion": "5"},
@@ -19,12 +19,12 @@ fn cluster_json() -> Value {
     })
 }
 
-fn cluster(v: Value) -> ClusterView {
+pub(crate) fn cluster(v: Value) -> ClusterView {
     let obj: DynamicObject = serde_json::from_value(v).unwrap();
     ClusterView::parse(&obj).unwrap()
 }
 
-fn class(vars: &[&str]) -> ClassView {
+pub(crate) fn class(vars: &[&str]) -> ClassView {
     ClassView {
         name: "gold".into(),
         namespace: "ns".into(),
@@ -35,7 +35,7 @@ fn class(vars: &[&str]) -> ClassView {
     }
 }
 
-fn pool(name: &str, roles: &str, free: Option<i64>) -> PoolView {
+pub(crate) fn pool(name: &str, roles: &str, free: Option<i64>) -> PoolView {
     PoolView {
         kind: "GlobalInClusterIPPool".into(),
         name: name.into(),
@@ -54,7 +54,7 @@ fn pool(name: &str, roles: &str, free: Option<i64>) -> PoolView {
     }
 }
 
-fn claim(role: Role, owner_uid: Option<&str>, pool: &str, bound: bool) -> ClaimView {
+pub(crate) fn claim(role: Role, owner_uid: Option<&str>, pool: &str, bound: bool) -> ClaimView {
     let name = role.claim_name("c1");
     ClaimView {
         name: name.clone(),
@@ -79,7 +79,7 @@ fn claim(role: Role, owner_uid: Option<&str>, pool: &str, bound: bool) -> ClaimV
     }
 }
 
-fn address(role: Role, ip: &str) -> AddressView {
+pub(crate) fn address(role: Role, ip: &str) -> AddressView {
     AddressView {
         name: role.claim_name("c1"),
         namespace: "ns".into(),
@@ -89,7 +89,7 @@ fn address(role: Role, ip: &str) -> AddressView {
     }
 }
 
-fn snap(c: Value) -> Snapshot {
+pub(crate) fn snap(c: Value) -> Snapshot {
     Snapshot {
         cluster: cluster(c),
         class: Some(class(&["clusterVip"])),
@@ -104,7 +104,7 @@ fn snap(c: Value) -> Snapshot {
     }
 }
 
-fn bound(s: &mut Snapshot, role: Role, ip: &str) {
+pub(crate) fn bound(s: &mut Snapshot, role: Role, ip: &str) {
     let pool = if role == Role::ControlPlane {
         "cp-pool"
     } else {

@@ -1,0 +1,176 @@
+//! The Runtime SDK protocol: routes, request parsing and response bodies. No I/O: `handle` maps a request to
+//! a status code and a JSON body, so every branch is unit-tested without a socket.
+
+use serde_json::{json, Value};
+
+use super::decision::{decide, Answer, Lookup};
+
+/// The hooks API group and version, as sent in `apiVersion`.
+pub const HOOKS_API_VERSION: &str = "hooks.runtime.cluster.x-k8s.io/v1alpha1";
+/// Path prefix of every hook route.
+pub const HOOKS_PATH: &str = "/hooks.runtime.cluster.x-k8s.io/v1alpha1";
+/// The hook we implement.
+pub const HOOK_BEFORE_CLUSTER_CREATE: &str = "BeforeClusterCreate";
+/// Declared handler timeout (CAPI allows 0..=30; it calls discovery with 10 s).
+pub const HANDLER_TIMEOUT_SECONDS: u32 = 10;
+/// Largest request body accepted (a Cluster without status; etcd objects stay under 1.5 MiB).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Looks a Cluster up in the caches (implemented over the controller's stores; faked in tests).
+pub trait ClusterSource: Send + Sync {
+    /// The cache's view of Cluster `ns/name`; `uid` (from the request) guards against a recreated Cluster.
+    fn lookup(&self, ns: &str, name: &str, uid: Option<&str>) -> Lookup;
+}
+
+/// The handler name CAPI calls us by: `--runtime-extension-name` made a DNS-1123 label.
+pub fn handler_name(extension_name: &str) -> String {
+    let mut out = String::new();
+    for c in extension_name.trim().chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let mut out: String = out.trim_matches('-').chars().take(63).collect();
+    while out.ends_with('-') {
+        out.pop();
+    }
+    if out.is_empty() {
+        "vip-allocator".to_owned()
+    } else {
+        out
+    }
+}
+
+/// What one route answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Value,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Self {
+        Self { status: 200, body }
+    }
+}
+
+/// Everything a request needs besides the caches.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    /// DNS-1123 handler name (see [`handler_name`]).
+    pub handler: String,
+    /// `--runtime-extension-retry-after-seconds`.
+    pub retry_after_seconds: u32,
+}
+
+impl Routes {
+    /// The BeforeClusterCreate path of our handler.
+    pub fn before_cluster_create_path(&self) -> String {
+        format!("{HOOKS_PATH}/beforeclustercreate/{}", self.handler)
+    }
+
+    /// Answers one request. `path` excludes the query (`?timeout=` is not needed: we answer at once).
+    pub fn handle(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        source: &dyn ClusterSource,
+    ) -> Reply {
+        let path = path.trim_end_matches('/');
+        let discovery = path == format!("{HOOKS_PATH}/discovery");
+        let bcc = path == self.before_cluster_create_path();
+        if !discovery && !bcc {
+            return Reply {
+                status: 404,
+                body: json!({"kind": "Status", "status": "Failure", "code": 404,
+                    "message": format!("no Runtime SDK handler at {path}; this extension serves {HOOKS_PATH}/discovery and {}", self.before_cluster_create_path())}),
+            };
+        }
+        if method != "POST" {
+            return Reply {
+                status: 405,
+                body: json!({"kind": "Status", "status": "Failure", "code": 405,
+                    "message": format!("{method} is not allowed; Runtime SDK hooks are called with POST")}),
+            };
+        }
+        if discovery {
+            return match parse(body, "DiscoveryRequest") {
+                Ok(_) => Reply::ok(self.discovery()),
+                Err(msg) => Reply::ok(failure("DiscoveryResponse", &msg)),
+            };
+        }
+        let kind = "BeforeClusterCreateResponse";
+        let request = match parse(body, "BeforeClusterCreateRequest") {
+            Ok(v) => v,
+            Err(msg) => return Reply::ok(failure(kind, &msg)),
+        };
+        let meta = request.pointer("/cluster/metadata");
+        let text = |k: &str| {
+            meta.and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let (Some(ns), Some(name)) = (text("namespace"), text("name")) else {
+            return Reply::ok(failure(
+                kind,
+                "request has no cluster.metadata.namespace and cluster.metadata.name",
+            ));
+        };
+        let lookup = source.lookup(ns, name, text("uid"));
+        let answer = decide(&lookup, ns, name, self.retry_after_seconds);
+        tracing::debug!(cluster = %name, ns = %ns, retry_after = answer.retry_after_seconds,
+            message = %answer.message, "BeforeClusterCreate answered");
+        Reply::ok(success(kind, &answer))
+    }
+
+    /// The discovery response: one BeforeClusterCreate handler, failurePolicy Fail.
+    pub fn discovery(&self) -> Value {
+        json!({
+            "apiVersion": HOOKS_API_VERSION,
+            "kind": "DiscoveryResponse",
+            "status": "Success",
+            "handlers": [{
+                "name": self.handler,
+                "requestHook": {"apiVersion": HOOKS_API_VERSION, "hook": HOOK_BEFORE_CLUSTER_CREATE},
+                "timeoutSeconds": HANDLER_TIMEOUT_SECONDS,
+                "failurePolicy": "Fail",
+            }],
+        })
+    }
+}
+
+/// Parses a request body; `Err` is the message of a Failure response.
+fn parse(body: &[u8], expected_kind: &str) -> Result<Value, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    if !value.is_object() {
+        return Err(format!(
+            "request body must be a JSON object ({expected_kind})"
+        ));
+    }
+    match value.get("kind").and_then(Value::as_str) {
+        None | Some("") => Ok(value),
+        Some(k) if k == expected_kind => Ok(value),
+        Some(k) => Err(format!("expected kind {expected_kind}, got {k}")),
+    }
+}
+
+fn failure(kind: &str, message: &str) -> Value {
+    json!({"apiVersion": HOOKS_API_VERSION, "kind": kind, "status": "Failure", "message": message})
+}
+
+fn success(kind: &str, answer: &Answer) -> Value {
+    json!({"apiVersion": HOOKS_API_VERSION, "kind": kind, "status": "Success",
+        "message": answer.message, "retryAfterSeconds": answer.retry_after_seconds})
+}
+
+/// A response body for a request refused before routing (too large, unreadable).
+pub fn refused(message: &str) -> Value {
+    json!({"apiVersion": HOOKS_API_VERSION, "status": "Failure", "message": message})
+}

@@ -1,0 +1,468 @@
+//! Every decision branch, every route, malformed input, and a certificate rotated on disk.
+
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+
+use serde_json::{json, Value};
+
+use super::{
+    decision::{decide, Lookup},
+    routes::{handler_name, ClusterSource, Routes, HOOKS_PATH},
+};
+use crate::plan::{
+    tests::{bound, claim, class, cluster_json, pool, snap},
+    Role, RoleInputs, Snapshot,
+};
+
+const RETRY: u32 = 2;
+
+fn found(s: Snapshot) -> Lookup {
+    Lookup::Found(Box::new(s))
+}
+
+fn answer(s: Snapshot) -> super::Answer {
+    decide(&found(s), "ns", "c1", RETRY)
+}
+
+fn with_endpoint(host: &str, cluster_vip: Option<&str>) -> Value {
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": host, "port": 6443});
+    if let Some(v) = cluster_vip {
+        c["spec"]["topology"]["variables"] = json!([{"name": "clusterVip", "value": v}]);
+    }
+    c
+}
+
+#[test]
+fn caches_not_synced_blocks_with_a_reason() {
+    let a = decide(&Lookup::NotReady, "ns", "c1", RETRY);
+    assert_eq!(a.retry_after_seconds, RETRY);
+    assert!(a.message.contains("caches"), "{}", a.message);
+}
+
+#[test]
+fn cluster_not_yet_cached_blocks() {
+    let a = decide(&Lookup::Missing, "ns", "c1", RETRY);
+    assert_eq!(a.retry_after_seconds, RETRY);
+    assert!(a.message.contains("ns/c1"), "{}", a.message);
+}
+
+#[test]
+fn new_cluster_with_a_matching_pool_waits_for_the_claim() {
+    let a = answer(snap(cluster_json()));
+    assert_eq!(a.retry_after_seconds, RETRY);
+    assert!(a.message.contains("cp-pool"), "{}", a.message);
+}
+
+#[test]
+fn pending_claim_names_the_pool_it_waits_on() {
+    let mut s = snap(cluster_json());
+    s.control_plane = RoleInputs {
+        claim: Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", false)),
+        address: None,
+    };
+    let a = answer(s);
+    assert_eq!(a.retry_after_seconds, RETRY);
+    assert_eq!(
+        a.message,
+        "waiting for IPAM pool cp-pool to assign an address to IPAddressClaim ns/vip-cp-c1"
+    );
+}
+
+#[test]
+fn exhausted_pool_is_named_after_the_grace_period() {
+    let mut s = snap(cluster_json());
+    s.pools = vec![pool("cp-pool", "control-plane", Some(0))];
+    s.control_plane = RoleInputs {
+        claim: Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", false)),
+        address: None,
+    };
+    let a = answer(s);
+    assert_eq!(a.retry_after_seconds, RETRY);
+    assert!(
+        a.message.starts_with("pool cp-pool is exhausted"),
+        "{}",
+        a.message
+    );
+}
+
+#[test]
+fn address_assigned_but_not_written_still_blocks() {
+    let mut s = snap(cluster_json());
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    let a = answer(s);
+    assert_eq!(a.retry_after_seconds, RETRY);
+    assert!(a.message.contains("10.0.0.5"), "{}", a.message);
+}
+
+#[test]
+fn written_host_and_variable_unblock() {
+    let mut s = snap(with_endpoint("10.0.0.5", Some("10.0.0.5")));
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    assert_eq!(answer(s).retry_after_seconds, 0);
+}
+
+#[test]
+fn host_written_but_variable_missing_blocks() {
+    let mut s = snap(with_endpoint("10.0.0.5", None));
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    let a = answer(s);
+    assert_eq!(a.retry_after_seconds, RETRY);
+    assert!(a.message.contains("clusterVip"), "{}", a.message);
+}
+
+#[test]
+fn host_written_and_class_without_variable_unblocks() {
+    let mut s = snap(with_endpoint("10.0.0.5", None));
+    s.class = Some(class(&[]));
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    assert_eq!(answer(s).retry_after_seconds, 0);
+}
+
+#[test]
+fn manual_endpoint_waits_only_for_the_variable_mirror() {
+    let s = snap(with_endpoint("192.168.1.1", None));
+    assert_eq!(answer(s).retry_after_seconds, RETRY);
+    let s = snap(with_endpoint("192.168.1.1", Some("192.168.1.1")));
+    assert_eq!(answer(s).retry_after_seconds, 0);
+    // A user's own clusterVip that differs is left alone, so it must not block forever.
+    let s = snap(with_endpoint("192.168.1.1", Some("api.example.com")));
+    assert_eq!(answer(s).retry_after_seconds, 0);
+}
+
+#[test]
+fn no_matching_pool_does_not_block() {
+    let mut s = snap(cluster_json());
+    s.pools = vec![pool("ing-pool", "ingress", Some(5))];
+    assert_eq!(answer(s).retry_after_seconds, 0);
+}
+
+#[test]
+fn ingress_only_pool_matters_nothing() {
+    let mut s = snap(with_endpoint("10.0.0.5", Some("10.0.0.5")));
+    s.pools = vec![pool("ing-pool", "ingress", Some(0))];
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    assert_eq!(answer(s).retry_after_seconds, 0);
+}
+
+#[test]
+fn unknown_class_does_not_block() {
+    let mut s = snap(cluster_json());
+    s.class = None;
+    assert_eq!(answer(s).retry_after_seconds, 0);
+}
+
+#[test]
+fn non_topology_paused_and_deleting_clusters_do_not_block() {
+    let mut c = cluster_json();
+    c["spec"] = json!({"controlPlaneRef": {"apiGroup": "x", "kind": "Y", "name": "z"}});
+    assert_eq!(answer(snap(c)).retry_after_seconds, 0);
+    let mut c = cluster_json();
+    c["spec"]["paused"] = json!(true);
+    assert_eq!(answer(snap(c)).retry_after_seconds, 0);
+    let mut c = cluster_json();
+    c["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    c["metadata"]["finalizers"] = json!(["x"]);
+    assert_eq!(answer(snap(c)).retry_after_seconds, 0);
+}
+
+#[test]
+fn claim_of_another_owner_does_not_block() {
+    let mut s = snap(cluster_json());
+    s.control_plane = RoleInputs {
+        claim: Some(claim(
+            Role::ControlPlane,
+            Some("someone-else"),
+            "cp-pool",
+            false,
+        )),
+        address: None,
+    };
+    assert_eq!(answer(s).retry_after_seconds, 0);
+}
+
+#[test]
+fn retry_is_never_zero_when_blocking() {
+    let a = decide(&Lookup::NotReady, "ns", "c1", 0);
+    assert_eq!(a.retry_after_seconds, 1);
+}
+
+// ---- routes ----
+
+struct Fixed(
+    fn() -> Lookup,
+    std::sync::Mutex<Vec<(String, String, Option<String>)>>,
+);
+
+impl ClusterSource for Fixed {
+    fn lookup(&self, ns: &str, name: &str, uid: Option<&str>) -> Lookup {
+        if let Ok(mut seen) = self.1.lock() {
+            seen.push((ns.into(), name.into(), uid.map(str::to_owned)));
+        }
+        (self.0)()
+    }
+}
+
+fn routes() -> Routes {
+    Routes {
+        handler: handler_name("vip-allocator"),
+        retry_after_seconds: RETRY,
+    }
+}
+
+fn waiting() -> Fixed {
+    Fixed(|| Lookup::Missing, Default::default())
+}
+
+const BCC: &str = "/hooks.runtime.cluster.x-k8s.io/v1alpha1/beforeclustercreate/vip-allocator";
+
+#[test]
+fn handler_names_are_dns_labels() {
+    assert_eq!(handler_name("vip-allocator"), "vip-allocator");
+    assert_eq!(handler_name("VIP_Allocator.v2"), "vip-allocator-v2");
+    assert_eq!(handler_name("--"), "vip-allocator");
+    let long = handler_name(&"a-".repeat(80));
+    assert!(long.len() <= 63 && !long.ends_with('-'), "{long}");
+}
+
+#[test]
+fn discovery_declares_one_failing_handler() {
+    let r = routes().handle(
+        "POST",
+        &format!("{HOOKS_PATH}/discovery"),
+        br#"{"apiVersion":"hooks.runtime.cluster.x-k8s.io/v1alpha1","kind":"DiscoveryRequest"}"#,
+        &waiting(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["status"], "Success");
+    let handlers = r.body["handlers"].as_array().unwrap();
+    assert_eq!(handlers.len(), 1);
+    assert_eq!(handlers[0]["name"], "vip-allocator");
+    assert_eq!(handlers[0]["requestHook"]["hook"], "BeforeClusterCreate");
+    assert_eq!(handlers[0]["failurePolicy"], "Fail");
+    assert!(handlers[0]["timeoutSeconds"].as_u64().unwrap() <= 10);
+}
+
+#[test]
+fn before_cluster_create_reads_the_cache_by_name_for_both_api_versions() {
+    for cluster in [
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster",
+               "metadata": {"name": "c1", "namespace": "ns", "uid": "u1"},
+               "spec": {"topology": {"class": "gold", "version": "v1.30.0"}}}),
+        json!({"metadata": {"name": "c1", "namespace": "ns"},
+               "spec": {"topology": {"classRef": {"name": "gold"}, "version": "v1.33.0"}}}),
+    ] {
+        let src = waiting();
+        let body = json!({"apiVersion": "hooks.runtime.cluster.x-k8s.io/v1alpha1",
+            "kind": "BeforeClusterCreateRequest", "settings": {}, "cluster": cluster});
+        let r = routes().handle("POST", BCC, body.to_string().as_bytes(), &src);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["kind"], "BeforeClusterCreateResponse");
+        assert_eq!(r.body["status"], "Success");
+        assert_eq!(r.body["retryAfterSeconds"], RETRY);
+        let seen = src.1.lock().unwrap();
+        assert_eq!((seen[0].0.as_str(), seen[0].1.as_str()), ("ns", "c1"));
+    }
+}
+
+#[test]
+fn the_decision_from_the_cache_reaches_the_response() {
+    let src = Fixed(
+        || {
+            let mut s = snap(with_endpoint("10.0.0.5", Some("10.0.0.5")));
+            bound(&mut s, Role::ControlPlane, "10.0.0.5");
+            found(s)
+        },
+        Default::default(),
+    );
+    let body = json!({"kind": "BeforeClusterCreateRequest",
+        "cluster": {"metadata": {"name": "c1", "namespace": "ns", "uid": "uid-1"}}});
+    let r = routes().handle(
+        "POST",
+        &format!("{BCC}/"),
+        body.to_string().as_bytes(),
+        &src,
+    );
+    assert_eq!(r.body["status"], "Success");
+    assert_eq!(r.body["retryAfterSeconds"], 0);
+    assert_eq!(src.1.lock().unwrap()[0].2.as_deref(), Some("uid-1"));
+}
+
+#[test]
+fn malformed_requests_get_failure_responses() {
+    let r = routes();
+    for body in [
+        &b"{not json"[..],
+        b"[]",
+        b"\"x\"",
+        br#"{"kind":"DiscoveryRequest"}"#,
+        br#"{"kind":"BeforeClusterCreateRequest"}"#,
+        br#"{"kind":"BeforeClusterCreateRequest","cluster":{"metadata":{"name":"c1"}}}"#,
+        br#"{"kind":"BeforeClusterCreateRequest","cluster":{"metadata":{"name":7,"namespace":[]}}}"#,
+        b"",
+        &[0xff, 0xfe, 0x00],
+    ] {
+        let reply = r.handle("POST", BCC, body, &waiting());
+        assert_eq!(reply.status, 200, "{body:?}");
+        assert_eq!(reply.body["status"], "Failure", "{body:?}");
+        assert!(!reply.body["message"].as_str().unwrap().is_empty());
+    }
+    let reply = r.handle(
+        "POST",
+        &format!("{HOOKS_PATH}/discovery"),
+        b"nope",
+        &waiting(),
+    );
+    assert_eq!(reply.body["status"], "Failure");
+}
+
+#[test]
+fn unknown_routes_are_404_and_other_methods_405() {
+    let r = routes();
+    for path in [
+        "/",
+        "/hooks.runtime.cluster.x-k8s.io/v1alpha1/beforeclustercreate/other",
+        "/hooks.runtime.cluster.x-k8s.io/v1alpha1/afterclusterupgrade/vip-allocator",
+        "/hooks.runtime.cluster.x-k8s.io/v1alpha1/beforeclustercreate",
+    ] {
+        assert_eq!(
+            r.handle("POST", path, b"{}", &waiting()).status,
+            404,
+            "{path}"
+        );
+    }
+    assert_eq!(r.handle("GET", BCC, b"", &waiting()).status, 405);
+}
+
+// ---- TLS ----
+
+fn self_signed(cn: &str) -> (String, String) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), cn.to_owned()]).unwrap();
+    (cert.cert.pem(), cert.key_pair.serialize_pem())
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vip-hook-{tag}-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+fn write(dir: &std::path::Path, pair: &(String, String)) {
+    // Like the kubelet: write aside, then rename into place.
+    for (name, text) in [("tls.crt", &pair.0), ("tls.key", &pair.1)] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+}
+
+async fn served_cert(addr: std::net::SocketAddr, roots: &[&str]) -> (Vec<u8>, String) {
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut store = rustls::RootCertStore::empty();
+    for pem in roots {
+        store
+            .add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
+            .unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let body =
+        r#"{"apiVersion":"hooks.runtime.cluster.x-k8s.io/v1alpha1","kind":"DiscoveryRequest"}"#;
+    let req = format!(
+        "POST {HOOKS_PATH}/discovery?timeout=10s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tls.read_to_string(&mut out).await.unwrap_or_default();
+    (der, out)
+}
+
+#[tokio::test]
+async fn tls_server_serves_discovery_and_picks_up_a_rotated_certificate() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp_dir("rotate");
+    let first = self_signed("first.example");
+    let second = self_signed("second.example");
+    write(&dir, &first);
+    let server = super::HookServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &dir,
+        routes(),
+        Arc::new(waiting()),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(server.serve(stop.clone()));
+
+    let (der1, resp) = served_cert(addr, &[&first.0, &second.0]).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"hook\":\"BeforeClusterCreate\""), "{resp}");
+    let first_der = rustls_pki_types::CertificateDer::from_pem_slice(first.0.as_bytes()).unwrap();
+    assert_eq!(der1, first_der.to_vec());
+
+    // mtime granularity can be coarse: make sure the stamp differs.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&dir, &second);
+    let (der2, resp) = served_cert(addr, &[&first.0, &second.0]).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let second_der = rustls_pki_types::CertificateDer::from_pem_slice(second.0.as_bytes()).unwrap();
+    assert_eq!(
+        der2,
+        second_der.to_vec(),
+        "the rotated certificate is served without a restart"
+    );
+
+    // A half-written rotation keeps the last good certificate.
+    std::fs::write(dir.join("tls.key"), "garbage").unwrap();
+    let (der3, _) = served_cert(addr, &[&first.0, &second.0]).await;
+    assert_eq!(der3, second_der.to_vec());
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn missing_certificate_is_a_start_up_error() {
+    let dir = temp_dir("missing");
+    let err = super::HookServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &dir,
+        routes(),
+        Arc::new(waiting()),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("tls.crt"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
