@@ -10,6 +10,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     Client, Config,
 };
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -17,6 +18,7 @@ use crate::{
     cli::Args,
     controller::{self, Health, Settings, Stores, SystemClock},
     http::{self, HttpState},
+    leader::{self, Elector, LeaderConfig},
     names::CONTROLLER_NAME,
     telemetry::{
         metrics::{GaugeSample, SampleSource},
@@ -51,6 +53,11 @@ pub fn user_agent() -> String {
 
 /// Builds the client from `--kubeconfig`, else `KUBECONFIG`/`~/.kube/config`/in-cluster.
 pub async fn client(args: &Args) -> Result<Client, AppError> {
+    client_as(args, &user_agent()).await
+}
+
+/// [`client`] with an explicit user agent (with leader election: `capi-vip-allocator/<version> (<identity>)`).
+pub async fn client_as(args: &Args, agent: &str) -> Result<Client, AppError> {
     let mut config = match &args.kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
@@ -63,7 +70,7 @@ pub async fn client(args: &Args) -> Result<Client, AppError> {
             .await
             .map_err(|e| AppError::Client(e.to_string()))?,
     };
-    let ua = HeaderValue::from_str(&user_agent()).map_err(|e| AppError::Client(e.to_string()))?;
+    let ua = HeaderValue::from_str(agent).map_err(|e| AppError::Client(e.to_string()))?;
     config.headers.retain(|(k, _)| k != USER_AGENT);
     config.headers.push((USER_AGENT, ua));
     Client::try_from(config).map_err(|e| AppError::Client(e.to_string()))
@@ -130,13 +137,76 @@ async fn discover_until_served(client: &Client, shutdown: &CancellationToken) ->
     }
 }
 
+/// The leader-election settings from the flags, or `None` without `--leader-elect`.
+fn leader_config(args: &Args) -> Result<Option<LeaderConfig>, AppError> {
+    if !args.leader_elect {
+        return Ok(None);
+    }
+    let cfg = LeaderConfig {
+        name: args.leader_election_id.clone(),
+        namespace: leader::resolve_namespace(args.leader_election_namespace.as_deref())
+            .map_err(AppError::Flag)?,
+        identity: leader::default_identity(),
+        lease_duration: args.leader_elect_lease_duration,
+        renew_deadline: args.leader_elect_renew_deadline,
+        retry_period: args.leader_elect_retry_period,
+    };
+    cfg.validate().map_err(AppError::Flag)?;
+    Ok(Some(cfg))
+}
+
+/// Runs the controller only while this replica leads. Followers report ready (they are healthy standbys). The
+/// controller is stopped (and awaited) when leadership is lost or on shutdown; the lease is released only after
+/// it has stopped, so no write of ours can follow the release.
+async fn run_when_leading(
+    elector: Elector,
+    runtime: controller::Runtime,
+    shutdown: CancellationToken,
+) {
+    let (tx, mut leading) = watch::channel(false);
+    let stop_elector = CancellationToken::new();
+    tracing::info!(identity = %elector.identity(), "leader election on; waiting for the lease");
+    let elector_task = tokio::spawn(elector.run(tx, stop_elector.clone()));
+    runtime.health.set(true, true);
+    loop {
+        let became_leader = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            r = async { leading.wait_for(|l| *l).await.map(|_| ()) } => r.is_ok(),
+        };
+        if !became_leader {
+            break;
+        }
+        let controller_stop = shutdown.child_token();
+        let mut controller =
+            tokio::spawn(controller::run(runtime.clone(), controller_stop.clone()));
+        let lost = tokio::select! {
+            _ = &mut controller => false,
+            r = async { leading.wait_for(|l| !*l).await.map(|_| ()) } => r.is_ok(),
+        };
+        controller_stop.cancel();
+        if !controller.is_finished() {
+            let _ = controller.await;
+        }
+        if !lost || shutdown.is_cancelled() {
+            // Shutdown, or the controller ended on its own (the caller reports that).
+            break;
+        }
+        runtime.health.set(true, true);
+    }
+    stop_elector.cancel();
+    match elector_task.await {
+        Ok(mut elector) => {
+            if let Err(e) = elector.release().await {
+                tracing::warn!(error = %e, "cannot release the leader lease; it expires on its own");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "leader election task failed"),
+    }
+}
+
 /// Runs the operator until `shutdown` is cancelled.
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError> {
-    if args.leader_elect {
-        tracing::warn!(
-            "--leader-elect is accepted but leader election is not wired yet; running as leader"
-        );
-    }
+    let election = leader_config(&args)?;
     if args.enable_runtime_extension {
         tracing::warn!(port = args.runtime_extension_port, name = %args.runtime_extension_name,
             "--enable-runtime-extension is accepted but the hook server is not part of this build");
@@ -145,7 +215,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
         http::parse_bind_address(&args.metrics_bind_address).map_err(AppError::Flag)?;
     let probe_addr =
         http::parse_bind_address(&args.health_probe_bind_address).map_err(AppError::Flag)?;
-    let client = client(&args).await?;
+    let client = match &election {
+        Some(cfg) => client_as(&args, &format!("{} ({})", user_agent(), cfg.identity)).await?,
+        None => client(&args).await?,
+    };
+    let elector = election.map(|cfg| Elector::new(client.clone(), cfg));
     let metrics = Arc::new(Metrics::new()?);
     let health = Arc::new(Health::default());
     let gauge_stores: Arc<Mutex<Option<Stores>>> = Arc::default();
@@ -180,7 +254,6 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
             let Some(shapes) = discover_until_served(&client, &shutdown).await else {
                 return;
             };
-            // A leadership gate goes here: run the controller while leading, stop it when not.
             let runtime = controller::Runtime {
                 client,
                 shapes,
@@ -192,7 +265,10 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
                 gauge_stores,
                 clock: Arc::new(SystemClock),
             };
-            controller::run(runtime, shutdown).await;
+            match elector {
+                Some(elector) => run_when_leading(elector, runtime, shutdown).await,
+                None => controller::run(runtime, shutdown).await,
+            }
         }
     };
     let mut work = tokio::spawn(work);

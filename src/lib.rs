@@ -9,6 +9,7 @@ pub mod cli;
 pub mod controller;
 pub mod hook;
 pub mod http;
+pub mod leader;
 pub mod names;
 pub mod plan;
 pub mod telemetry;
