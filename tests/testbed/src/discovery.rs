@@ -125,3 +125,29 @@ pub fn openapi_v3_doc(reg: &Registry, group: &str, version: &str) -> Option<Valu
         "components": {"schemas": {}}}),
     )
 }
+
+/// A minimal OpenAPI v2 document in protobuf (`swagger: "2.0"`, `info`), which older kubectl
+/// versions (≤1.28) download before validating; it lists no paths, so they validate on the client
+/// against nothing and leave the rest to the server.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn field(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![(tag << 3) | 2];
+        let mut len = body.len();
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+        out.extend_from_slice(body);
+        out
+    }
+    let mut info = field(1, b"Kubernetes");
+    info.extend(field(2, b"v1.32.0"));
+    let mut doc = field(1, b"2.0");
+    doc.extend(field(2, &info));
+    doc
+}

@@ -112,6 +112,16 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, addr: &str) -> Respo
             non_resource("discovery");
             reg_json(&|r| discovery::resource_list(r, g, v))
         }
+        (Method::GET, ["openapi", "v2"]) => {
+            let mut r = Response::new(crate::http::full(discovery::openapi_v2_protobuf()));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                ),
+            );
+            r
+        }
         (Method::GET, ["openapi", "v3"]) => reg_json(&|r| Some(discovery::openapi_v3_index(r))),
         (Method::GET, ["openapi", "v3", "api", "v1"]) => {
             reg_json(&|r| discovery::openapi_v3_doc(r, "", "v1"))

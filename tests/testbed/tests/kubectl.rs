@@ -619,3 +619,72 @@ fn kubectl_server_side_apply_takes_over_client_side_apply_ownership() {
         "kubectl's managedFields upgrade (a JSON patch of metadata.managedFields) is honoured: {managers:?}"
     );
 }
+
+/// kubectl 1.27–1.33 (the versions installed next to the Google Cloud SDK) all drive the testbed.
+#[test]
+fn older_and_newer_kubectl_versions_apply_patch_and_wait() {
+    let dir = std::env::var_os("KUBECTL_VERSIONS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/google-cloud-sdk/bin"));
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    versions.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("kubectl.1."))
+    });
+    versions.sort();
+    assert!(
+        !versions.is_empty(),
+        "no kubectl.1.* binaries in {} — set KUBECTL_VERSIONS_DIR to a folder holding kubectl.1.27 … kubectl.1.33",
+        dir.display()
+    );
+    let s = Server::start(&["--crds", &crds("capi-v1.12"), "--no-ipam"]);
+    for (i, bin) in versions.iter().enumerate() {
+        let run = |args: &[&str]| {
+            let out = Command::new(bin)
+                .arg("--kubeconfig")
+                .arg(&s.kubeconfig)
+                .arg("--cache-dir")
+                .arg(s.dir.join(format!("cache-{i}")))
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{} {args:?}: {}",
+                bin.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let name = format!("v{i}");
+        let path = s.dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, cluster_yaml("capi-v1.12", &name)).unwrap();
+        run(&["apply", "-f", path.to_str().unwrap()]);
+        run(&["apply", "-f", path.to_str().unwrap()]);
+        run(&["apply", "--server-side", "-f", path.to_str().unwrap()]);
+        run(&[
+            "patch",
+            "cluster",
+            &name,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"labels":{"seen":"yes"}}}"#,
+        ]);
+        run(&[
+            "wait",
+            "--for=jsonpath={.metadata.labels.seen}=yes",
+            &format!("cluster/{name}"),
+            "--timeout=10s",
+        ]);
+        let listed = run(&["get", "clusters"]);
+        assert!(
+            listed.contains(&name),
+            "{} lists {name}: {listed}",
+            bin.display()
+        );
+    }
+}
