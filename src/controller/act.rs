@@ -21,7 +21,12 @@ pub struct Outcome {
     pub claim_writes: usize,
     /// Whether the Cluster was patched.
     pub patched: bool,
+    /// A claim we just created is not in the cache yet; its watch event will bring us back.
+    pub waiting_for_cache: bool,
 }
+
+/// How long a claim we created may be missing from the cache before we create it again.
+const CLAIM_CACHE_LAG: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Executes `plan` for `cluster`. Claim steps first; the Cluster patch only if they all succeeded.
 pub async fn act(
@@ -36,6 +41,17 @@ pub async fn act(
     for step in &plan.steps {
         match step {
             Step::CreateClaim { role, name, pool } => {
+                let recent = ctx
+                    .memory
+                    .claim_created_at(&cluster.uid, *role)
+                    .is_some_and(|t| {
+                        ctx.clock.now().duration_since(t).unsigned_abs() < CLAIM_CACHE_LAG
+                    });
+                if recent {
+                    // Created a moment ago and not cached yet: creating again would only hit AlreadyExists.
+                    outcome.waiting_for_cache = true;
+                    continue;
+                }
                 let body = claim_body(ctx, cluster, *role, name, pool);
                 let obj: DynamicObject = serde_json::from_value(body)
                     .map_err(|e| Error::Stale(format!("building claim {name}: {e}")))?;
@@ -90,6 +106,7 @@ pub async fn act(
                     }),
                     ..Default::default()
                 };
+                ctx.memory.claim_gone(&cluster.uid, *role);
                 match claims.delete(name, &dp).await {
                     Ok(_) => {
                         tracing::info!(claim = %name, role = role.label(), "deleted IPAddressClaim")
@@ -134,6 +151,8 @@ pub async fn act(
                 )
             })?;
         outcome.patched = true;
+        ctx.memory
+            .patched_from(&cluster.uid, &cluster.resource_version);
         let now = ctx.clock.now();
         for a in &plan.allocations {
             // Our own record is sub-second; creationTimestamp (whole seconds) covers claims made before a restart.

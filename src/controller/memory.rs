@@ -25,6 +25,8 @@ struct ClusterMemory {
     failures: HashMap<&'static str, u32>,
     /// When this process created the claim of a role (sub-second, unlike `creationTimestamp`).
     claim_created: HashMap<Role, jiff::Timestamp>,
+    /// The cached resourceVersion our last successful Cluster patch was based on.
+    patched_from: Option<String>,
 }
 
 /// Per-Cluster memory.
@@ -81,9 +83,32 @@ impl Memory {
         });
     }
 
+    /// When we created the claim of `role`, if this process did (not consumed).
+    pub fn claim_created_at(&self, uid: &str, role: Role) -> Option<jiff::Timestamp> {
+        self.with(uid, |m| m.claim_created.get(&role).copied())
+    }
+
+    /// Forgets our record of the claim of `role` (it was deleted).
+    pub fn claim_gone(&self, uid: &str, role: Role) {
+        self.with(uid, |m| {
+            m.claim_created.remove(&role);
+        });
+    }
+
     /// When we created the claim of `role`, if this process did (consumed).
     pub fn take_claim_created(&self, uid: &str, role: Role) -> Option<jiff::Timestamp> {
         self.with(uid, |m| m.claim_created.remove(&role))
+    }
+
+    /// Records that we patched the Cluster as cached at `resource_version`.
+    pub fn patched_from(&self, uid: &str, resource_version: &str) {
+        self.with(uid, |m| m.patched_from = Some(resource_version.to_owned()));
+    }
+
+    /// Whether the cache still shows the version our last patch replaced (our write has not arrived yet).
+    /// Only equality of resourceVersions is used: they are opaque.
+    pub fn cache_behind_our_write(&self, uid: &str, resource_version: &str) -> bool {
+        self.with(uid, |m| m.patched_from.as_deref() == Some(resource_version))
     }
 
     /// Forgets a deleted Cluster.
@@ -160,6 +185,15 @@ mod tests {
         assert_eq!(m.take_claim_created("u", Role::ControlPlane), None);
         assert_eq!(m.take_claim_created("u", Role::Ingress), Some(t));
         assert_eq!(m.take_claim_created("u", Role::Ingress), None);
+    }
+
+    #[test]
+    fn cache_is_behind_until_a_newer_version_arrives() {
+        let m = Memory::default();
+        assert!(!m.cache_behind_our_write("u", "5"));
+        m.patched_from("u", "5");
+        assert!(m.cache_behind_our_write("u", "5"));
+        assert!(!m.cache_behind_our_write("u", "6"));
     }
 
     #[test]

@@ -44,6 +44,9 @@ use crate::{
 /// Long safety requeue after a successful reconcile (every input is watched; this only covers missed events).
 pub const SAFETY_REQUEUE: Duration = Duration::from_secs(600);
 
+/// Safety requeue while the cache has not caught up with our own Cluster patch.
+const OWN_WRITE_WAIT: Duration = Duration::from_secs(2);
+
 /// The source of time.
 pub trait Clock: Send + Sync {
     /// Now.
@@ -162,6 +165,15 @@ async fn reconcile_cluster(
     cluster: ClusterView,
     class: &str,
 ) -> Result<(Option<Skip>, Option<Duration>), Error> {
+    if ctx
+        .memory
+        .cache_behind_our_write(&cluster.uid, &cluster.resource_version)
+    {
+        // Our last patch has not reached the cache; acting on the older copy would only fail its guards.
+        // The watch event of that patch triggers the next reconcile; the requeue is a safety net.
+        tracing::debug!("cache behind our own write; waiting for it");
+        return Ok((None, Some(OWN_WRITE_WAIT)));
+    }
     let snapshot = ctx
         .stores
         .snapshot(cluster, ctx.settings.default_port, ctx.clock.now());
@@ -179,7 +191,15 @@ async fn reconcile_cluster(
             "reconciled"
         );
     }
-    Ok((None, plan.requeue_after))
+    let requeue_after = if outcome.waiting_for_cache {
+        Some(
+            plan.requeue_after
+                .map_or(OWN_WRITE_WAIT, |d| d.min(OWN_WRITE_WAIT)),
+        )
+    } else {
+        plan.requeue_after
+    };
+    Ok((None, requeue_after))
 }
 
 fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
