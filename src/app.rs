@@ -41,6 +41,9 @@ pub enum AppError {
     /// HTTP server.
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
+    /// Runtime SDK hook server.
+    #[error(transparent)]
+    Hook(#[from] crate::hook::HookError),
     /// A task ended before shutdown was requested.
     #[error("{0}")]
     Stopped(String),
@@ -204,13 +207,35 @@ async fn run_when_leading(
     }
 }
 
+/// Binds the BeforeClusterCreate hook server; it answers from the controller's caches.
+async fn hook_server(
+    args: &Args,
+    stores: &Arc<Mutex<Option<Stores>>>,
+    health: &Arc<Health>,
+) -> Result<crate::hook::HookServer, AppError> {
+    let source = crate::hook::CacheSource {
+        stores: stores.clone(),
+        health: health.clone(),
+        default_port: args.default_port,
+        clock: Arc::new(SystemClock),
+    };
+    let routes = crate::hook::Routes {
+        handler: crate::hook::handler_name(&args.runtime_extension_name),
+        retry_after_seconds: args.runtime_extension_retry_after_seconds,
+    };
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], args.runtime_extension_port));
+    Ok(crate::hook::HookServer::bind(
+        addr,
+        &args.runtime_extension_cert_dir,
+        routes,
+        Arc::new(source),
+    )
+    .await?)
+}
+
 /// Runs the operator until `shutdown` is cancelled.
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError> {
     let election = leader_config(&args)?;
-    if args.enable_runtime_extension {
-        tracing::warn!(port = args.runtime_extension_port, name = %args.runtime_extension_name,
-            "--enable-runtime-extension is accepted but the hook server is not part of this build");
-    }
     let metrics_addr =
         http::parse_bind_address(&args.metrics_bind_address).map_err(AppError::Flag)?;
     let probe_addr =
@@ -239,6 +264,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
     let mut http_tasks = tokio::task::JoinSet::new();
     for server in servers {
         http_tasks.spawn(server.serve(shutdown.clone()));
+    }
+    if args.enable_runtime_extension {
+        if args.enable_reconciler {
+            let server = hook_server(&args, &gauge_stores, &health).await?;
+            http_tasks.spawn(server.serve(shutdown.clone()));
+        } else {
+            tracing::warn!("--enable-runtime-extension needs the reconciler's caches; the hook server is not started with --enable-reconciler=false");
+        }
     }
 
     let work = {

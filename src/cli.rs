@@ -64,7 +64,7 @@ pub struct Args {
           default_missing_value = "true", action = ArgAction::Set, value_name = "BOOL")]
     pub enable_reconciler: bool,
 
-    /// Serve the Runtime SDK BeforeClusterCreate hook (accepted; the hook server comes later). Default false.
+    /// Serve the Runtime SDK BeforeClusterCreate hook (HTTPS on `--runtime-extension-port`). Default false.
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = ArgAction::Set, value_name = "BOOL")]
     pub enable_runtime_extension: bool,
@@ -76,6 +76,18 @@ pub struct Args {
     /// Name of the Runtime SDK extension handler.
     #[arg(long, default_value = "vip-allocator", value_name = "NAME")]
     pub runtime_extension_name: String,
+
+    /// Directory holding the hook server's `tls.crt` and `tls.key` (re-read when they change).
+    #[arg(
+        long,
+        default_value = "/tmp/k8s-webhook-server/serving-certs",
+        value_name = "DIR"
+    )]
+    pub runtime_extension_cert_dir: PathBuf,
+
+    /// `retryAfterSeconds` answered while a Cluster waits for its control-plane VIP.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=600), value_name = "SECONDS")]
+    pub runtime_extension_retry_after_seconds: u32,
 
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster service account).
     #[arg(long, value_name = "PATH")]
@@ -235,6 +247,11 @@ mod tests {
         );
         assert_eq!(a.runtime_extension_port, 9443);
         assert_eq!(a.runtime_extension_name, "vip-allocator");
+        assert_eq!(a.runtime_extension_retry_after_seconds, 2);
+        assert_eq!(
+            a.runtime_extension_cert_dir,
+            PathBuf::from("/tmp/k8s-webhook-server/serving-certs")
+        );
         assert_eq!(a.leader_election_id, "capi-vip-allocator.gorizond.io");
         assert_eq!(a.leader_elect_lease_duration, Duration::from_secs(15));
         assert_eq!(a.leader_elect_renew_deadline, Duration::from_secs(10));
@@ -311,6 +328,7 @@ mod tests {
         assert!(Args::parse_go_style(["x", "--enable-reconciler=maybe"]).is_err());
         assert!(Args::parse_go_style(["x", "--log-format=xml"]).is_err());
         assert!(Args::parse_go_style(["x", "--leader-elect-lease-duration=fast"]).is_err());
+        assert!(Args::parse_go_style(["x", "--runtime-extension-retry-after-seconds=0"]).is_err());
     }
 
     #[test]

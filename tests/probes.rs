@@ -63,6 +63,7 @@ async fn one_server_serves_everything_when_addresses_are_equal() {
         .expect("testbed");
     let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
+    let certs = serving_certs();
     let _op = Operator::spawn(
         tb.kubeconfig_path(),
         &[
@@ -70,8 +71,11 @@ async fn one_server_serves_everything_when_addresses_are_equal() {
             "--health-probe-bind-address",
             &addr,
             "--leader-elect",
+            // Outside a pod the Lease namespace cannot be read from the service account.
+            "--leader-election-namespace=kube-system",
             "--enable-runtime-extension=true",
-            "--runtime-extension-port=9443",
+            &format!("--runtime-extension-port={}", common::free_port()),
+            &format!("--runtime-extension-cert-dir={}", certs.display()),
         ],
     );
     // The later flags override the harness's: both endpoints on one port.
@@ -138,4 +142,18 @@ fn bad_flags_exit_with_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("default-port"));
+}
+
+/// A self-signed `tls.crt`/`tls.key` for the hook server, in a fresh directory.
+fn serving_certs() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "vip-probes-certs-{}-{}",
+        std::process::id(),
+        common::free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), cert.key_pair.serialize_pem()).unwrap();
+    dir
 }
