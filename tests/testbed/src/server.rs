@@ -39,7 +39,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
                 let addr = addr.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(shared, req, &addr).await) }
+                async move {
+                    let (method, uri) = (req.method().clone(), req.uri().clone());
+                    let started = std::time::Instant::now();
+                    let resp = route(shared, req, &addr).await;
+                    tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed = ?started.elapsed(), "request");
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let stop = shared_for_conn.shutdown.clone();
             let conn = http1::Builder::new()
