@@ -50,6 +50,10 @@ bench: ## Benchmarks of the release operator on the testbed (BENCH_QUICK=1: ~1 m
 	cargo build --release --bin capi-vip-allocator
 	cargo bench --bench bench
 
+.PHONY: chaos
+chaos: ## Long fault run: 500 Clusters, 10 operator kills, API faults (CHAOS_CLUSTERS/CHAOS_KILLS override); prints a summary table
+	cargo test -p capi-vip-allocator --test chaos -- --ignored --nocapture chaos_long_form
+
 .PHONY: fmt
 fmt: ## Format the Rust code
 	cargo fmt --all

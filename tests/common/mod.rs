@@ -21,6 +21,8 @@ use serde_json::{json, Value};
 use testbed::{Profile, Testbed, TestbedOptions};
 use tokio::{io::AsyncReadExt, io::AsyncWriteExt, net::TcpStream, process::Child};
 
+pub mod invariants;
+
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
