@@ -615,3 +615,70 @@ async fn malformed_requests_get_status_bodies_and_the_server_keeps_serving() {
     assert!(still.metadata.labels.is_none());
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_crd_serving_two_versions_shows_each_object_in_the_requested_version() {
+    use futures::{StreamExt, TryStreamExt};
+    let tb = start_without_ipam(Profile::Capi112).await;
+    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}});
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "things.example.io"},
+        "spec": {"group": "example.io", "scope": "Namespaced", "names": {"kind": "Thing", "plural": "things"},
+            "conversion": {"strategy": "None"},
+            "versions": [
+                {"name": "v1alpha1", "served": true, "storage": false, "schema": schema},
+                {"name": "v1", "served": true, "storage": true, "schema": schema}]}});
+    let r = raw(
+        &tb,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        None,
+        &crd.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let groups = tb.client().list_api_groups().await.unwrap();
+    let g = groups
+        .groups
+        .iter()
+        .find(|g| g.name == "example.io")
+        .unwrap();
+    assert_eq!(
+        g.preferred_version.as_ref().unwrap().version,
+        "v1",
+        "GA preferred over alpha"
+    );
+    let old = crate::common::api(
+        &tb,
+        &ar("example.io", "v1alpha1", "Thing", "things"),
+        Some(NS),
+    );
+    let new = crate::common::api(&tb, &ar("example.io", "v1", "Thing", "things"), Some(NS));
+    let mut w = new
+        .watch(&kube::api::WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    create(&old, json!({"apiVersion": "example.io/v1alpha1", "kind": "Thing", "metadata": {"name": "t"}, "spec": {"a": 1}})).await;
+    let seen = new.get("t").await.unwrap();
+    assert_eq!(seen.types.unwrap().api_version, "example.io/v1");
+    assert_eq!(seen.data["spec"]["a"], 1);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), w.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        kube::api::WatchEvent::Added(o) => {
+            assert_eq!(o.types.unwrap().api_version, "example.io/v1")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let listed = old.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        listed.items[0].types.as_ref().unwrap().api_version,
+        "example.io/v1alpha1"
+    );
+    tb.shutdown().await;
+}
