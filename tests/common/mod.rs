@@ -24,7 +24,7 @@ use tokio::{io::AsyncReadExt, io::AsyncWriteExt, net::TcpStream, process::Child}
 pub mod invariants;
 
 /// How long any single wait may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(30);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
