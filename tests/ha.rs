@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{host, Env, Operator};
+use common::{host, invariants::Invariants, Env, Operator};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use testbed::Profile;
@@ -148,6 +148,12 @@ async fn only_the_leader_writes_and_the_follower_takes_over_when_it_dies() {
         )],
         "after the kill only the new leader writes"
     );
+    let inv = Invariants::new(env.client.clone(), env.shapes.clone()).await;
+    let (summary, _) = inv.wait_allocated(&|_| true, common::WAIT).await;
+    assert_eq!(
+        (summary.clusters, summary.duplicates, summary.orphans),
+        (10, 0, 0)
+    );
     // No VIP handed out twice.
     let mut vips = Vec::new();
     for name in first_batch.iter().chain(&second_batch) {
@@ -266,5 +272,84 @@ async fn leader_election_outside_a_pod_needs_a_namespace() {
     assert!(
         stderr.contains("must be greater than --leader-elect-renew-deadline"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_leader_that_cannot_renew_stops_writing_before_its_lease_can_be_taken() {
+    let env = Env::start_with(Profile::Capi112, LE_FLAGS).await;
+    let leader = wait_holder(&env, "set", |h| !h.is_empty()).await;
+    let agent = format!(
+        "capi-vip-allocator/{} ({leader})",
+        env!("CARGO_PKG_VERSION")
+    );
+    let ns = env.namespace("ha-renew").await;
+    env.class(&ns, "ha", &[]).await;
+    env.pool(
+        "ha-renew-pool",
+        &["10.62.0.1-10.62.0.200"],
+        24,
+        "ha",
+        "control-plane",
+    )
+    .await;
+    make_clusters(&env, &ns, "a", 2).await;
+    env.wait_cp_vip(&ns, "a-1").await;
+
+    // Lease renewals are PUTs; the operator itself never PUTs. Fail them all: the leader must give up.
+    env.tb.faults().set_error_rate("update", 1.0, 500);
+    let t0 = Instant::now();
+    let mut created = 2;
+    let lost_at = loop {
+        // Keep work coming so the leader would write if it still believed it leads.
+        env.cluster(&ns, &format!("a-{created}"), "ha").await;
+        created += 1;
+        if env.op.logs().contains("leadership lost") {
+            break Instant::now();
+        }
+        assert!(
+            t0.elapsed() < common::WAIT,
+            "leadership never lost:\n{}",
+            env.op.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Give any straggling write time to land, then compare with the last successful renewal.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "default");
+    let spec = leases.get(LEASE).await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some(leader.as_str()));
+    let renewed_us = spec.renew_time.unwrap().0.as_microsecond();
+    let lease_us = i64::from(spec.lease_duration_seconds.unwrap()) * 1_000_000;
+    let last_write_us = env
+        .tb
+        .stats()
+        .writes
+        .iter()
+        .filter(|w| w.user_agent == agent && w.resource != "leases" && w.code < 300)
+        .map(|w| w.time_us as i64)
+        .max()
+        .unwrap();
+    eprintln!(
+        "renewal failing: leadership dropped {:.2} s after the faults began; last write {:.2} s after the last \
+         renewal (the lease could be taken {:.0} s after it)",
+        (lost_at - t0).as_secs_f64(),
+        (last_write_us - renewed_us) as f64 / 1e6,
+        lease_us as f64 / 1e6
+    );
+    assert!(
+        last_write_us < renewed_us + lease_us,
+        "the leader wrote after its lease could have been taken"
+    );
+    assert!(env.op.logs().contains("controller stopped"));
+
+    // Renewals work again: it leads again and serves the Clusters created meanwhile.
+    env.tb.faults().clear();
+    let inv = Invariants::new(env.client.clone(), env.shapes.clone()).await;
+    let (summary, took) = inv.wait_allocated(&|_| true, common::WAIT).await;
+    assert_eq!((summary.clusters, summary.duplicates), (created, 0));
+    eprintln!(
+        "allocation resumed {:.2} s after renewals succeed again",
+        took.as_secs_f64()
     );
 }
