@@ -26,7 +26,8 @@ pub struct Args {
     #[arg(long, default_value = ":8081", value_name = "ADDR")]
     pub health_probe_bind_address: String,
 
-    /// Enable leader election so only one replica reconciles (accepted; election is wired separately).
+    /// Enable leader election on a `coordination.k8s.io/v1` Lease: only the holder reconciles and writes; every
+    /// replica serves probes and metrics.
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = ArgAction::Set, value_name = "BOOL")]
     pub leader_elect: bool,
@@ -39,7 +40,8 @@ pub struct Args {
     )]
     pub leader_election_id: String,
 
-    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    /// Namespace of the leader-election Lease (default: the pod's namespace from the service-account file;
+    /// required outside a pod).
     #[arg(long, value_name = "NS")]
     pub leader_election_namespace: Option<String>,
 
