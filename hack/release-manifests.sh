@@ -4,6 +4,8 @@
 #   out/capi-vip-allocator.yaml the Go operator's asset name (same content), for kubectl apply users
 #   out/metadata.yaml           clusterctl provider metadata
 #   out/capi-vip-allocator-monitoring.yaml  the Prometheus Operator kit (config/prometheus)
+#   out/capi-vip-allocator-runtime-extension.yaml  the install with the BeforeClusterCreate gate
+#                               (config/runtime-extension; needs cert-manager and CAPI's RuntimeSDK feature gate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG="${TAG:-v$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}"
@@ -28,8 +30,15 @@ kubectl kustomize "$overlay" > out/addon-components.yaml
 cp out/addon-components.yaml out/capi-vip-allocator.yaml
 cp metadata.yaml out/metadata.yaml
 kubectl kustomize config/prometheus > out/capi-vip-allocator-monitoring.yaml
+# The gate variant: the same overlay over config/runtime-extension instead of config/default.
+mkdir -p "$overlay/runtime-extension"
+sed 's#\.\./\.\./config/default#../../../config/runtime-extension#' "$overlay/kustomization.yaml" \
+  > "$overlay/runtime-extension/kustomization.yaml"
+kubectl kustomize "$overlay/runtime-extension" > out/capi-vip-allocator-runtime-extension.yaml
+grep -q "image: $IMG:$TAG\$" out/capi-vip-allocator-runtime-extension.yaml \
+  || { echo "release-manifests: image $IMG:$TAG not found in out/capi-vip-allocator-runtime-extension.yaml" >&2; exit 1; }
 
 grep -q "image: $IMG:$TAG\$" out/addon-components.yaml \
   || { echo "release-manifests: image $IMG:$TAG not found in out/addon-components.yaml" >&2; exit 1; }
 echo "release-manifests: wrote out/addon-components.yaml, out/capi-vip-allocator.yaml, out/metadata.yaml," \
-     "out/capi-vip-allocator-monitoring.yaml (image $IMG:$TAG)" >&2
+     "out/capi-vip-allocator-monitoring.yaml, out/capi-vip-allocator-runtime-extension.yaml (image $IMG:$TAG)" >&2

@@ -16,14 +16,23 @@ step() { echo "== validate: $*" >&2; }
 step "CRD structure (both profiles)"
 "$PY" hack/check_crds.py crds/capi-v1.10 crds/capi-v1.12
 "$VENV/bin/kubernetes-validate" --quiet --strict -k "$K8S_VERSION" crds/capi-v1.10/*.yaml crds/capi-v1.12/*.yaml
+# Add-on CRDs (each its own profile): ExtensionConfig (Runtime SDK) and the topology simulator's TestInfraCluster.
+"$PY" hack/check_crds.py crds/runtime-sdk
+"$PY" hack/check_crds.py crds/test
+"$VENV/bin/kubernetes-validate" --quiet --strict -k "$K8S_VERSION" crds/runtime-sdk/*.yaml crds/test/*.yaml
 
 step "release manifests + examples"
 bash hack/release-manifests.sh
 "$PY" hack/validate_manifests.py --k8s "$K8S_VERSION" --crds crds/capi-v1.12 \
   out/addon-components.yaml out/capi-vip-allocator-monitoring.yaml examples metadata.yaml
+# The optional BeforeClusterCreate gate (config/runtime-extension): ExtensionConfig from crds/runtime-sdk,
+# cert-manager kinds by the facts hack/validate_manifests.py checks.
+"$PY" hack/validate_manifests.py --k8s "$K8S_VERSION" --crds crds/capi-v1.12 --crds crds/runtime-sdk \
+  out/capi-vip-allocator-runtime-extension.yaml
 # The installable kustomization must render on its own too (what the README tells users to run).
 kubectl kustomize config/default >/dev/null
 kubectl kustomize config/prometheus >/dev/null
+kubectl kustomize config/runtime-extension >/dev/null
 
 step "PromQL (alerts + dashboard)"
 "$PY" hack/check_promql.py config/prometheus >/dev/null
@@ -33,5 +42,6 @@ step "checkov (config/, release manifest, Dockerfile)"
 CHECKOV=("$VENV/bin/checkov" --skip-download --quiet --compact)
 "${CHECKOV[@]}" -d config --framework kubernetes
 "${CHECKOV[@]}" -f out/addon-components.yaml --framework kubernetes
+"${CHECKOV[@]}" -f out/capi-vip-allocator-runtime-extension.yaml --framework kubernetes
 "${CHECKOV[@]}" -f Dockerfile --framework dockerfile
 step "OK"

@@ -146,7 +146,39 @@ def check_clusterctl_metadata(obj):
     return errs
 
 
+CERT_MANAGER_ISSUER_TYPES = {"acme", "ca", "vault", "selfSigned", "venafi"}
+
+
+def check_cert_manager_issuer(obj):
+    spec = obj.get("spec") or {}
+    kinds = [k for k in spec if k in CERT_MANAGER_ISSUER_TYPES]
+    errs = [] if len(kinds) == 1 else [f"spec needs exactly one of {sorted(CERT_MANAGER_ISSUER_TYPES)}"]
+    unknown = set(spec) - CERT_MANAGER_ISSUER_TYPES
+    if unknown:
+        errs.append(f"unknown spec fields {sorted(unknown)}")
+    return errs
+
+
+def check_cert_manager_certificate(obj):
+    spec = obj.get("spec") or {}
+    errs = []
+    if not spec.get("secretName"):
+        errs.append("spec.secretName is required")
+    if not (spec.get("issuerRef") or {}).get("name"):
+        errs.append("spec.issuerRef.name is required")
+    if not (spec.get("dnsNames") or spec.get("commonName") or spec.get("ipAddresses") or spec.get("uris")):
+        errs.append("spec needs dnsNames, ipAddresses, uris or commonName")
+    key = spec.get("privateKey") or {}
+    if key.get("algorithm", "RSA") not in ("RSA", "ECDSA", "Ed25519"):
+        errs.append("spec.privateKey.algorithm must be RSA, ECDSA or Ed25519")
+    if key.get("rotationPolicy", "Always") not in ("Never", "Always"):
+        errs.append("spec.privateKey.rotationPolicy must be Never or Always")
+    return errs
+
+
 THIRD_PARTY = {
+    ("cert-manager.io/v1", "Issuer"): (True, check_cert_manager_issuer),
+    ("cert-manager.io/v1", "Certificate"): (True, check_cert_manager_certificate),
     ("turtles-capi.cattle.io/v1alpha1", "CAPIProvider"): (True, check_capiprovider),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): (True, check_servicemonitor),
     ("monitoring.coreos.com/v1", "PrometheusRule"): (True, check_prometheusrule),
