@@ -102,9 +102,11 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// The Lease namespace: the flag, else the pod's namespace from the service-account file.
+/// The Lease namespace: the flag, else `POD_NAMESPACE` (the shipped Deployment sets it from the downward API),
+/// else the pod's namespace from the service-account file.
 pub fn resolve_namespace(flag: Option<&str>) -> Result<String, String> {
-    resolve_namespace_from(flag, SERVICE_ACCOUNT_NAMESPACE_FILE)
+    let env = std::env::var("POD_NAMESPACE").ok();
+    resolve_namespace_from(flag.or(env.as_deref()), SERVICE_ACCOUNT_NAMESPACE_FILE)
 }
 
 fn resolve_namespace_from(flag: Option<&str>, file: &str) -> Result<String, String> {

@@ -242,6 +242,7 @@ async fn leader_election_outside_a_pod_needs_a_namespace() {
         .await
         .expect("testbed");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_capi-vip-allocator"))
+        .env_remove("POD_NAMESPACE")
         .arg(format!("--kubeconfig={}", tb.kubeconfig_path().display()))
         .args([
             "--leader-elect",
@@ -258,6 +259,7 @@ async fn leader_election_outside_a_pod_needs_a_namespace() {
     assert!(stderr.contains("--leader-election-namespace"), "{stderr}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_capi-vip-allocator"))
+        .env_remove("POD_NAMESPACE")
         .arg(format!("--kubeconfig={}", tb.kubeconfig_path().display()))
         .args([
             "--leader-elect",
