@@ -45,8 +45,48 @@ impl Answer {
     }
 }
 
+/// What the request body says about our fields: the copy of the Cluster the topology controller renders from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// `spec.controlPlaneEndpoint.host` (same path in v1beta1 and v1beta2).
+    pub host: Option<String>,
+    /// The `clusterVip` entry of `spec.topology.variables`, when a string.
+    pub cluster_vip: Option<String>,
+}
+
+impl Sent {
+    /// Reads the fields from the request's `cluster` (either API version; anything missing is `None`).
+    pub fn from_request_cluster(cluster: Option<&serde_json::Value>) -> Self {
+        let text = |v: Option<&serde_json::Value>| {
+            v.and_then(serde_json::Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let Some(c) = cluster else {
+            return Self::default();
+        };
+        let cluster_vip = c
+            .pointer("/spec/topology/variables")
+            .and_then(serde_json::Value::as_array)
+            .and_then(|vars| {
+                vars.iter().find(|v| {
+                    v.get("name").and_then(serde_json::Value::as_str)
+                        == Some(Role::ControlPlane.variable())
+                })
+            })
+            .and_then(|v| text(v.get("value")));
+        Self {
+            host: text(c.pointer("/spec/controlPlaneEndpoint/host")),
+            cluster_vip,
+        }
+    }
+}
+
 /// Decides for the Cluster `ns/name`; `retry` is `--runtime-extension-retry-after-seconds`.
-pub fn decide(lookup: &Lookup, ns: &str, name: &str, retry: u32) -> Answer {
+///
+/// Unblocking needs our fields written in the cache *and* in the request's copy: the topology controller renders
+/// from the copy it sent, so a copy older than our write would still produce an empty endpoint.
+pub fn decide(lookup: &Lookup, sent: &Sent, ns: &str, name: &str, retry: u32) -> Answer {
     let snap = match lookup {
         Lookup::NotReady => {
             return Answer::wait(
@@ -87,6 +127,18 @@ pub fn decide(lookup: &Lookup, ns: &str, name: &str, retry: u32) -> Answer {
             return Answer::wait(
                 retry,
                 format!("capi-vip-allocator is copying control-plane endpoint {host} into topology variable {var_name}"),
+            );
+        }
+        let declares = snap.class.as_ref().is_some_and(|c| c.declares(var_name));
+        let cached_var = cluster
+            .variable(var_name)
+            .and_then(serde_json::Value::as_str);
+        let copy_current = sent.host.as_deref() == Some(host)
+            && (!declares || cached_var.is_none() || sent.cluster_vip.as_deref() == cached_var);
+        if !copy_current {
+            return Answer::wait(
+                retry,
+                format!("control-plane endpoint {host} is written; waiting for the topology controller to read the updated Cluster"),
             );
         }
         return Answer::proceed("");

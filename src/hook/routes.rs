@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::decision::{decide, Answer, Lookup};
+use super::decision::{decide, Answer, Lookup, Sent};
 
 /// The hooks API group and version, as sent in `apiVersion`.
 pub const HOOKS_API_VERSION: &str = "hooks.runtime.cluster.x-k8s.io/v1alpha1";
@@ -123,7 +123,8 @@ impl Routes {
             ));
         };
         let lookup = source.lookup(ns, name, text("uid"));
-        let answer = decide(&lookup, ns, name, self.retry_after_seconds);
+        let sent = Sent::from_request_cluster(request.get("cluster"));
+        let answer = decide(&lookup, &sent, ns, name, self.retry_after_seconds);
         tracing::debug!(cluster = %name, ns = %ns, retry_after = answer.retry_after_seconds,
             message = %answer.message, "BeforeClusterCreate answered");
         Reply::ok(success(kind, &answer))

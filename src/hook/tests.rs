@@ -7,7 +7,7 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::{json, Value};
 
 use super::{
-    decision::{decide, Lookup},
+    decision::{decide, Lookup, Sent},
     routes::{handler_name, ClusterSource, Routes, HOOKS_PATH},
 };
 use crate::plan::{
@@ -21,8 +21,17 @@ fn found(s: Snapshot) -> Lookup {
     Lookup::Found(Box::new(s))
 }
 
+/// The request's copy as current as the cache.
 fn answer(s: Snapshot) -> super::Answer {
-    decide(&found(s), "ns", "c1", RETRY)
+    let sent = Sent {
+        host: s.cluster.endpoint.as_ref().and_then(|e| e.host.clone()),
+        cluster_vip: s
+            .cluster
+            .variable("clusterVip")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+    };
+    decide(&found(s), &sent, "ns", "c1", RETRY)
 }
 
 fn with_endpoint(host: &str, cluster_vip: Option<&str>) -> Value {
@@ -36,14 +45,14 @@ fn with_endpoint(host: &str, cluster_vip: Option<&str>) -> Value {
 
 #[test]
 fn caches_not_synced_blocks_with_a_reason() {
-    let a = decide(&Lookup::NotReady, "ns", "c1", RETRY);
+    let a = decide(&Lookup::NotReady, &Sent::default(), "ns", "c1", RETRY);
     assert_eq!(a.retry_after_seconds, RETRY);
     assert!(a.message.contains("caches"), "{}", a.message);
 }
 
 #[test]
 fn cluster_not_yet_cached_blocks() {
-    let a = decide(&Lookup::Missing, "ns", "c1", RETRY);
+    let a = decide(&Lookup::Missing, &Sent::default(), "ns", "c1", RETRY);
     assert_eq!(a.retry_after_seconds, RETRY);
     assert!(a.message.contains("ns/c1"), "{}", a.message);
 }
@@ -101,6 +110,39 @@ fn written_host_and_variable_unblock() {
     let mut s = snap(with_endpoint("10.0.0.5", Some("10.0.0.5")));
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
     assert_eq!(answer(s).retry_after_seconds, 0);
+}
+
+#[test]
+fn a_request_copy_older_than_our_write_still_blocks() {
+    let mut s = snap(with_endpoint("10.0.0.5", Some("10.0.0.5")));
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    for sent in [
+        Sent::default(),
+        Sent {
+            host: Some("10.0.0.5".into()),
+            cluster_vip: None,
+        },
+    ] {
+        let a = decide(&found(s.clone()), &sent, "ns", "c1", RETRY);
+        assert_eq!(a.retry_after_seconds, RETRY, "{sent:?}");
+        assert!(a.message.contains("topology controller"), "{}", a.message);
+    }
+}
+
+#[test]
+fn request_fields_are_read_from_either_api_version() {
+    let body = json!({"spec": {"controlPlaneEndpoint": {"host": "10.0.0.5", "port": 6443},
+        "topology": {"class": "gold", "variables": [{"name": "other", "value": 1}, {"name": "clusterVip", "value": "10.0.0.5"}]}}});
+    assert_eq!(
+        Sent::from_request_cluster(Some(&body)),
+        Sent {
+            host: Some("10.0.0.5".into()),
+            cluster_vip: Some("10.0.0.5".into())
+        }
+    );
+    assert_eq!(Sent::from_request_cluster(None), Sent::default());
+    let odd = json!({"spec": {"controlPlaneEndpoint": "x", "topology": {"variables": {"a": 1}}}});
+    assert_eq!(Sent::from_request_cluster(Some(&odd)), Sent::default());
 }
 
 #[test]
@@ -184,7 +226,7 @@ fn claim_of_another_owner_does_not_block() {
 
 #[test]
 fn retry_is_never_zero_when_blocking() {
-    let a = decide(&Lookup::NotReady, "ns", "c1", 0);
+    let a = decide(&Lookup::NotReady, &Sent::default(), "ns", "c1", 0);
     assert_eq!(a.retry_after_seconds, 1);
 }
 
@@ -277,7 +319,9 @@ fn the_decision_from_the_cache_reaches_the_response() {
         Default::default(),
     );
     let body = json!({"kind": "BeforeClusterCreateRequest",
-        "cluster": {"metadata": {"name": "c1", "namespace": "ns", "uid": "uid-1"}}});
+        "cluster": {"metadata": {"name": "c1", "namespace": "ns", "uid": "uid-1"},
+            "spec": {"controlPlaneEndpoint": {"host": "10.0.0.5", "port": 6443},
+                "topology": {"classRef": {"name": "gold"}, "variables": [{"name": "clusterVip", "value": "10.0.0.5"}]}}}});
     let r = routes().handle(
         "POST",
         &format!("{BCC}/"),
