@@ -1,0 +1,205 @@
+//! The watches: one per kind, each feeding a reflector cache, and the mapping of every change to the Clusters
+//! it concerns.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{atomic::Ordering, Arc, Mutex},
+};
+
+use futures::{stream, Stream, StreamExt, TryStreamExt};
+use kube::{
+    api::{Api, ApiResource, DynamicObject},
+    runtime::{
+        controller::{trigger_self, trigger_with, ReconcileRequest},
+        reflector::{reflector, store::Writer, ObjectRef},
+        watcher::{self, watcher},
+        WatchStreamExt,
+    },
+    Client,
+};
+
+use super::{stores, Context, Health};
+use crate::api::{ApiShapes, PoolView};
+
+fn cluster_ref(ar: &ApiResource, ns: &str, name: &str) -> ObjectRef<DynamicObject> {
+    ObjectRef::new_with(name, ar.clone()).within(ns)
+}
+
+pub(super) type Trigger =
+    futures::stream::BoxStream<'static, Result<ReconcileRequest<DynamicObject>, watcher::Error>>;
+
+/// Marks the controller synced once every watch delivered its initial list.
+///
+/// (Awaiting `Store::wait_until_ready` from a second task is not reliable: the applier awaits the Cluster store
+/// too, and its single-waker readiness future wakes only the last poller.)
+pub(super) struct SyncTracker {
+    pub(super) seen: std::sync::atomic::AtomicU8,
+    pub(super) health: Arc<Health>,
+}
+
+const WATCHES: u8 = 5;
+
+impl SyncTracker {
+    fn mark(&self, bit: u8) {
+        let all = (1u8 << WATCHES) - 1;
+        let before = self.seen.fetch_or(1 << bit, Ordering::SeqCst);
+        if before != all && (before | (1 << bit)) == all {
+            self.health.set(true, true);
+            tracing::info!("caches synced; controller running");
+        }
+    }
+}
+
+fn watch(
+    client: &Client,
+    ar: &ApiResource,
+    writer: Writer<DynamicObject>,
+    tracker: &Arc<SyncTracker>,
+    bit: u8,
+) -> impl Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send + 'static {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+    let tracker = tracker.clone();
+    reflector(
+        writer,
+        watcher(api, watcher::Config::default().any_semantic()).default_backoff(),
+    )
+    .inspect_ok(move |ev| {
+        if matches!(ev, watcher::Event::InitDone) {
+            tracker.mark(bit);
+        }
+    })
+}
+
+pub(super) fn triggers(
+    client: &Client,
+    shapes: &ApiShapes,
+    writers: stores::Writers,
+    ctx: &Arc<Context>,
+    tracker: &Arc<SyncTracker>,
+) -> Vec<Trigger> {
+    let cluster_ar = shapes.cluster.clone();
+
+    // Clusters: themselves; prune the per-Cluster memory on delete and after a relist.
+    let mem_ctx = ctx.clone();
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let clusters = watch(client, &shapes.cluster, writers.clusters, tracker, 0).inspect_ok(
+        move |ev| match ev {
+            watcher::Event::Delete(o) => {
+                if let Some(uid) = &o.metadata.uid {
+                    mem_ctx.memory.forget(uid);
+                }
+            }
+            watcher::Event::Init => {
+                if let Ok(mut s) = seen.lock() {
+                    s.clear();
+                }
+            }
+            watcher::Event::InitApply(o) => {
+                if let (Ok(mut s), Some(uid)) = (seen.lock(), &o.metadata.uid) {
+                    s.insert(uid.clone());
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Ok(s) = seen.lock() {
+                    mem_ctx.memory.retain(&s);
+                }
+            }
+            watcher::Event::Apply(_) => {}
+        },
+    );
+    let clusters = trigger_self(clusters.applied_objects(), cluster_ar.clone()).boxed();
+
+    // Claims → their Cluster. Only our names (`vip-cp-<cluster>`, `vip-ingress-<cluster>`) matter: other
+    // consumers' claims never trigger a reconcile.
+    let ar = cluster_ar.clone();
+    let claims = watch(client, &shapes.claim, writers.claims, tracker, 1).touched_objects();
+    let claims = trigger_with(claims, move |o: DynamicObject| {
+        let ns = o.metadata.namespace.clone().unwrap_or_default();
+        o.metadata
+            .name
+            .as_deref()
+            .and_then(stores::cluster_of_claim_name)
+            .map(|c| ReconcileRequest::from(cluster_ref(&ar, &ns, &c)))
+    })
+    .boxed();
+
+    // IPAddresses → the Cluster of the claim they answer (`spec.claimRef.name`, else the same name).
+    let ar = cluster_ar.clone();
+    let addresses = watch(client, &shapes.address, writers.addresses, tracker, 2).touched_objects();
+    let addresses = trigger_with(addresses, move |o: DynamicObject| {
+        let ns = o.metadata.namespace.clone().unwrap_or_default();
+        stores::claim_of_address(&o)
+            .as_deref()
+            .and_then(stores::cluster_of_claim_name)
+            .map(|c| ReconcileRequest::from(cluster_ref(&ar, &ns, &c)))
+    })
+    .boxed();
+
+    // ClusterClasses → Clusters using them.
+    let ar = cluster_ar.clone();
+    let st = ctx.stores.clone();
+    let classes =
+        watch(client, &shapes.cluster_class, writers.classes, tracker, 3).touched_objects();
+    let classes = trigger_with(classes, move |o: DynamicObject| {
+        let name = o.metadata.name.clone().unwrap_or_default();
+        st.clusters_of_class(&name, o.metadata.namespace.as_deref())
+            .into_iter()
+            .map(|(ns, n)| ReconcileRequest::from(cluster_ref(&ar, &ns, &n)))
+            .collect::<Vec<_>>()
+    })
+    .boxed();
+
+    // Pools → Clusters of the classes they list and Clusters with a pending claim on them, but only when
+    // something that can change a decision changed (labels, exhaustion, deletion) — not on every counter move.
+    let ar = cluster_ar;
+    let st = ctx.stores.clone();
+    let kind = shapes.global_pool.kind.clone();
+    let signatures: Arc<Mutex<HashMap<String, stores::PoolSignature>>> = Arc::default();
+    let pools = watch(client, &shapes.global_pool, writers.pools, tracker, 4)
+        .map_ok(|ev| {
+            let deleted = matches!(ev, watcher::Event::Delete(_));
+            let objs: Vec<(DynamicObject, bool)> = match ev {
+                watcher::Event::Apply(o)
+                | watcher::Event::InitApply(o)
+                | watcher::Event::Delete(o) => vec![(o, deleted)],
+                _ => Vec::new(),
+            };
+            stream::iter(objs.into_iter().map(Ok))
+        })
+        .try_flatten();
+    let pools = trigger_with(pools, move |(o, deleted): (DynamicObject, bool)| {
+        let Ok(pool) = PoolView::parse(&kind, &o) else {
+            return Vec::new();
+        };
+        let changed = {
+            let Ok(mut sigs) = signatures.lock() else {
+                return Vec::new();
+            };
+            if deleted {
+                sigs.remove(&pool.name);
+                true
+            } else {
+                let sig = stores::PoolSignature::of(&pool);
+                sigs.insert(pool.name.clone(), sig.clone()).as_ref() != Some(&sig)
+            }
+        };
+        if !changed {
+            return Vec::new();
+        }
+        let mut targets: Vec<(String, String)> =
+            crate::plan::labels::listed_classes(&pool.labels, &pool.annotations)
+                .into_iter()
+                .flat_map(|class| st.clusters_of_class(class, None))
+                .collect();
+        targets.extend(st.clusters_waiting_on_pool(&pool.name));
+        targets.sort();
+        targets.dedup();
+        targets
+            .into_iter()
+            .map(|(ns, n)| ReconcileRequest::from(cluster_ref(&ar, &ns, &n)))
+            .collect()
+    })
+    .boxed();
+
+    vec![clusters, claims, addresses, classes, pools]
+}
