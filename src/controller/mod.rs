@@ -280,11 +280,14 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken) {
         memory: Memory::default(),
     });
 
+    let (relisted, relists) = futures::channel::mpsc::unbounded();
     let tracker = Arc::new(triggers::SyncTracker {
         seen: Default::default(),
         health: health.clone(),
+        relisted,
     });
-    let triggers = triggers::triggers(&client, &shapes, writers, &ctx, &tracker);
+    let mut triggers = triggers::triggers(&client, &shapes, writers, &ctx, &tracker);
+    triggers.push(triggers::on_relist(relists, &ctx));
     let queue = stream::select_all(triggers);
 
     let run = applier(

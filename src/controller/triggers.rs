@@ -28,21 +28,29 @@ fn cluster_ref(ar: &ApiResource, ns: &str, name: &str) -> ObjectRef<DynamicObjec
 pub(super) type Trigger =
     futures::stream::BoxStream<'static, Result<ReconcileRequest<DynamicObject>, watcher::Error>>;
 
-/// Marks the controller synced once every watch delivered its initial list.
+/// Marks the controller synced once every watch delivered its initial list, and reports later relists.
 ///
 /// (Awaiting `Store::wait_until_ready` from a second task is not reliable: the applier awaits the Cluster store
 /// too, and its single-waker readiness future wakes only the last poller.)
 pub(super) struct SyncTracker {
     pub(super) seen: std::sync::atomic::AtomicU8,
     pub(super) health: Arc<Health>,
+    /// Signalled when a secondary watch relists after a gap: objects deleted meanwhile produced no event, so
+    /// every Cluster is looked at again.
+    pub(super) relisted: futures::channel::mpsc::UnboundedSender<()>,
 }
 
 const WATCHES: u8 = 5;
+const CLUSTER_BIT: u8 = 0;
 
 impl SyncTracker {
     fn mark(&self, bit: u8) {
         let all = (1u8 << WATCHES) - 1;
         let before = self.seen.fetch_or(1 << bit, Ordering::SeqCst);
+        if before & (1 << bit) != 0 && bit != CLUSTER_BIT {
+            // The Cluster watch's own relist re-triggers every Cluster already.
+            let _ = self.relisted.unbounded_send(());
+        }
         if before != all && (before | (1 << bit)) == all {
             self.health.set(true, true);
             tracing::info!("caches synced; controller running");
@@ -70,6 +78,31 @@ fn watch(
     })
 }
 
+/// Every cached Cluster, each time a secondary watch relists.
+pub(super) fn on_relist(
+    relisted: futures::channel::mpsc::UnboundedReceiver<()>,
+    ctx: &Arc<Context>,
+) -> Trigger {
+    let st = ctx.stores.clone();
+    let ar = ctx.shapes.cluster.clone();
+    relisted
+        .flat_map(move |()| {
+            let refs: Vec<Result<ReconcileRequest<DynamicObject>, watcher::Error>> = st
+                .clusters
+                .state()
+                .iter()
+                .map(|c| {
+                    Ok(ReconcileRequest::from(ObjectRef::from_obj_with(
+                        c.as_ref(),
+                        ar.clone(),
+                    )))
+                })
+                .collect();
+            stream::iter(refs)
+        })
+        .boxed()
+}
+
 pub(super) fn triggers(
     client: &Client,
     shapes: &ApiShapes,
@@ -82,31 +115,36 @@ pub(super) fn triggers(
     // Clusters: themselves; prune the per-Cluster memory on delete and after a relist.
     let mem_ctx = ctx.clone();
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let clusters = watch(client, &shapes.cluster, writers.clusters, tracker, 0).inspect_ok(
-        move |ev| match ev {
-            watcher::Event::Delete(o) => {
-                if let Some(uid) = &o.metadata.uid {
-                    mem_ctx.memory.forget(uid);
-                }
+    let clusters = watch(
+        client,
+        &shapes.cluster,
+        writers.clusters,
+        tracker,
+        CLUSTER_BIT,
+    )
+    .inspect_ok(move |ev| match ev {
+        watcher::Event::Delete(o) => {
+            if let Some(uid) = &o.metadata.uid {
+                mem_ctx.memory.forget(uid);
             }
-            watcher::Event::Init => {
-                if let Ok(mut s) = seen.lock() {
-                    s.clear();
-                }
+        }
+        watcher::Event::Init => {
+            if let Ok(mut s) = seen.lock() {
+                s.clear();
             }
-            watcher::Event::InitApply(o) => {
-                if let (Ok(mut s), Some(uid)) = (seen.lock(), &o.metadata.uid) {
-                    s.insert(uid.clone());
-                }
+        }
+        watcher::Event::InitApply(o) => {
+            if let (Ok(mut s), Some(uid)) = (seen.lock(), &o.metadata.uid) {
+                s.insert(uid.clone());
             }
-            watcher::Event::InitDone => {
-                if let Ok(s) = seen.lock() {
-                    mem_ctx.memory.retain(&s);
-                }
+        }
+        watcher::Event::InitDone => {
+            if let Ok(s) = seen.lock() {
+                mem_ctx.memory.retain(&s);
             }
-            watcher::Event::Apply(_) => {}
-        },
-    );
+        }
+        watcher::Event::Apply(_) => {}
+    });
     let clusters = trigger_self(clusters.applied_objects(), cluster_ar.clone()).boxed();
 
     // Claims → their Cluster. Only our names (`vip-cp-<cluster>`, `vip-ingress-<cluster>`) matter: other
@@ -202,4 +240,41 @@ pub(super) fn triggers(
     .boxed();
 
     vec![clusters, claims, addresses, classes, pools]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_after_every_initial_list_and_relists_of_secondaries_are_signalled() {
+        let (tx, mut rx) = futures::channel::mpsc::unbounded();
+        let health = Arc::new(Health::default());
+        let t = SyncTracker {
+            seen: Default::default(),
+            health: health.clone(),
+            relisted: tx,
+        };
+        for bit in 0..WATCHES - 1 {
+            t.mark(bit);
+            assert!(
+                !health.ready(),
+                "not ready before watch {bit}'s siblings listed"
+            );
+        }
+        t.mark(WATCHES - 1);
+        assert!(health.ready());
+        assert!(rx.try_next().is_err(), "initial lists are not relists");
+        t.mark(CLUSTER_BIT);
+        assert!(
+            rx.try_next().is_err(),
+            "a Cluster relist re-triggers Clusters by itself"
+        );
+        t.mark(2);
+        assert_eq!(
+            rx.try_next().ok().flatten(),
+            Some(()),
+            "a claim/address/pool/class relist re-checks all"
+        );
+    }
 }
