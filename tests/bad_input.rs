@@ -130,7 +130,7 @@ fn listed(list: &str) -> (Value, Value) {
 
 // ---- the cases ----
 
-/// 2–4. Class lists with empty items, spaces and a trailing comma still match the class.
+/// Case 2–4: Class lists with empty items, spaces and a trailing comma still match the class.
 async fn class_lists_with_empty_items_spaces_and_trailing_commas(env: Arc<Env>) {
     for (i, (case, list)) in [
         ("empty-items", ",,bi-list-0,,"),
@@ -162,7 +162,7 @@ async fn class_lists_with_empty_items_spaces_and_trailing_commas(env: Arc<Env>) 
     }
 }
 
-/// 5. Class label `"true"` without the annotation holding the list: the pool serves nothing.
+/// Case 5: Class label `"true"` without the annotation holding the list: the pool serves nothing.
 async fn true_label_without_annotation(env: Arc<Env>) {
     let (case, class) = ("true-without-annotation", "bi-true");
     let ns = env.namespace(class).await;
@@ -180,7 +180,7 @@ async fn true_label_without_annotation(env: Arc<Env>) {
     error_reported(&env, case, &ns, "t", class, "PoolNotFound").await;
 }
 
-/// 6. A pool without the role label serves no role; class names are case-sensitive.
+/// Case 6: A pool without the role label serves no role; class names are case-sensitive.
 async fn pool_without_role_label_and_case_mismatch(env: Arc<Env>) {
     let ns = env.namespace("bi-role").await;
     env.class(&ns, "bi-norole", &[]).await;
@@ -218,7 +218,7 @@ async fn pool_without_role_label_and_case_mismatch(env: Arc<Env>) {
     .await;
 }
 
-/// 7. `classRef.namespace` naming a namespace that does not exist.
+/// Case 7: `classRef.namespace` naming a namespace that does not exist.
 async fn class_namespace_missing(env: Arc<Env>) {
     let (case, class) = ("class-namespace-missing", "bi-nsclass");
     let ns = env.namespace(class).await;
@@ -241,7 +241,7 @@ async fn class_namespace_missing(env: Arc<Env>) {
     error_reported(&env, case, &ns, "n", class, "ClusterClassNotFound").await;
 }
 
-/// 8. Our claim exists (left by a crash, ownerless) but points at a pool that was deleted: it is adopted, replaced
+/// Case 8: Our claim exists (left by a crash, ownerless) but points at a pool that was deleted: it is adopted, replaced
 /// on the live pool, and the Cluster gets its VIP.
 async fn claim_pointing_to_a_deleted_pool(env: Arc<Env>) {
     let (case, class) = ("claim-on-deleted-pool", "bi-stale");
@@ -281,7 +281,7 @@ async fn claim_pointing_to_a_deleted_pool(env: Arc<Env>) {
     );
 }
 
-/// 9. IPv6 control-plane VIP (the endpoint host is a bare IPv6 address).
+/// Case 9: IPv6 control-plane VIP (the endpoint host is a bare IPv6 address).
 async fn ipv6_control_plane(env: Arc<Env>) {
     let (case, class) = ("ipv6-control-plane", "bi-v6");
     let ns = env.namespace(class).await;
@@ -306,7 +306,7 @@ async fn ipv6_control_plane(env: Arc<Env>) {
     assert_eq!(variable(&c, "clusterVip"), Some(json!("fd00:200::10")));
 }
 
-/// 10. `controlPlaneEndpoint.port` already set (no host): the VIP is claimed, the user's port is kept.
+/// Case 10: `controlPlaneEndpoint.port` already set (no host): the VIP is claimed, the user's port is kept.
 async fn port_already_set(env: Arc<Env>) {
     let (case, class) = ("port-already-set", "bi-port");
     let ns = env.namespace(class).await;
@@ -335,7 +335,7 @@ async fn port_already_set(env: Arc<Env>) {
     );
 }
 
-/// 11. A Cluster without topology is skipped: no claim, no Event, a `skipped` reconcile.
+/// Case 11: A Cluster without topology is skipped: no claim, no Event, a `skipped` reconcile.
 async fn cluster_without_topology(env: Arc<Env>) {
     let case = "no-topology";
     let ns = env.namespace("bi-notopo").await;
@@ -370,7 +370,7 @@ async fn cluster_without_topology(env: Arc<Env>) {
     assert_eq!(host(&env.clusters(&ns).get("plain").await.unwrap()), "");
 }
 
-/// 12–14. One-address pools: a Cluster deleted while its claim is pending leaves nothing behind; a pool deleted
+/// Case 12–14: One-address pools: a Cluster deleted while its claim is pending leaves nothing behind; a pool deleted
 /// while a claim is pending makes the Cluster report PoolNotFound; a pool that is grown lets the waiting Cluster
 /// through without a restart.
 async fn pending_claims(env: Arc<Env>) {
@@ -481,7 +481,7 @@ async fn pending_claims(env: Arc<Env>) {
     assert_eq!(host(&env.clusters(&ns).get("second").await.unwrap()), "");
 }
 
-/// 15. Two Clusters with the same name in two namespaces get two different VIPs and two claims.
+/// Case 15: Two Clusters with the same name in two namespaces get two different VIPs and two claims.
 async fn same_name_in_two_namespaces(env: Arc<Env>) {
     let (case, class) = ("same-name-two-namespaces", "bi-twin");
     raw_pool(
@@ -512,7 +512,7 @@ async fn same_name_in_two_namespaces(env: Arc<Env>) {
     }
 }
 
-/// 16. A class name far longer than a label value may be (the pool lists it in the annotation).
+/// Case 16: A class name far longer than a label value may be (the pool lists it in the annotation).
 async fn very_long_class_name(env: Arc<Env>) {
     let case = "very-long-class-name";
     let class = format!("bi-{}", "long-class-name-".repeat(14))
@@ -535,7 +535,7 @@ async fn very_long_class_name(env: Arc<Env>) {
     allocated(&env, case, &ns, "long", &class).await;
 }
 
-/// 17. No `variables` anywhere (class and Cluster): the VIP is written, no variables list appears.
+/// Case 17: No `variables` anywhere (class and Cluster): the VIP is written, no variables list appears.
 async fn variables_absent(env: Arc<Env>) {
     let (case, class) = ("variables-absent", "bi-novars");
     let ns = env.namespace(class).await;
@@ -555,7 +555,7 @@ async fn variables_absent(env: Arc<Env>) {
     assert_eq!(c.data.pointer("/spec/topology/variables"), None, "[{case}]");
 }
 
-/// 18. `clusterVip` declared with a non-string schema: the VIP goes to the endpoint; the variable carries the
+/// Case 18: `clusterVip` declared with a non-string schema: the VIP goes to the endpoint; the variable carries the
 /// address as a string (the class's schema is the class author's problem; CAPI's webhook reports it).
 async fn cluster_vip_with_non_string_schema(env: Arc<Env>) {
     let (case, class) = ("clustervip-non-string-schema", "bi-intvar");
@@ -592,7 +592,7 @@ async fn cluster_vip_with_non_string_schema(env: Arc<Env>) {
     assert_eq!(variable(&c, "clusterVip"), Some(json!(vip)), "[{case}]");
 }
 
-/// 19. `ingress-enabled` with odd values: only the exact string `false` turns ingress off; anything else
+/// Case 19: `ingress-enabled` with odd values: only the exact string `false` turns ingress off; anything else
 /// (`False`, `no`, `0`, empty) leaves it on, as in the Go operator.
 async fn ingress_enabled_odd_values(env: Arc<Env>) {
     let (case, class) = ("ingress-enabled-odd-values", "bi-ingodd");
