@@ -33,6 +33,7 @@ mod state;
 mod stats;
 mod store;
 mod table;
+pub mod topology;
 mod views;
 mod watch;
 
@@ -91,6 +92,9 @@ pub struct TestbedOptions {
     pub seed: u64,
     /// Where to write the kubeconfig (a temporary file when None).
     pub kubeconfig_path: Option<PathBuf>,
+    /// Run the simulated CAPI topology controller (BeforeClusterCreate hooks, TestInfraCluster renders); off when
+    /// None. Its CRDs (crds/runtime-sdk, crds/test) are loaded with it.
+    pub topology: Option<topology::TopologyOptions>,
 }
 
 impl Default for TestbedOptions {
@@ -103,8 +107,15 @@ impl Default for TestbedOptions {
             faults: FaultConfig::default(),
             seed: 1,
             kubeconfig_path: None,
+            topology: None,
         }
     }
+}
+
+/// CRD directories the topology simulator needs: `ExtensionConfig` and `TestInfraCluster`.
+pub fn topology_crd_dirs() -> Vec<PathBuf> {
+    let crds = repo_root().join("crds");
+    vec![crds.join("runtime-sdk"), crds.join("test")]
 }
 
 impl TestbedOptions {
@@ -143,6 +154,7 @@ pub struct Testbed {
     temp_kubeconfig: bool,
     client: kube::Client,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    topology: Option<Arc<topology::Sim>>,
 }
 
 impl Testbed {
@@ -159,7 +171,15 @@ impl Testbed {
         let faults = Arc::new(faults::FaultState::new(opts.faults.clone(), opts.seed));
         let shared = Arc::new(Shared::new(history, faults, opts.seed));
         loader::create_default_namespaces(&shared);
-        for dir in &opts.crd_dirs {
+        let mut dirs = opts.crd_dirs.clone();
+        if opts.topology.is_some() {
+            for d in topology_crd_dirs() {
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+        for dir in &dirs {
             loader::load_dir(&shared, dir)?;
         }
         let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -178,6 +198,13 @@ impl Testbed {
         ];
         if opts.ipam {
             tasks.push(tokio::spawn(ipam::run(shared.clone(), opts.ipam_delay)));
+        }
+        let topology = opts
+            .topology
+            .clone()
+            .map(|o| topology::Sim::new(shared.clone(), o));
+        if let Some(sim) = &topology {
+            tasks.push(tokio::spawn(sim.clone().run()));
         }
         let url = format!("http://{addr}");
         let (kubeconfig, temp_kubeconfig) = match &opts.kubeconfig_path {
@@ -203,6 +230,7 @@ impl Testbed {
             temp_kubeconfig,
             client,
             tasks,
+            topology,
         })
     }
 
@@ -233,6 +261,11 @@ impl Testbed {
     /// Like `stats`, with only the writes whose `seq` is greater than `seq` (cheap polling).
     pub fn stats_since(&self, seq: u64) -> Stats {
         self.shared.stats.snapshot(seq)
+    }
+
+    /// Counters of the topology simulator (`None` when it is off).
+    pub fn topology_stats(&self) -> Option<topology::TopologyStats> {
+        self.topology.as_ref().map(|t| t.stats())
     }
 
     /// Changes faults at run time.

@@ -47,6 +47,13 @@ struct Args {
     /// Answer the next watch with an ERROR event (410 Expired).
     #[arg(long)]
     fault_next_watch_gone: bool,
+    /// Run the simulated CAPI topology controller (calls BeforeClusterCreate hooks of ExtensionConfigs, renders
+    /// TestInfraClusters from the clusterVip variable); loads crds/runtime-sdk and crds/test.
+    #[arg(long)]
+    topology_sim: bool,
+    /// Delay between the hooks unblocking and the render, in the topology simulator.
+    #[arg(long, default_value_t = 0)]
+    topology_render_delay_ms: u64,
 }
 
 #[tokio::main]
@@ -73,6 +80,12 @@ async fn main() {
         },
         seed: args.seed,
         kubeconfig_path: args.kubeconfig,
+        topology: args
+            .topology_sim
+            .then(|| testbed::topology::TopologyOptions {
+                render_delay: Duration::from_millis(args.topology_render_delay_ms),
+                ..Default::default()
+            }),
     };
     let tb = match Testbed::start(opts).await {
         Ok(tb) => tb,

@@ -34,10 +34,9 @@ impl std::fmt::Debug for Endpoint {
 impl Endpoint {
     /// From `spec.clientConfig`. Only `url` is reachable from the testbed (no Service DNS here).
     pub fn from_client_config(cc: &Value) -> Result<Self, String> {
-        let url = cc
-            .get("url")
-            .and_then(Value::as_str)
-            .ok_or("clientConfig.service cannot be resolved by the testbed; use clientConfig.url")?;
+        let url = cc.get("url").and_then(Value::as_str).ok_or(
+            "clientConfig.service cannot be resolved by the testbed; use clientConfig.url",
+        )?;
         let rest = url
             .strip_prefix("https://")
             .ok_or_else(|| format!("clientConfig.url {url:?} must use https"))?;
@@ -48,7 +47,8 @@ impl Endpoint {
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
                 h.trim_matches(|c| c == '[' || c == ']').to_owned(),
-                p.parse::<u16>().map_err(|e| format!("port in {url:?}: {e}"))?,
+                p.parse::<u16>()
+                    .map_err(|e| format!("port in {url:?}: {e}"))?,
             ),
             _ => (authority.to_owned(), 443),
         };
@@ -82,9 +82,17 @@ impl Endpoint {
     }
 
     /// POSTs `body` to `<prefix>/hooks…/<suffix>?timeout=<timeout>s` and returns the JSON answer.
-    pub async fn call(&self, suffix: &str, body: &Value, timeout: Duration) -> Result<Value, String> {
+    pub async fn call(
+        &self,
+        suffix: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Value, String> {
         let secs = timeout.as_secs().max(1);
-        let path = format!("{}{HOOKS_PREFIX}/{suffix}?timeout={secs}s", self.path_prefix);
+        let path = format!(
+            "{}{HOOKS_PREFIX}/{suffix}?timeout={secs}s",
+            self.path_prefix
+        );
         tokio::time::timeout(timeout, self.post(&path, body))
             .await
             .map_err(|_| format!("POST {path}: timed out after {secs}s"))?
@@ -140,7 +148,9 @@ fn parse_response(raw: &[u8]) -> Result<Value, String> {
     let header = |name: &str| {
         head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
         })
     };
     if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
@@ -191,14 +201,17 @@ mod tests {
         assert_eq!(parse_response(ok).unwrap()["status"], "ok");
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n";
         assert_eq!(parse_response(chunked).unwrap()["a"], 1);
-        let err = parse_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope").unwrap_err();
+        let err =
+            parse_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope").unwrap_err();
         assert!(err.contains("404") && err.contains("nope"), "{err}");
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
     }
 
     #[test]
     fn client_config_needs_an_https_url_and_a_ca_bundle() {
-        let e = Endpoint::from_client_config(&serde_json::json!({"service": {"name": "x", "namespace": "y"}}));
+        let e = Endpoint::from_client_config(
+            &serde_json::json!({"service": {"name": "x", "namespace": "y"}}),
+        );
         assert!(e.unwrap_err().contains("clientConfig.url"));
         let e = Endpoint::from_client_config(&serde_json::json!({"url": "http://h"}));
         assert!(e.unwrap_err().contains("https"));

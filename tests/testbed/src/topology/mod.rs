@@ -166,7 +166,9 @@ impl Sim {
 
     fn enqueue(&self, key: Key) {
         let mut st = self.state();
-        st.first_seen.entry(key.clone()).or_insert_with(Instant::now);
+        st.first_seen
+            .entry(key.clone())
+            .or_insert_with(Instant::now);
         if st.busy.contains(&key) {
             st.dirty.insert(key);
             return;
@@ -212,7 +214,10 @@ impl Sim {
     }
 
     fn resync(self: &Arc<Self>) {
-        let (clusters, _, _) = self.shared.store.list(&clusters_gr(), None, None, 0, &|_| true);
+        let (clusters, _, _) = self
+            .shared
+            .store
+            .list(&clusters_gr(), None, None, 0, &|_| true);
         for c in clusters {
             self.enqueue(name_of(&c));
         }
@@ -255,16 +260,17 @@ impl Sim {
     async fn discover(self: &Arc<Self>, cfg: &Value) {
         let name = meta_str(cfg, "name").unwrap_or_default().to_owned();
         let spec = cfg.get("spec").cloned().unwrap_or(Value::Null);
-        let result = match Endpoint::from_client_config(spec.get("clientConfig").unwrap_or(&Value::Null)) {
-            Ok(ep) => {
-                let req = json!({"apiVersion": HOOKS_API_VERSION, "kind": "DiscoveryRequest"});
-                match ep.call("discovery", &req, DISCOVERY_TIMEOUT).await {
-                    Ok(resp) => parse_discovery(&resp).map(|h| (ep, h)),
-                    Err(e) => Err(e),
+        let result =
+            match Endpoint::from_client_config(spec.get("clientConfig").unwrap_or(&Value::Null)) {
+                Ok(ep) => {
+                    let req = json!({"apiVersion": HOOKS_API_VERSION, "kind": "DiscoveryRequest"});
+                    match ep.call("discovery", &req, DISCOVERY_TIMEOUT).await {
+                        Ok(resp) => parse_discovery(&resp).map(|h| (ep, h)),
+                        Err(e) => Err(e),
+                    }
                 }
-            }
-            Err(e) => Err(e),
-        };
+                Err(e) => Err(e),
+            };
         let status = match result {
             Ok((endpoint, handlers)) => {
                 let listed: Vec<Value> = handlers
@@ -358,7 +364,8 @@ impl Sim {
                     Outcome::Failed(msg) => {
                         let n = st.failures.entry(key.clone()).or_insert(0);
                         *n += 1;
-                        let backoff = Duration::from_millis(20u64 << (*n).min(7)).min(Duration::from_secs(2));
+                        let backoff =
+                            Duration::from_millis(20u64 << (*n).min(7)).min(Duration::from_secs(2));
                         tracing::debug!(cluster = %key.1, error = %msg, ?backoff, "topology reconcile failed");
                         self.enqueue_after(key.clone(), backoff);
                         false
@@ -465,7 +472,10 @@ impl Sim {
             self.state().stats.rejected += 1;
             return Outcome::Failed(format!("{INFRA_KIND} {}/{}: {REJECTION}", key.0, key.1));
         }
-        let Some(info) = self.shared.info_for(&GroupResource::new(INFRA_GROUP, "testinfraclusters")) else {
+        let Some(info) = self
+            .shared
+            .info_for(&GroupResource::new(INFRA_GROUP, "testinfraclusters"))
+        else {
             return Outcome::Failed(format!("{INFRA_KIND} is not served (load crds/test)"));
         };
         let infra = json!({"apiVersion": info.api_version(), "kind": INFRA_KIND,
@@ -479,7 +489,10 @@ impl Sim {
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Outcome::Failed(format!("create {INFRA_KIND}: {}", e.message)),
         }
-        let api_version = cluster.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let api_version = cluster
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let reference = if api_version.ends_with("v1beta1") {
             json!({"apiVersion": info.api_version(), "kind": INFRA_KIND, "name": key.1, "namespace": key.0})
         } else {
@@ -551,10 +564,17 @@ fn parse_discovery(resp: &Value) -> Result<Vec<(Handler, String)>, String> {
     }
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    for h in resp.get("handlers").and_then(Value::as_array).into_iter().flatten() {
+    for h in resp
+        .get("handlers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let name = h.get("name").and_then(Value::as_str).unwrap_or("");
         if !is_dns_label(name) || !seen.insert(name.to_owned()) {
-            return Err(format!("handler name {name:?} is not a unique DNS-1123 label"));
+            return Err(format!(
+                "handler name {name:?} is not a unique DNS-1123 label"
+            ));
         }
         let hook = h
             .pointer("/requestHook/hook")
@@ -588,7 +608,8 @@ fn parse_discovery(resp: &Value) -> Result<Vec<(Handler, String)>, String> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -650,8 +671,14 @@ mod tests {
     fn namespace_selectors_match_like_label_selectors() {
         let labels = json!({"env": "prod"});
         assert!(selector_matches(&json!({}), &labels));
-        assert!(selector_matches(&json!({"matchLabels": {"env": "prod"}}), &labels));
-        assert!(!selector_matches(&json!({"matchLabels": {"env": "dev"}}), &labels));
+        assert!(selector_matches(
+            &json!({"matchLabels": {"env": "prod"}}),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &json!({"matchLabels": {"env": "dev"}}),
+            &labels
+        ));
         let expr = |op: &str, vals: Value| json!({"matchExpressions": [{"key": "env", "operator": op, "values": vals}]});
         assert!(selector_matches(&expr("In", json!(["prod", "x"])), &labels));
         assert!(!selector_matches(&expr("NotIn", json!(["prod"])), &labels));
@@ -667,6 +694,9 @@ mod tests {
         let r = request_copy(&c);
         assert!(r.get("status").is_none());
         assert!(r.pointer("/metadata/managedFields").is_none());
-        assert_eq!(r.pointer("/metadata/annotations"), Some(&json!({"keep": "y"})));
+        assert_eq!(
+            r.pointer("/metadata/annotations"),
+            Some(&json!({"keep": "y"}))
+        );
     }
 }
