@@ -292,6 +292,12 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
                 shapes,
                 settings: Settings {
                     default_port: args.default_port,
+                    pool_allowlist: args
+                        .pool_allowlist
+                        .iter()
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
                 },
                 metrics,
                 health,

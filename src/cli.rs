@@ -61,6 +61,11 @@ pub struct Args {
     #[arg(long, default_value_t = 6443, value_parser = clap::value_parser!(u16).range(1..), value_name = "PORT")]
     pub default_port: u16,
 
+    /// Comma-separated GlobalInClusterIPPool names the operator may allocate from (default: any pool whose labels
+    /// match). Pools not listed are ignored, whatever their labels say; see docs/security.md.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub pool_allowlist: Vec<String>,
+
     /// Run the Cluster reconciler (the Go operator defaulted this to false by mistake; ours is true).
     #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = ArgAction::Set, value_name = "BOOL")]
@@ -233,6 +238,15 @@ mod tests {
         let mut all = vec!["capi-vip-allocator"];
         all.extend_from_slice(args);
         Args::parse_go_style(all).unwrap()
+    }
+
+    #[test]
+    fn pool_allowlist_is_a_comma_list_defaulting_to_empty() {
+        assert!(parse(&[]).pool_allowlist.is_empty());
+        assert_eq!(
+            parse(&["--pool-allowlist=a,b"]).pool_allowlist,
+            vec!["a".to_owned(), "b".to_owned()]
+        );
     }
 
     #[test]

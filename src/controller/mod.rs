@@ -65,6 +65,8 @@ impl Clock for SystemClock {
 pub struct Settings {
     /// `--default-port`.
     pub default_port: u16,
+    /// `--pool-allowlist`: pool names the operator may use (empty: any pool with matching labels).
+    pub pool_allowlist: Vec<String>,
 }
 
 /// Readiness flags shared with `/readyz`.
@@ -262,6 +264,7 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken) {
         clock,
     } = rt;
     let (stores, writers) = Stores::new(&shapes);
+    let stores = stores.with_pool_allowlist(&settings.pool_allowlist);
     if let Ok(mut slot) = gauge_stores.lock() {
         *slot = Some(stores.clone());
     }

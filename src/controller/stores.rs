@@ -34,6 +34,8 @@ pub struct Stores {
     pub pools: Store<DynamicObject>,
     /// The API shapes the caches hold.
     pub shapes: ApiShapes,
+    /// `--pool-allowlist`: when set, only these pools exist for the operator.
+    pool_allowlist: Option<Arc<BTreeSet<String>>>,
 }
 
 /// Write handles, consumed by the reflectors.
@@ -68,8 +70,22 @@ impl Stores {
             addresses: writers.addresses.as_reader(),
             pools: writers.pools.as_reader(),
             shapes: shapes.clone(),
+            pool_allowlist: None,
         };
         (stores, writers)
+    }
+
+    /// Restricts the pools the operator uses to `names` (empty: every pool).
+    pub fn with_pool_allowlist(mut self, names: &[String]) -> Self {
+        self.pool_allowlist =
+            (!names.is_empty()).then(|| Arc::new(names.iter().cloned().collect()));
+        self
+    }
+
+    fn pool_allowed(&self, name: &str) -> bool {
+        self.pool_allowlist
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(name))
     }
 
     fn get(
@@ -95,6 +111,7 @@ impl Stores {
         self.pools
             .state()
             .iter()
+            .filter(|p| self.pool_allowed(p.metadata.name.as_deref().unwrap_or_default()))
             .filter_map(
                 |p| match PoolView::parse(&self.shapes.global_pool.kind, p) {
                     Ok(v) => Some(v),
