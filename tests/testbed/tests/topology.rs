@@ -123,9 +123,13 @@ struct Bed {
 
 impl Bed {
     async fn start() -> Bed {
+        Self::start_with(TopologyOptions::default()).await
+    }
+
+    async fn start_with(opts: TopologyOptions) -> Bed {
         let tb = Testbed::start(TestbedOptions {
             ipam: false,
-            topology: Some(TopologyOptions::default()),
+            topology: Some(opts),
             ..TestbedOptions::profile(Profile::Capi112)
         })
         .await
@@ -355,4 +359,35 @@ async fn a_failure_answer_blocks_even_with_failure_policy_ignore() {
     bed.cluster("c1", Some("10.0.0.1")).await;
     let s = bed.wait_stats(|s| s.hook_errors >= 2).await;
     assert_eq!(s.rendered, 0);
+}
+
+#[tokio::test]
+async fn hook_cache_off_calls_again_on_a_change_like_capi_1_11() {
+    let n = Arc::new(Mutex::new(0u32));
+    let seen = n.clone();
+    let ext = extension(Arc::new(move |path, _| {
+        if path.contains("/discovery") {
+            return (200, discovery("Fail"));
+        }
+        let mut n = seen.lock().unwrap();
+        *n += 1;
+        answer(if *n == 1 { 30 } else { 0 })
+    }))
+    .await;
+    let bed = Bed::start_with(TopologyOptions {
+        hook_cache: false,
+        ..Default::default()
+    })
+    .await;
+    bed.register(&ext, "ext-d").await;
+    bed.cluster("c1", Some("10.0.0.1")).await;
+    bed.wait_stats(|s| s.hook_blocked == 1).await;
+    // A change of the Cluster re-runs the hook long before the 30 s retryAfter (v1.12+ would wait).
+    let patch = json!({"metadata": {"labels": {"touched": "yes"}}});
+    bed.clusters()
+        .patch("c1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let s = bed.wait_stats(|s| s.rendered == 1).await;
+    assert_eq!(s.hook_calls, 2);
 }
