@@ -130,6 +130,53 @@ fn listed(list: &str) -> (Value, Value) {
 
 // ---- the cases ----
 
+/// Case 1: Pools whose `addresses` hold nothing allocatable are ignored: alone, the Cluster is told no pool serves
+/// it (and is not left waiting on a claim nobody can answer); next to a valid pool that sorts after it, the valid
+/// one is used.
+async fn pool_with_malformed_addresses(env: Arc<Env>) {
+    let (case, class) = ("malformed-addresses", "bi-malformed");
+    let ns = env.namespace(class).await;
+    env.class(&ns, class, &[]).await;
+    raw_pool(
+        &env,
+        "bi-malformed-a",
+        cp_labels(class),
+        json!({}),
+        json!(["10.200.1.300", "not-an-ip"]),
+        24,
+    )
+    .await;
+    cluster(&env, &ns, "m", class, false, json!({})).await;
+    error_reported(&env, case, &ns, "m", class, "PoolNotFound").await;
+    assert!(
+        env.claims(&ns).get_opt("vip-cp-m").await.unwrap().is_none(),
+        "[{case}] no claim on a broken pool"
+    );
+
+    let class = "bi-malformed-2";
+    env.class(&ns, class, &[]).await;
+    raw_pool(
+        &env,
+        "bi-malformed-b1",
+        cp_labels(class),
+        json!({}),
+        json!(["10.200.1.9-10.200.1.1"]),
+        24,
+    )
+    .await;
+    raw_pool(
+        &env,
+        "bi-malformed-b2",
+        cp_labels(class),
+        json!({}),
+        json!(["10.200.1.10-10.200.1.20"]),
+        24,
+    )
+    .await;
+    cluster(&env, &ns, "m2", class, true, json!({})).await;
+    assert_eq!(allocated(&env, case, &ns, "m2", class).await, "10.200.1.10");
+}
+
 /// Case 2–4: Class lists with empty items, spaces and a trailing comma still match the class.
 async fn class_lists_with_empty_items_spaces_and_trailing_commas(env: Arc<Env>) {
     for (i, (case, list)) in [
@@ -673,6 +720,10 @@ async fn bad_input_matrix() {
     let env = Arc::new(Env::start(Profile::Capi112).await);
     let inv = Invariants::new(env.client.clone(), env.shapes.clone()).await;
     let cases: Vec<(&str, tokio::task::JoinHandle<()>)> = vec![
+        (
+            "pools with malformed addresses",
+            tokio::spawn(pool_with_malformed_addresses(env.clone())),
+        ),
         (
             "class lists: empty items, spaces, trailing comma",
             tokio::spawn(class_lists_with_empty_items_spaces_and_trailing_commas(

@@ -19,6 +19,48 @@ use crate::{
     telemetry::metrics::{GaugeSample, PoolSample, SampleSource},
 };
 
+/// Why a pool's `spec.addresses` cannot be allocated from, if it cannot: each entry must be an IP address, a
+/// `first-last` range or a CIDR, all of one family, and there must be at least one.
+pub fn pool_addresses_problem(pool: &DynamicObject) -> Option<String> {
+    use std::net::IpAddr;
+    let Some(entries) = pool
+        .data
+        .pointer("/spec/addresses")
+        .and_then(Value::as_array)
+    else {
+        return Some("spec.addresses is missing".to_owned());
+    };
+    if entries.is_empty() {
+        return Some("spec.addresses is empty".to_owned());
+    }
+    let mut v4 = false;
+    let mut v6 = false;
+    for entry in entries {
+        let Some(text) = entry.as_str().map(str::trim) else {
+            return Some(format!("entry {entry} is not a string"));
+        };
+        let first: IpAddr = if let Some((a, b)) = text.split_once('-') {
+            match (a.trim().parse::<IpAddr>(), b.trim().parse::<IpAddr>()) {
+                (Ok(a), Ok(b)) if a.is_ipv4() == b.is_ipv4() && a <= b => a,
+                _ => return Some(format!("{text:?} is not a valid address range")),
+            }
+        } else if text.contains('/') {
+            match text.parse::<ipnet::IpNet>() {
+                Ok(net) => net.addr(),
+                Err(_) => return Some(format!("{text:?} is not a valid CIDR")),
+            }
+        } else {
+            match text.parse::<IpAddr>() {
+                Ok(ip) => ip,
+                Err(_) => return Some(format!("{text:?} is not an IP address")),
+            }
+        };
+        v4 |= first.is_ipv4();
+        v6 |= first.is_ipv6();
+    }
+    (v4 && v6).then(|| "spec.addresses mixes IPv4 and IPv6".to_owned())
+}
+
 /// Read handles of every cache.
 #[derive(Clone)]
 pub struct Stores {
@@ -36,6 +78,8 @@ pub struct Stores {
     pub shapes: ApiShapes,
     /// `--pool-allowlist`: when set, only these pools exist for the operator.
     pool_allowlist: Option<Arc<BTreeSet<String>>>,
+    /// Invalid pools already warned about (`name@resourceVersion`), so the warning is logged once per version.
+    warned_pools: Arc<std::sync::Mutex<BTreeSet<String>>>,
 }
 
 /// Write handles, consumed by the reflectors.
@@ -71,6 +115,7 @@ impl Stores {
             pools: writers.pools.as_reader(),
             shapes: shapes.clone(),
             pool_allowlist: None,
+            warned_pools: Arc::default(),
         };
         (stores, writers)
     }
@@ -106,12 +151,30 @@ impl Stores {
         Self::get(&self.claims, &self.shapes.claim, Some(ns), name)
     }
 
-    /// All pools, parsed (malformed ones are logged and skipped).
+    /// All pools, parsed (malformed ones, including pools whose `spec.addresses` the IPAM provider could never
+    /// allocate from, are logged and skipped, so a Cluster is not left waiting on them).
     pub fn pool_views(&self) -> Vec<PoolView> {
         self.pools
             .state()
             .iter()
             .filter(|p| self.pool_allowed(p.metadata.name.as_deref().unwrap_or_default()))
+            .filter(|p| match pool_addresses_problem(p) {
+                None => true,
+                Some(problem) => {
+                    let name = p.metadata.name.as_deref().unwrap_or_default();
+                    let version = p.metadata.resource_version.as_deref().unwrap_or_default();
+                    let first = self
+                        .warned_pools
+                        .lock()
+                        .map(|mut w| w.insert(format!("{name}@{version}")))
+                        .unwrap_or(false);
+                    if first {
+                        tracing::warn!(pool = name, %problem,
+                            "pool ignored: its spec.addresses cannot be allocated from");
+                    }
+                    false
+                }
+            })
             .filter_map(
                 |p| match PoolView::parse(&self.shapes.global_pool.kind, p) {
                     Ok(v) => Some(v),
@@ -337,6 +400,43 @@ mod tests {
             "metadata": {"name": "vip-ingress-b", "namespace": "n"}, "spec": {}}))
         .unwrap();
         assert_eq!(claim_of_address(&bare).as_deref(), Some("vip-ingress-b"));
+    }
+
+    #[test]
+    fn pool_addresses_are_validated_like_the_ipam_provider_would() {
+        let pool = |addresses: Value| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "ipam.cluster.x-k8s.io/v1alpha2", "kind": "GlobalInClusterIPPool",
+                "metadata": {"name": "p"}, "spec": {"addresses": addresses, "prefix": 24}}))
+            .unwrap()
+        };
+        for ok in [
+            json!(["10.0.0.1"]),
+            json!(["10.0.0.1-10.0.0.9", "10.0.1.0/28"]),
+            json!(["fd00::1-fd00::9", "fd01::/120"]),
+        ] {
+            assert_eq!(pool_addresses_problem(&pool(ok.clone())), None, "{ok}");
+        }
+        for bad in [
+            json!([]),
+            json!(["10.0.0.300"]),
+            json!(["not-an-ip"]),
+            json!(["10.0.0.9-10.0.0.1"]),
+            json!(["10.0.0.1-fd00::1"]),
+            json!(["10.0.0.0/33"]),
+            json!(["10.0.0.1", "fd00::1"]),
+            json!([7]),
+        ] {
+            assert!(
+                pool_addresses_problem(&pool(bad.clone())).is_some(),
+                "{bad}"
+            );
+        }
+        let no_spec: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "ipam.cluster.x-k8s.io/v1alpha2", "kind": "GlobalInClusterIPPool",
+            "metadata": {"name": "p"}}))
+        .unwrap();
+        assert!(pool_addresses_problem(&no_spec).is_some());
     }
 
     #[test]
