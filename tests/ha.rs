@@ -14,8 +14,8 @@ const LEASE: &str = "capi-vip-allocator.gorizond.io";
 const LE_FLAGS: &[&str] = &[
     "--leader-elect",
     "--leader-election-namespace=default",
-    "--leader-elect-lease-duration=3s",
-    "--leader-elect-renew-deadline=2s",
+    "--leader-elect-lease-duration=5s",
+    "--leader-elect-renew-deadline=4s",
     "--leader-elect-retry-period=500ms",
 ];
 
@@ -132,7 +132,7 @@ async fn only_the_leader_writes_and_the_follower_takes_over_when_it_dies() {
     let finished = killed_at.elapsed();
     eprintln!(
         "HA failover: new leader after {:.2} s, allocation of 5 new Clusters finished {:.2} s after the kill \
-         (lease 3 s, renew deadline 2 s, retry 500 ms)",
+         (lease 5 s, renew deadline 4 s, retry 500 ms)",
         failover.as_secs_f64(),
         finished.as_secs_f64()
     );
