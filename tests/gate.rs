@@ -61,9 +61,13 @@ struct Run {
 }
 
 async fn run(gate: bool) -> Run {
-    let profile = Profile::Capi112;
+    run_on(Profile::Capi112, gate, CLUSTERS, Duration::ZERO).await
+}
+
+async fn run_on(profile: Profile, gate: bool, count: usize, ipam_delay: Duration) -> Run {
     let tb = Testbed::start(TestbedOptions {
         topology: Some(TopologyOptions::default()),
+        ipam_delay,
         ..TestbedOptions::profile(profile)
     })
     .await
@@ -139,18 +143,18 @@ async fn run(gate: bool) -> Run {
         "control-plane",
     )
     .await;
-    let names: Vec<String> = (0..CLUSTERS).map(|i| format!("c{i:03}")).collect();
+    let names: Vec<String> = (0..count).map(|i| format!("c{i:03}")).collect();
     join_all(names.iter().map(|n| env.cluster(&ns, n, "gate"))).await;
 
     let start = Instant::now();
     let stats = loop {
         let stats = env.tb.topology_stats().expect("simulator on");
-        if stats.rendered as usize >= CLUSTERS {
+        if stats.rendered as usize >= count {
             break stats;
         }
         assert!(
             start.elapsed() < DEADLINE,
-            "only {} of {CLUSTERS} rendered (rejected {}, hook calls {}, blocked {}, errors {})\n{}",
+            "only {} of {count} rendered (rejected {}, hook calls {}, blocked {}, errors {})\n{}",
             stats.rendered,
             stats.rejected,
             stats.hook_calls,
@@ -172,6 +176,9 @@ async fn run(gate: bool) -> Run {
             r.name
         );
         assert!(!r.host.is_empty());
+        let reference = c.data.pointer("/spec/infrastructureRef").cloned();
+        let kind = reference.as_ref().and_then(|v| v.get("kind"));
+        assert_eq!(kind, Some(&json!("TestInfraCluster")), "{reference:?}");
     }
     let mut lat: Vec<f64> = stats.renders.iter().map(|r| r.after_ms).collect();
     lat.sort_by(f64::total_cmp);
@@ -213,4 +220,14 @@ async fn gate_prevents_renders_without_a_vip_for_200_clusters() {
         with.stats.hook_calls >= CLUSTERS as u64,
         "every Cluster went through the hook"
     );
+}
+
+/// CAPI v1.10-v1.12 send the Cluster as v1beta1 (`topology.class`); the gate reads it the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_holds_v1beta1_clusters_too() {
+    // A slow IPAM provider makes sure the first answers block.
+    let with = run_on(Profile::Capi110, true, 20, Duration::from_millis(50)).await;
+    assert_eq!(with.stats.rejected, 0);
+    assert_eq!(with.stats.rendered, 20);
+    assert!(with.stats.hook_blocked > 0, "{:?}", with.stats);
 }
