@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The environments, in the order they run.
+pub const ENVIRONMENTS: [&str; 3] = ["main", "delay", "soak"];
+
 /// Sizes and switches of one bench run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -27,6 +30,13 @@ pub struct Options {
     pub concurrency: usize,
     /// Exit non-zero when a target is missed, not only when a measurement is invalid (`BENCH_STRICT=1`).
     pub strict: bool,
+    /// Write each environment's testbed stats (write log, request counters) to `target/bench/stats-*.json`
+    /// (`BENCH_DUMP=1`).
+    pub dump: bool,
+    /// Environments to run (`BENCH_ONLY=main,delay,soak`, default all).
+    pub only: Vec<String>,
+    /// The operator's `--log-level` (`BENCH_OPERATOR_LOG`, default `info` as deployed).
+    pub operator_log: String,
     /// The operator binary (`BENCH_OPERATOR_BIN`, default: the release build cargo made for this bench).
     pub operator_bin: PathBuf,
     /// Where results go (`target/bench`).
@@ -48,6 +58,10 @@ fn env_num(name: &str, default: usize) -> Result<usize, String> {
 }
 
 impl Options {
+    pub fn runs(&self, env: &str) -> bool {
+        self.only.iter().any(|e| e == env)
+    }
+
     pub fn from_env() -> Result<Options, String> {
         let quick = env_flag("BENCH_QUICK");
         let pick = |full: usize, small: usize| if quick { small } else { full };
@@ -66,6 +80,14 @@ impl Options {
             ipam_delay: Duration::from_millis(env_num("BENCH_IPAM_DELAY_MS", 1000)? as u64),
             concurrency: env_num("BENCH_CONCURRENCY", 32)?.max(1),
             strict: env_flag("BENCH_STRICT"),
+            dump: env_flag("BENCH_DUMP"),
+            only: std::env::var("BENCH_ONLY")
+                .unwrap_or_else(|_| ENVIRONMENTS.join(","))
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            operator_log: std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
             operator_bin: std::env::var_os("BENCH_OPERATOR_BIN")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_capi-vip-allocator"))),
@@ -73,6 +95,16 @@ impl Options {
         };
         if opts.latency_n == 0 || opts.burst_n == 0 || opts.soak_n == 0 || opts.delay_n == 0 {
             return Err("every count must be at least 1".into());
+        }
+        if let Some(bad) = opts
+            .only
+            .iter()
+            .find(|e| !ENVIRONMENTS.contains(&e.as_str()))
+        {
+            return Err(format!(
+                "BENCH_ONLY: unknown environment {bad:?} (known: {})",
+                ENVIRONMENTS.join(", ")
+            ));
         }
         if opts.large_n < opts.burst_n {
             return Err(format!(

@@ -24,14 +24,19 @@ use config::Options;
 use report::Report;
 
 async fn run(opts: &Options, r: &mut Report) -> Result<(), String> {
-    eprintln!(
-        "bench: main environment (idle, latency, burst, API cost, steady state, start-up, large)"
-    );
-    phases::main_env(opts, r).await?;
-    eprintln!("bench: IPAM delay {:?}", opts.ipam_delay);
-    phases::delay_env(opts, r).await?;
-    eprintln!("bench: soak");
-    phases::soak_env(opts, r).await
+    if opts.runs("main") {
+        eprintln!("bench: main environment (idle, latency, burst, API cost, steady state, start-up, large)");
+        phases::main_env(opts, r).await?;
+    }
+    if opts.runs("delay") {
+        eprintln!("bench: IPAM delay {:?}", opts.ipam_delay);
+        phases::delay_env(opts, r).await?;
+    }
+    if opts.runs("soak") {
+        eprintln!("bench: soak");
+        phases::soak_env(opts, r).await?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let outcome = runtime.block_on(run(&opts, &mut report));
     report.duration_seconds = started.elapsed().as_secs_f64();
+    report.load_end = procfs::load_average();
     if let Err(e) = &outcome {
         report.note(format!("BENCH FAILED: {e}"));
     }

@@ -23,8 +23,13 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    /// Starts `bin` against `kubeconfig`; its log (info level, as deployed) goes to `log`.
-    pub fn spawn(bin: &Path, kubeconfig: &Path, log: PathBuf) -> Result<OperatorProcess, String> {
+    /// Starts `bin` against `kubeconfig`; its log (at `log_level`; `info` as deployed) goes to `log`.
+    pub fn spawn(
+        bin: &Path,
+        kubeconfig: &Path,
+        log_level: &str,
+        log: PathBuf,
+    ) -> Result<OperatorProcess, String> {
         let metrics_port = free_port();
         let probe_port = free_port();
         let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
@@ -35,7 +40,7 @@ impl OperatorProcess {
             .arg(format!(
                 "--health-probe-bind-address=127.0.0.1:{probe_port}"
             ))
-            .arg("--log-level=info")
+            .arg(format!("--log-level={log_level}"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(file)

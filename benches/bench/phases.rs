@@ -46,6 +46,7 @@ impl Bed {
         let mut op = OperatorProcess::spawn(
             &opts.operator_bin,
             tb.kubeconfig_path(),
+            &opts.operator_log,
             log_path(opts, label, 0),
         )?;
         op.wait_ready(Duration::from_secs(30)).await?;
@@ -119,18 +120,34 @@ impl Bed {
 
     async fn restart_operator(&mut self, generation: usize) -> Result<Duration, String> {
         let log = log_path(&self.opts, &self.label, generation);
-        let mut op =
-            OperatorProcess::spawn(&self.opts.operator_bin, self.tb.kubeconfig_path(), log)?;
+        let mut op = OperatorProcess::spawn(
+            &self.opts.operator_bin,
+            self.tb.kubeconfig_path(),
+            &self.opts.operator_log,
+            log,
+        )?;
         let ready = op.wait_ready(Duration::from_secs(30)).await;
         let old = std::mem::replace(&mut self.op, op);
         drop(old);
         ready
     }
 
+    /// Stops everything; with `BENCH_DUMP=1` first writes the testbed's write log and request counters to
+    /// `target/bench/stats-<label>.json` (for profiling a missed target).
     pub async fn stop(self) -> Result<(), String> {
         let Bed {
-            tb, op, tracker, ..
+            tb,
+            op,
+            tracker,
+            label,
+            opts,
+            ..
         } = self;
+        if opts.dump {
+            let path = opts.out_dir.join(format!("stats-{label}.json"));
+            let text = serde_json::to_string(&tb.stats()).map_err(|e| format!("stats: {e}"))?;
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
         drop(tracker);
         let r = op.stop().await;
         tb.shutdown().await;
@@ -658,12 +675,19 @@ pub async fn soak_env(opts: &Options, r: &mut Report) -> Result<(), String> {
             .join(", ")
     ));
     if !stale.is_empty() {
-        let mut shown = stale.clone();
-        shown.truncate(8);
+        let mut by_metric: std::collections::BTreeMap<&str, usize> = Default::default();
+        for l in &stale {
+            let name = l.split(['{', ' ']).next().unwrap_or("");
+            *by_metric.entry(name).or_default() += 1;
+        }
         r.note(format!(
-            "soak: series left for deleted objects ({}), e.g.: {}",
+            "soak: series left for deleted objects ({}), by metric: {}",
             stale.len(),
-            shown.join(" | ")
+            by_metric
+                .iter()
+                .map(|(k, v)| format!("{k} ×{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     r.detail("soak_rss_mib", &rss);

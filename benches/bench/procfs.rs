@@ -108,3 +108,11 @@ impl Machine {
         )
     }
 }
+
+/// The 1-minute load average (`/proc/loadavg`): other work on the machine distorts the figures.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}

@@ -80,6 +80,9 @@ pub struct Report {
     pub command: String,
     pub started_at: String,
     pub duration_seconds: f64,
+    /// 1-minute load average at the start and the end (other work on the machine distorts the figures).
+    pub load_start: f64,
+    pub load_end: f64,
     pub figures: Vec<Figure>,
     /// Context for the figures (requests by verb, RSS per soak cycle, ...).
     pub details: serde_json::Map<String, Value>,
@@ -98,6 +101,8 @@ impl Report {
                 .map(|t| t.to_string())
                 .unwrap_or_default(),
             duration_seconds: 0.0,
+            load_start: crate::procfs::load_average(),
+            load_end: f64::NAN,
             figures: Vec::new(),
             details: serde_json::Map::new(),
             notes: Vec::new(),
@@ -222,8 +227,9 @@ impl Report {
         let _ = writeln!(s, "Command: `{}`  ", self.command);
         let _ = writeln!(
             s,
-            "Started {} , took {:.0} s\n",
-            self.started_at, self.duration_seconds
+            "Started {}, took {:.0} s; load average {:.2} at the start, {:.2} at the end \
+             (other work on the machine distorts the figures)\n",
+            self.started_at, self.duration_seconds, self.load_start, self.load_end
         );
         let _ = writeln!(s, "| Section | Figure | Value | Target | Result |");
         let _ = writeln!(s, "|---|---|---:|---:|---|");
