@@ -21,7 +21,17 @@ use testbed::{
 const CLUSTERS: usize = 200;
 const DEADLINE: Duration = Duration::from_secs(40);
 
-/// A self-signed serving certificate for `localhost` in a fresh directory; returns (dir, PEM).
+/// The shipped component's file, parsed.
+fn component(file: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/runtime-extension/component")
+        .join(file);
+    let text = std::fs::read_to_string(&path).expect("component file");
+    serde_saphyr::from_str(&text).expect("component YAML")
+}
+
+/// A self-signed serving certificate for the DNS names of the shipped Certificate, in a fresh directory;
+/// returns (dir, PEM).
 fn serving_cert() -> (std::path::PathBuf, String) {
     let dir = std::env::temp_dir().join(format!(
         "vip-gate-certs-{}-{}",
@@ -29,7 +39,13 @@ fn serving_cert() -> (std::path::PathBuf, String) {
         free_port()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let names: Vec<String> = component("certificate.yaml")["spec"]["dnsNames"]
+        .as_array()
+        .expect("dnsNames")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let cert = rcgen::generate_simple_self_signed(names).unwrap();
     std::fs::write(dir.join("tls.crt"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("tls.key"), cert.key_pair.serialize_pem()).unwrap();
     (dir, cert.cert.pem())
@@ -65,15 +81,32 @@ async fn run(gate: bool) -> Run {
 }
 
 async fn run_on(profile: Profile, gate: bool, count: usize, ipam_delay: Duration) -> Run {
+    // The shipped ExtensionConfig names a Service; the testbed has no DNS, so map it to the operator's port.
+    let ext = component("extension_config.yaml");
+    let svc = &ext["spec"]["clientConfig"]["service"];
+    let hook_port = free_port();
+    let services = [(
+        format!(
+            "{}.{}.svc:{}",
+            svc["name"].as_str().unwrap(),
+            svc["namespace"].as_str().unwrap(),
+            svc["port"].as_u64().unwrap_or(443)
+        ),
+        std::net::SocketAddr::from(([127, 0, 0, 1], hook_port)),
+    )]
+    .into_iter()
+    .collect();
     let tb = Testbed::start(TestbedOptions {
-        topology: Some(TopologyOptions::default()),
+        topology: Some(TopologyOptions {
+            services,
+            ..Default::default()
+        }),
         ipam_delay,
         ..TestbedOptions::profile(profile)
     })
     .await
     .expect("testbed starts");
     let (cert_dir, ca_pem) = serving_cert();
-    let hook_port = free_port();
     let flags: Vec<String> = if gate {
         vec![
             "--enable-runtime-extension".into(),
@@ -96,13 +129,10 @@ async fn run_on(profile: Profile, gate: bool, count: usize, ipam_delay: Duration
     };
 
     if gate {
-        // Registered like the release's ExtensionConfig, with a URL instead of a Service (no DNS here) and the
-        // caBundle CAPI would have injected from the certificate's Secret.
-        let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
-        let ext = json!({"apiVersion": "runtime.cluster.x-k8s.io/v1alpha1", "kind": "ExtensionConfig",
-            "metadata": {"name": "capi-vip-allocator"},
-            "spec": {"clientConfig": {"url": format!("https://localhost:{hook_port}"), "caBundle": ca},
-                "namespaceSelector": {}}});
+        // The shipped ExtensionConfig verbatim, plus the caBundle CAPI injects from the certificate's Secret.
+        let mut ext = ext.clone();
+        ext["spec"]["clientConfig"]["caBundle"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes()));
         let api = extension_configs(client.clone());
         api.create(
             &PostParams::default(),

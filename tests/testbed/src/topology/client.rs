@@ -2,6 +2,8 @@
 //! against the ExtensionConfig's `caBundle`, the URL `<base>/hooks.runtime.cluster.x-k8s.io/v1alpha1/<hook>[/<handler>]
 //! ?timeout=<n>s`, HTTP 200 with a JSON body or an error.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ const MAX_RESPONSE: usize = 20 << 20;
 pub struct Endpoint {
     host: String,
     port: u16,
+    connect_to: Option<SocketAddr>,
     path_prefix: String,
     tls: tokio_rustls::TlsConnector,
 }
@@ -32,25 +35,44 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// From `spec.clientConfig`. Only `url` is reachable from the testbed (no Service DNS here).
-    pub fn from_client_config(cc: &Value) -> Result<Self, String> {
-        let url = cc.get("url").and_then(Value::as_str).ok_or(
-            "clientConfig.service cannot be resolved by the testbed; use clientConfig.url",
-        )?;
-        let rest = url
-            .strip_prefix("https://")
-            .ok_or_else(|| format!("clientConfig.url {url:?} must use https"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                h.trim_matches(|c| c == '[' || c == ']').to_owned(),
-                p.parse::<u16>()
-                    .map_err(|e| format!("port in {url:?}: {e}"))?,
-            ),
-            _ => (authority.to_owned(), 443),
+    /// From `spec.clientConfig`: `url`, or `service` (host `<name>.<namespace>.svc`, the TLS server name, as CAPI
+    /// builds it), reached through `services` (`"<host>:<port>"` → address) since the testbed has no cluster DNS.
+    pub fn from_client_config(
+        cc: &Value,
+        services: &BTreeMap<String, SocketAddr>,
+    ) -> Result<Self, String> {
+        let (host, port, path, connect_to) = if let Some(url) =
+            cc.get("url").and_then(Value::as_str)
+        {
+            let (host, port, path) = parse_url(url)?;
+            (host, port, path, None)
+        } else if let Some(svc) = cc.get("service") {
+            let field = |k: &str| {
+                svc.get(k)
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("clientConfig.service.{k} is required"))
+            };
+            let host = format!("{}.{}.svc", field("name")?, field("namespace")?);
+            let port = match svc.get("port").and_then(Value::as_u64) {
+                None => 443,
+                Some(p) => {
+                    u16::try_from(p).map_err(|_| format!("clientConfig.service.port {p}"))?
+                }
+            };
+            let path = svc
+                .get("path")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .trim_end_matches('/')
+                .to_owned();
+            let key = format!("{host}:{port}");
+            let addr = *services.get(&key).ok_or_else(|| {
+                format!("service {key} has no address in the testbed (TopologyOptions::services)")
+            })?;
+            (host, port, path, Some(addr))
+        } else {
+            return Err("clientConfig needs url or service".to_owned());
         };
         let mut roots = rustls::RootCertStore::empty();
         if let Some(ca) = cc.get("caBundle").and_then(Value::as_str) {
@@ -76,7 +98,8 @@ impl Endpoint {
         Ok(Endpoint {
             host,
             port,
-            path_prefix: path.to_owned(),
+            connect_to,
+            path_prefix: path,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
         })
     }
@@ -99,9 +122,11 @@ impl Endpoint {
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| format!("connect {}:{}: {e}", self.host, self.port))?;
+        let tcp = match self.connect_to {
+            Some(addr) => tokio::net::TcpStream::connect(addr).await,
+            None => tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await,
+        }
+        .map_err(|e| format!("connect {}:{}: {e}", self.host, self.port))?;
         let name = rustls_pki_types::ServerName::try_from(self.host.clone())
             .map_err(|e| format!("server name {}: {e}", self.host))?;
         let mut tls = self
@@ -131,6 +156,38 @@ impl Endpoint {
             .await;
         parse_response(&raw)
     }
+}
+
+/// `https://host[:port][/path]` → (host, port, path without trailing slash).
+fn parse_url(url: &str) -> Result<(String, u16, String), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("clientConfig.url {url:?} must use https"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("bad host in {url:?}"))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|e| format!("port in {url:?}: {e}"))?,
+        None => 443,
+    };
+    if host.is_empty() {
+        return Err(format!("no host in {url:?}"));
+    }
+    Ok((host.to_owned(), port, path.to_owned()))
 }
 
 fn parse_response(raw: &[u8]) -> Result<Value, String> {
@@ -209,13 +266,37 @@ mod tests {
 
     #[test]
     fn client_config_needs_an_https_url_and_a_ca_bundle() {
+        let none = BTreeMap::new();
         let e = Endpoint::from_client_config(
             &serde_json::json!({"service": {"name": "x", "namespace": "y"}}),
+            &none,
         );
-        assert!(e.unwrap_err().contains("clientConfig.url"));
-        let e = Endpoint::from_client_config(&serde_json::json!({"url": "http://h"}));
+        assert!(e.unwrap_err().contains("x.y.svc:443"));
+        let e = Endpoint::from_client_config(&serde_json::json!({"url": "http://h"}), &none);
         assert!(e.unwrap_err().contains("https"));
-        let e = Endpoint::from_client_config(&serde_json::json!({"url": "https://h:1"}));
+        let e = Endpoint::from_client_config(&serde_json::json!({"url": "https://h:1"}), &none);
         assert!(e.unwrap_err().contains("caBundle"));
+    }
+
+    #[test]
+    fn urls_split_into_host_port_and_path() {
+        assert_eq!(
+            parse_url("https://h").unwrap(),
+            ("h".into(), 443, "".into())
+        );
+        assert_eq!(
+            parse_url("https://h:8443/x/").unwrap(),
+            ("h".into(), 8443, "/x".into())
+        );
+        assert_eq!(
+            parse_url("https://[::1]:9443").unwrap(),
+            ("::1".into(), 9443, "".into())
+        );
+        assert_eq!(
+            parse_url("https://[::1]").unwrap(),
+            ("::1".into(), 443, "".into())
+        );
+        assert!(parse_url("https://:1").is_err());
+        assert!(parse_url("https://h:port").is_err());
     }
 }

@@ -48,6 +48,9 @@ pub struct TopologyOptions {
     pub hook_cache: bool,
     /// Clusters reconciled at once (CAPI's `--clustertopology-concurrency`, default 10).
     pub concurrency: usize,
+    /// Where `clientConfig.service` extensions live: `"<name>.<namespace>.svc:<port>"` → address (no cluster DNS
+    /// here). The TLS server name stays `<name>.<namespace>.svc`, as with CAPI.
+    pub services: BTreeMap<String, std::net::SocketAddr>,
 }
 
 impl Default for TopologyOptions {
@@ -56,6 +59,7 @@ impl Default for TopologyOptions {
             render_delay: Duration::ZERO,
             hook_cache: true,
             concurrency: 10,
+            services: BTreeMap::new(),
         }
     }
 }
@@ -260,17 +264,19 @@ impl Sim {
     async fn discover(self: &Arc<Self>, cfg: &Value) {
         let name = meta_str(cfg, "name").unwrap_or_default().to_owned();
         let spec = cfg.get("spec").cloned().unwrap_or(Value::Null);
-        let result =
-            match Endpoint::from_client_config(spec.get("clientConfig").unwrap_or(&Value::Null)) {
-                Ok(ep) => {
-                    let req = json!({"apiVersion": HOOKS_API_VERSION, "kind": "DiscoveryRequest"});
-                    match ep.call("discovery", &req, DISCOVERY_TIMEOUT).await {
-                        Ok(resp) => parse_discovery(&resp).map(|h| (ep, h)),
-                        Err(e) => Err(e),
-                    }
+        let result = match Endpoint::from_client_config(
+            spec.get("clientConfig").unwrap_or(&Value::Null),
+            &self.opts.services,
+        ) {
+            Ok(ep) => {
+                let req = json!({"apiVersion": HOOKS_API_VERSION, "kind": "DiscoveryRequest"});
+                match ep.call("discovery", &req, DISCOVERY_TIMEOUT).await {
+                    Ok(resp) => parse_discovery(&resp).map(|h| (ep, h)),
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            };
+            }
+            Err(e) => Err(e),
+        };
         let status = match result {
             Ok((endpoint, handlers)) => {
                 let listed: Vec<Value> = handlers
