@@ -184,7 +184,9 @@ async fn run_when_leading(
             tokio::spawn(controller::run(runtime.clone(), controller_stop.clone()));
         let lost = tokio::select! {
             _ = &mut controller => false,
-            r = async { leading.wait_for(|l| !*l).await.map(|_| ()) } => r.is_ok(),
+            // Any change after becoming leader is a loss (the elector only sends transitions); even a loss
+            // followed at once by re-election stops this controller, so each term gets a fresh one.
+            r = leading.changed() => r.is_ok(),
         };
         controller_stop.cancel();
         if !controller.is_finished() {

@@ -391,8 +391,10 @@ impl Elector {
                 if last_renew.elapsed() >= self.cfg.renew_deadline {
                     break "renew deadline passed";
                 }
+                // The deadline counts from when the successful attempt started (conservative).
+                let attempt = Instant::now();
                 match self.try_acquire_or_renew().await {
-                    Ok(true) => last_renew = Instant::now(),
+                    Ok(true) => last_renew = attempt,
                     Ok(false) => break "another replica holds the lease",
                     Err(e) => {
                         tracing::warn!(error = %e, since_last_renewal = ?last_renew.elapsed(), "lease renewal failed")
