@@ -54,6 +54,23 @@ struct Args {
     /// Delay between the hooks unblocking and the render, in the topology simulator.
     #[arg(long, default_value_t = 0)]
     topology_render_delay_ms: u64,
+    /// Address of an ExtensionConfig `clientConfig.service` for the topology simulator (there is no cluster DNS):
+    /// `<name>.<namespace>.svc:<port>=<ip:port>`; repeatable.
+    #[arg(long = "topology-service", value_parser = parse_service)]
+    topology_services: Vec<(String, SocketAddr)>,
+}
+
+fn parse_service(s: &str) -> Result<(String, SocketAddr), String> {
+    let (svc, addr) = s
+        .split_once('=')
+        .ok_or("expected <name>.<namespace>.svc:<port>=<ip:port>")?;
+    if !svc.contains(".svc:") {
+        return Err(format!("{svc:?} is not <name>.<namespace>.svc:<port>"));
+    }
+    let addr = addr
+        .parse::<SocketAddr>()
+        .map_err(|e| format!("{addr:?}: {e}"))?;
+    Ok((svc.to_owned(), addr))
 }
 
 #[tokio::main]
@@ -84,6 +101,7 @@ async fn main() {
             .topology_sim
             .then(|| testbed::topology::TopologyOptions {
                 render_delay: Duration::from_millis(args.topology_render_delay_ms),
+                services: args.topology_services.iter().cloned().collect(),
                 ..Default::default()
             }),
     };
