@@ -10,6 +10,8 @@ pub mod tls;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::{
     net::SocketAddr,
