@@ -11,8 +11,9 @@ pub const LABEL_ROLE: &str = "vip.capi.gorizond.io/role";
 pub const ANNOTATION_INGRESS_ENABLED: &str = "vip.capi.gorizond.io/ingress-enabled";
 /// Cluster annotation (and, for IPv4 values, label) carrying the allocated ingress VIP.
 pub const ANNOTATION_INGRESS_VIP: &str = "vip.capi.gorizond.io/ingress-vip";
-/// The class-label value that redirects the class list to the pool annotation of the same key.
-pub const CLASS_LIST_IN_ANNOTATION: &str = "true";
+/// The class- or role-label value that redirects the list to the pool annotation of the same key (label values
+/// cannot hold commas, so a real API server only accepts multi-item lists in the annotation).
+pub const LIST_IN_ANNOTATION: &str = "true";
 
 /// CAPI label naming the Cluster an object belongs to (set on our claims; the IPAM provider copies it).
 pub const LABEL_CAPI_CLUSTER_NAME: &str = "cluster.x-k8s.io/cluster-name";

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::names::{CLASS_LIST_IN_ANNOTATION, LABEL_CLUSTER_CLASS, LABEL_ROLE};
+use crate::names::{LABEL_CLUSTER_CLASS, LABEL_ROLE, LIST_IN_ANNOTATION};
 
 /// Whether `list` (comma-separated, items trimmed) contains `wanted` exactly (case-sensitive).
 /// Empty items never match, and an empty `wanted` never matches.
@@ -14,18 +14,36 @@ pub fn list_contains(list: &str, wanted: &str) -> bool {
             .any(|item| !item.is_empty() && item == wanted)
 }
 
-/// The class list of a pool: the class label, or the annotation of the same key when the label is `"true"`
-/// (class names can be longer than a label value allows).
+/// The list a pool holds under `key`: the label itself, or the annotation of the same key when the label is
+/// `"true"`. Label values cannot hold commas or more than 63 characters, so a real API server only accepts a
+/// multi-item list (several classes, both roles, long class names) in the annotation form.
+fn listed<'a>(
+    labels: &'a BTreeMap<String, String>,
+    annotations: &'a BTreeMap<String, String>,
+    key: &str,
+) -> Option<&'a str> {
+    let label = labels.get(key)?;
+    if label == LIST_IN_ANNOTATION {
+        annotations.get(key).map(String::as_str)
+    } else {
+        Some(label)
+    }
+}
+
+/// The class list of a pool (label, or annotation when the label is `"true"`).
 pub fn class_list<'a>(
     labels: &'a BTreeMap<String, String>,
     annotations: &'a BTreeMap<String, String>,
 ) -> Option<&'a str> {
-    let label = labels.get(LABEL_CLUSTER_CLASS)?;
-    if label == CLASS_LIST_IN_ANNOTATION {
-        annotations.get(LABEL_CLUSTER_CLASS).map(String::as_str)
-    } else {
-        Some(label)
-    }
+    listed(labels, annotations, LABEL_CLUSTER_CLASS)
+}
+
+/// The role list of a pool (label, or annotation when the label is `"true"`).
+pub fn role_list<'a>(
+    labels: &'a BTreeMap<String, String>,
+    annotations: &'a BTreeMap<String, String>,
+) -> Option<&'a str> {
+    listed(labels, annotations, LABEL_ROLE)
 }
 
 /// Whether a pool with these labels/annotations serves `class` in `role`.
@@ -36,9 +54,7 @@ pub fn pool_matches(
     role: &str,
 ) -> bool {
     let classes_ok = class_list(labels, annotations).is_some_and(|l| list_contains(l, class));
-    let role_ok = labels
-        .get(LABEL_ROLE)
-        .is_some_and(|l| list_contains(l, role));
+    let role_ok = role_list(labels, annotations).is_some_and(|l| list_contains(l, role));
     classes_ok && role_ok
 }
 
@@ -163,6 +179,28 @@ mod tests {
         assert!(pool_matches(&labels, &ann, "a", "ingress"));
         assert!(!pool_matches(&labels, &ann, "b", "ingress"));
     }
+    #[test]
+    fn true_role_label_reads_the_role_annotation() {
+        let labels = m(&[(LABEL_CLUSTER_CLASS, "true"), (LABEL_ROLE, "true")]);
+        let ann = m(&[
+            (LABEL_CLUSTER_CLASS, "a, b"),
+            (LABEL_ROLE, "control-plane, ingress"),
+        ]);
+        assert!(pool_matches(&labels, &ann, "a", "control-plane"));
+        assert!(pool_matches(&labels, &ann, "b", "ingress"));
+        assert!(!pool_matches(&labels, &ann, "c", "ingress"));
+        let no_role_annotation = m(&[(LABEL_CLUSTER_CLASS, "a")]);
+        assert!(!pool_matches(
+            &labels,
+            &no_role_annotation,
+            "a",
+            "control-plane"
+        ));
+        // A role annotation without the "true" label is ignored.
+        let plain = m(&[(LABEL_CLUSTER_CLASS, "a"), (LABEL_ROLE, "ingress")]);
+        assert!(!pool_matches(&plain, &ann, "a", "control-plane"));
+    }
+
     #[test]
     fn both_labels_are_required() {
         assert!(!pool_matches(
