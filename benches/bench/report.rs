@@ -57,9 +57,8 @@ impl Figure {
 }
 
 fn fmt_num(v: f64, unit: &str) -> String {
-    let n = if v.fract() == 0.0 && v.abs() < 1e12 {
-        format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
+    // Whole numbers and large values need no decimals.
+    let n = if (v.fract() == 0.0 && v.abs() < 1e12) || v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
