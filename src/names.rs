@@ -64,6 +64,8 @@ pub mod reasons {
     pub const MANUAL_ENDPOINT: &str = "ManualEndpoint";
     /// Normal: a pending claim was deleted to be recreated on the currently matching pool.
     pub const CLAIM_REPLACED: &str = "ClaimReplaced";
+    /// Warning: the IPAddress answering our claim carries no usable address (`spec.address` is not an IP).
+    pub const ADDRESS_INVALID: &str = "AddressInvalid";
     /// All reasons, for docs and tests.
     pub const ALL: &[&str] = &[
         VIP_ALLOCATED,
@@ -76,6 +78,7 @@ pub mod reasons {
         CLAIM_FAILED,
         MANUAL_ENDPOINT,
         CLAIM_REPLACED,
+        ADDRESS_INVALID,
     ];
 }
 

@@ -715,6 +715,53 @@ async fn ingress_enabled_odd_values(env: Arc<Env>) {
     );
 }
 
+/// Case 21: the IPAddress answering our claim holds no IP (`spec.address` is a string the CRD admits but no
+/// address parser does): Warning `AddressInvalid` + metric, nothing written; once the broken object is deleted the
+/// IPAM provider allocates again and the Cluster gets a real VIP.
+async fn ipaddress_with_an_invalid_address(env: Arc<Env>) {
+    let (case, class) = ("invalid-ipaddress", "bi-badaddr");
+    let ns = env.namespace(class).await;
+    env.class(&ns, class, &["clusterVip"]).await;
+    raw_pool(
+        &env,
+        "bi-badaddr",
+        cp_labels(class),
+        json!({}),
+        json!(["10.200.21.10-10.200.21.20"]),
+        24,
+    )
+    .await;
+    // Left behind under our claim's name (a broken provider or a hand-made object): the provider keeps an
+    // existing IPAddress of that name and points the claim at it.
+    let broken = json!({
+        "apiVersion": env.shapes.address.api_version, "kind": "IPAddress",
+        "metadata": {"name": "vip-cp-bad", "namespace": ns},
+        "spec": {"address": "10.200.21.999", "prefix": 24, "claimRef": {"name": "vip-cp-bad"},
+                 "poolRef": {"apiGroup": "ipam.cluster.x-k8s.io", "kind": "GlobalInClusterIPPool", "name": "bi-badaddr"}}
+    });
+    env.addresses(&ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(broken).unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("[{case}] create broken IPAddress: {e}"));
+    cluster(&env, &ns, "bad", class, true, json!({})).await;
+    error_reported(&env, case, &ns, "bad", class, "AddressInvalid").await;
+    let c = env.clusters(&ns).get("bad").await.unwrap();
+    assert_eq!(
+        host(&c),
+        "",
+        "[{case}] nothing written from a broken IPAddress"
+    );
+    env.addresses(&ns)
+        .delete("vip-cp-bad", &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("[{case}] delete broken IPAddress: {e}"));
+    let vip = allocated(&env, case, &ns, "bad", class).await;
+    assert!(vip.starts_with("10.200.21."), "[{case}] {vip}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_matrix() {
     let env = Arc::new(Env::start(Profile::Capi112).await);
@@ -745,6 +792,10 @@ async fn bad_input_matrix() {
         (
             "claim pointing to a deleted pool",
             tokio::spawn(claim_pointing_to_a_deleted_pool(env.clone())),
+        ),
+        (
+            "IPAddress with an invalid address",
+            tokio::spawn(ipaddress_with_an_invalid_address(env.clone())),
         ),
         (
             "IPv6 control-plane VIP",

@@ -211,7 +211,7 @@ impl Stores {
                         .map_err(|e| tracing::warn!(error = %e, "malformed claim"))
                         .ok()
                 });
-            let address = claim.as_ref().and_then(|c| {
+            let parsed = claim.as_ref().and_then(|c| {
                 let name = c.address_ref.as_ref().unwrap_or(&c.name);
                 let obj = Self::get(
                     &self.addresses,
@@ -219,11 +219,21 @@ impl Stores {
                     Some(&c.namespace),
                     name,
                 )?;
-                AddressView::parse(&obj)
-                    .map_err(|e| tracing::warn!(error = %e, "malformed IPAddress"))
-                    .ok()
+                Some(AddressView::parse(&obj).map_err(|e| {
+                    tracing::warn!(error = %e, "malformed IPAddress");
+                    e.to_string()
+                }))
             });
-            RoleInputs { claim, address }
+            let (address, address_problem) = match parsed {
+                Some(Ok(a)) => (Some(a), None),
+                Some(Err(e)) => (None, Some(e)),
+                None => (None, None),
+            };
+            RoleInputs {
+                claim,
+                address,
+                address_problem,
+            }
         };
         Snapshot {
             control_plane: inputs(Role::ControlPlane),

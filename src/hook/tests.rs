@@ -66,6 +66,7 @@ fn pending_claim_names_the_pool_it_waits_on() {
     s.control_plane = RoleInputs {
         claim: Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", false)),
         address: None,
+        ..Default::default()
     };
     let a = answer(s);
     assert_eq!(a.retry_after_seconds, RETRY);
@@ -82,6 +83,7 @@ fn exhausted_pool_is_named_after_the_grace_period() {
     s.control_plane = RoleInputs {
         claim: Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", false)),
         address: None,
+        ..Default::default()
     };
     let a = answer(s);
     assert_eq!(a.retry_after_seconds, RETRY);
@@ -216,6 +218,7 @@ fn claim_of_another_owner_does_not_block() {
             false,
         )),
         address: None,
+        ..Default::default()
     };
     assert_eq!(answer(s).retry_after_seconds, 0);
 }

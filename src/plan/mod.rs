@@ -90,6 +90,8 @@ pub struct RoleInputs {
     /// The IPAddress named by the claim's `status.addressRef`, or else the one answering the claim
     /// (same name, `spec.claimRef`) before the provider set `addressRef`.
     pub address: Option<AddressView>,
+    /// Why the IPAddress named by the claim could not be read (it exists but is malformed).
+    pub address_problem: Option<String>,
 }
 
 /// Everything the rules look at for one Cluster.

@@ -289,7 +289,20 @@ fn claimed_vip(
     if let Some(vip) = vip_of(snap, role, claim) {
         return Some((vip, claim.created));
     }
-    if claim.address_ref.is_some() {
+    if let Some(ref_name) = &claim.address_ref {
+        if let Some(problem) = &snap.inputs(role).address_problem {
+            out.reports.push(Report {
+                role,
+                severity: Severity::Warning,
+                reason: reasons::ADDRESS_INVALID,
+                note: format!(
+                    "IPAddress {ref_name} answering IPAddressClaim {} is unusable ({problem}); \
+                     fix or delete it so the IPAM provider allocates again",
+                    claim.name
+                ),
+                is_error: true,
+            });
+        }
         return None; // bound; the IPAddress is on its way through the watch
     }
     // Pending: the spec is immutable, so a claim on a pool that no longer fits is replaced (no IP is held yet).

@@ -113,6 +113,7 @@ pub(crate) fn bound(s: &mut Snapshot, role: Role, ip: &str) {
     let inputs = RoleInputs {
         claim: Some(claim(role, Some("uid-1"), pool, true)),
         address: Some(address(role, ip)),
+        ..Default::default()
     };
     match role {
         Role::ControlPlane => s.control_plane = inputs,
@@ -413,6 +414,7 @@ fn claim_controlled_by_another_uid_is_never_used() {
             true,
         )),
         address: Some(address(Role::ControlPlane, "10.0.0.5")),
+        ..Default::default()
     };
     let p = plan(&s);
     assert!(p.changes.endpoint_host.is_none());
@@ -432,6 +434,7 @@ fn ownerless_claim_is_adopted_and_used() {
     s.control_plane = RoleInputs {
         claim: Some(claim(Role::ControlPlane, None, "cp-pool", true)),
         address: Some(address(Role::ControlPlane, "10.0.0.5")),
+        ..Default::default()
     };
     let p = plan(&s);
     assert!(p.steps.contains(&Step::AdoptClaim {
@@ -522,6 +525,7 @@ fn address_of_another_claim_is_ignored() {
     s.control_plane = RoleInputs {
         claim: Some(c),
         address: Some(address(Role::ControlPlane, "10.0.0.5")),
+        ..Default::default()
     };
     assert!(plan(&s).changes.endpoint_host.is_none());
 }
@@ -534,6 +538,7 @@ fn deleting_claim_is_waited_for() {
     s.control_plane = RoleInputs {
         claim: Some(c),
         address: Some(address(Role::ControlPlane, "10.0.0.5")),
+        ..Default::default()
     };
     let p = plan(&s);
     assert!(p.changes.endpoint_host.is_none());
@@ -606,6 +611,7 @@ fn exhaustion_is_not_reported_when_the_address_already_exists() {
     s.control_plane = RoleInputs {
         claim: Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", false)),
         address: Some(address(Role::ControlPlane, "10.0.0.5")),
+        ..Default::default()
     };
     let p = plan(&s);
     assert!(p.reports.iter().all(|r| r.reason != "PoolExhausted"));
@@ -639,4 +645,31 @@ fn manual_endpoint_keeps_a_bound_claim_of_ours() {
         r.note
     );
     assert!(p.changes.endpoint_host.is_none());
+}
+
+#[test]
+fn malformed_address_is_reported_and_nothing_is_written() {
+    let mut s = snap(cluster_json());
+    s.control_plane = RoleInputs {
+        claim: Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", true)),
+        address: None,
+        address_problem: Some("spec.address \"10.0.0.999\" is not an IP address".into()),
+    };
+    let p = plan(&s);
+    assert!(p.changes.endpoint_host.is_none());
+    let report = p
+        .reports
+        .iter()
+        .find(|r| r.reason == "AddressInvalid")
+        .expect("an AddressInvalid report");
+    assert_eq!(report.severity, Severity::Warning);
+    assert!(report.is_error);
+    assert!(report.note.contains("10.0.0.999"), "{}", report.note);
+    // The ingress VIP is unaffected by a broken control-plane address.
+    bound(&mut s, Role::Ingress, "10.0.1.5");
+    let annotations = plan(&s).changes.annotations;
+    assert!(
+        annotations.contains(&(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())),
+        "{annotations:?}"
+    );
 }
