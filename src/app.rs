@@ -158,46 +158,19 @@ fn leader_config(args: &Args) -> Result<Option<LeaderConfig>, AppError> {
     Ok(Some(cfg))
 }
 
-/// Runs the controller only while this replica leads. Followers report ready (they are healthy standbys). The
-/// controller is stopped (and awaited) when leadership is lost or on shutdown; the lease is released only after
-/// it has stopped, so no write of ours can follow the release.
+/// Runs the watches on every replica and the reconciler only while this replica leads. Followers keep their caches
+/// (hooks and gauges answer from them) and report ready once synced. The lease is released only after the
+/// reconciler has stopped, so no write of ours can follow the release.
 async fn run_when_leading(
     elector: Elector,
     runtime: controller::Runtime,
     shutdown: CancellationToken,
 ) {
-    let (tx, mut leading) = watch::channel(false);
+    let (tx, leading) = watch::channel(false);
     let stop_elector = CancellationToken::new();
     tracing::info!(identity = %elector.identity(), "leader election on; waiting for the lease");
     let elector_task = tokio::spawn(elector.run(tx, stop_elector.clone()));
-    runtime.health.set(true, true);
-    loop {
-        let became_leader = tokio::select! {
-            _ = shutdown.cancelled() => false,
-            r = async { leading.wait_for(|l| *l).await.map(|_| ()) } => r.is_ok(),
-        };
-        if !became_leader {
-            break;
-        }
-        let controller_stop = shutdown.child_token();
-        let mut controller =
-            tokio::spawn(controller::run(runtime.clone(), controller_stop.clone()));
-        let lost = tokio::select! {
-            _ = &mut controller => false,
-            // Any change after becoming leader is a loss (the elector only sends transitions); even a loss
-            // followed at once by re-election stops this controller, so each term gets a fresh one.
-            r = leading.changed() => r.is_ok(),
-        };
-        controller_stop.cancel();
-        if !controller.is_finished() {
-            let _ = controller.await;
-        }
-        if !lost || shutdown.is_cancelled() {
-            // Shutdown, or the controller ended on its own (the caller reports that).
-            break;
-        }
-        runtime.health.set(true, true);
-    }
+    controller::run(runtime, shutdown, Some(leading)).await;
     stop_elector.cancel();
     match elector_task.await {
         Ok(mut elector) => {
@@ -308,7 +281,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
             };
             match elector {
                 Some(elector) => run_when_leading(elector, runtime, shutdown).await,
-                None => controller::run(runtime, shutdown).await,
+                None => controller::run(runtime, shutdown, None).await,
             }
         }
     };

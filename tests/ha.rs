@@ -107,6 +107,26 @@ async fn only_the_leader_writes_and_the_follower_takes_over_when_it_dies() {
         )],
         "exactly one replica — the lease holder — writes"
     );
+    // Both replicas keep live caches (the follower answers hooks and serves gauges from them): each reports the
+    // five addresses the leader's claims hold in the pool.
+    for (who, op) in [("first", &env.op), ("second", &second)] {
+        let deadline = Instant::now() + common::WAIT;
+        loop {
+            let text = op.metrics().await;
+            if text.lines().any(|l| {
+                l.starts_with("capi_vip_allocator_claims_ready{")
+                    && l.contains(&format!("namespace=\"{ns}\""))
+                    && l.ends_with(" 5")
+            }) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the {who} replica's caches never showed 5 ready claims:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     // Kill the leader (SIGKILL: no release), whichever of the two it is.
     let first_leads = env.op.logs().contains(&leader);
@@ -343,7 +363,7 @@ async fn a_leader_that_cannot_renew_stops_writing_before_its_lease_can_be_taken(
         last_write_us < renewed_us + lease_us,
         "the leader wrote after its lease could have been taken"
     );
-    assert!(env.op.logs().contains("controller stopped"));
+    assert!(env.op.logs().contains("reconciler stopped"), "{}", env.op.logs());
 
     // Renewals work again: it leads again and serves the Clusters created meanwhile.
     env.tb.faults().clear();

@@ -20,8 +20,9 @@ use kube::{
     api::DynamicObject,
     runtime::{
         applier,
-        controller::Action,
+        controller::{Action, ReconcileRequest},
         events::{Recorder, Reporter},
+        reflector::ObjectRef,
     },
     Client,
 };
@@ -251,9 +252,18 @@ pub struct Runtime {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Runs the controller until `shutdown` is cancelled. Builds fresh caches each time, so a leadership gate can
-/// start and stop it.
-pub async fn run(rt: Runtime, shutdown: CancellationToken) {
+/// Whether this replica may reconcile: `None` without leader election (always), else the elector's verdict.
+pub type Leadership = Option<tokio::sync::watch::Receiver<bool>>;
+
+type Request = Result<ReconcileRequest<DynamicObject>, kube::runtime::watcher::Error>;
+type RequestSlot = Arc<Mutex<Option<futures::channel::mpsc::UnboundedSender<Request>>>>;
+
+/// Runs the watches until `shutdown` is cancelled, and the reconciler whenever `leading` allows it.
+///
+/// The caches are kept on every replica (followers answer Runtime SDK hooks and serve gauges from them); only
+/// reconciles, the sole writers, are gated. Each leadership term gets its own reconciler, started with every cached
+/// Cluster and stopped (in-flight reconciles finished) as soon as leadership is lost or on shutdown.
+pub async fn run(rt: Runtime, shutdown: CancellationToken, leading: Leadership) {
     let Runtime {
         client,
         shapes,
@@ -291,14 +301,74 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken) {
     });
     let mut triggers = triggers::triggers(&client, &shapes, writers, &ctx, &tracker);
     triggers.push(triggers::on_relist(relists, &ctx));
-    let queue = stream::select_all(triggers);
 
-    let run = applier(
+    // The watches are polled for the whole run (that is what keeps the caches current); their reconcile requests
+    // reach the reconciler of the current term, and are dropped while there is none.
+    let slot: RequestSlot = Arc::default();
+    let pump = {
+        let slot = slot.clone();
+        stream::select_all(triggers)
+            .take_until(shutdown.clone().cancelled_owned())
+            .for_each(move |req| {
+                if let Some(tx) = slot.lock().ok().as_ref().and_then(|s| s.as_ref()) {
+                    let _ = tx.unbounded_send(req);
+                }
+                future::ready(())
+            })
+    };
+    let terms = async {
+        match leading {
+            None => term(&ctx, &slot, shutdown.clone()).await,
+            Some(mut leading) => loop {
+                let lead = tokio::select! {
+                    _ = shutdown.cancelled() => false,
+                    r = leading.wait_for(|l| *l) => r.is_ok(),
+                };
+                if !lead {
+                    break;
+                }
+                let stop = shutdown.child_token();
+                let mut reconciler = std::pin::pin!(term(&ctx, &slot, stop.clone()));
+                tokio::select! {
+                    _ = &mut reconciler => {}
+                    // The elector only sends transitions: any change during a term ends it, so each term starts
+                    // afresh (even a loss followed at once by re-election).
+                    _ = leading.changed() => {
+                        stop.cancel();
+                        reconciler.await;
+                        tracing::info!("leadership lost: reconciler stopped");
+                    }
+                }
+                if shutdown.is_cancelled() {
+                    break;
+                }
+            },
+        }
+    };
+    futures::join!(pump, terms);
+    health.set(false, false);
+    tracing::info!("controller stopped");
+}
+
+/// One reconciler term: every cached Cluster once (work may have been left by a previous leader, and requests were
+/// dropped while not leading), then every request the watches produce, until `stop`.
+async fn term(ctx: &Arc<Context>, slot: &RequestSlot, stop: CancellationToken) {
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    for c in ctx.stores.clusters.state() {
+        let _ = tx.unbounded_send(Ok(ReconcileRequest::from(ObjectRef::from_obj_with(
+            c.as_ref(),
+            ctx.shapes.cluster.clone(),
+        ))));
+    }
+    if let Ok(mut s) = slot.lock() {
+        *s = Some(tx);
+    }
+    applier(
         |obj, ctx| Box::pin(spawned(reconcile(obj, ctx))),
         error_policy,
-        ctx,
-        stores.clusters.clone(),
-        queue.take_until(shutdown.clone().cancelled_owned()),
+        ctx.clone(),
+        ctx.stores.clusters.clone(),
+        rx.take_until(stop.cancelled_owned()),
         kube::runtime::Config::default(),
     )
     .for_each(|res| {
@@ -313,10 +383,11 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken) {
             Err(e) => tracing::warn!(error = %e, "controller error"),
         }
         future::ready(())
-    });
-    run.await;
-    health.set(false, false);
-    tracing::info!("controller stopped");
+    })
+    .await;
+    if let Ok(mut s) = slot.lock() {
+        *s = None;
+    }
 }
 
 /// Runs the reconcile on the multi-threaded runtime; a panic becomes a transient error, not a dead controller.
