@@ -2,6 +2,7 @@
 //! `main` (idle, latency, burst, API cost, steady state, start-up, large), `delay` (latency with a slow IPAM
 //! provider) and `soak` (create/delete cycles).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kube::Client;
@@ -168,6 +169,17 @@ struct Burst {
     created_in: Duration,
     /// First create → last VIP write, server clock (seconds).
     span: f64,
+}
+
+/// "a ×1, b ×2" (or "none").
+fn counts(m: &BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} ×{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn mib(kib: u64) -> f64 {
@@ -368,21 +380,14 @@ pub async fn main_env(opts: &Options, r: &mut Report) -> Result<(), String> {
         ));
     }
     r.detail("burst_failed_writes", &failed);
-    match bed.work.event_reasons("bench-burst").await {
+    let burst_reasons = bed.work.event_reasons("bench-burst").await;
+    match &burst_reasons {
         Ok(reasons) => {
             r.note(format!(
                 "Events stored for the {n} burst Clusters, by reason: {}",
-                if reasons.is_empty() {
-                    "none".to_string()
-                } else {
-                    reasons
-                        .iter()
-                        .map(|(k, v)| format!("{k} ×{v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
+                counts(reasons)
             ));
-            r.detail("burst_events_by_reason", &reasons);
+            r.detail("burst_events_by_reason", reasons);
         }
         Err(e) => r.note(format!("could not list Events: {e}")),
     }
@@ -445,12 +450,31 @@ pub async fn main_env(opts: &Options, r: &mut Report) -> Result<(), String> {
         0.0,
     );
     if !rewrites.is_empty() {
-        let shown: Vec<&str> = rewrites.iter().take(6).map(String::as_str).collect();
-        r.note(format!(
-            "writes by the restarted operator ({}), first: {}",
-            rewrites.len(),
-            shown.join("; ")
-        ));
+        let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+        for w in &rewrites {
+            let kind: Vec<&str> = w.split(' ').take(2).collect();
+            *by_kind.entry(kind.join(" ")).or_default() += 1;
+        }
+        let mut text = format!(
+            "writes by the restarted operator with {n} allocated Clusters: {}",
+            counts(&by_kind)
+        );
+        if let (Ok(before), Ok(after)) =
+            (&burst_reasons, bed.work.event_reasons("bench-burst").await)
+        {
+            let new: BTreeMap<String, u64> = after
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.saturating_sub(before.get(k).copied().unwrap_or(0)),
+                    )
+                })
+                .filter(|(_, v)| *v > 0)
+                .collect();
+            text.push_str(&format!("; new Events by reason: {}", counts(&new)));
+        }
+        r.note(text);
     }
     r.info(
         "memory",
