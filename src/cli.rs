@@ -62,7 +62,7 @@ pub struct Args {
     pub default_port: u16,
 
     /// Comma-separated GlobalInClusterIPPool names the operator may allocate from (default: any pool whose labels
-    /// match). Pools not listed are ignored, whatever their labels say; see docs/security.md.
+    /// match). Pools not listed are ignored, whatever their labels say; see the README, section Security.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub pool_allowlist: Vec<String>,
 
