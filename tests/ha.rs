@@ -363,7 +363,11 @@ async fn a_leader_that_cannot_renew_stops_writing_before_its_lease_can_be_taken(
         last_write_us < renewed_us + lease_us,
         "the leader wrote after its lease could have been taken"
     );
-    assert!(env.op.logs().contains("reconciler stopped"), "{}", env.op.logs());
+    assert!(
+        env.op.logs().contains("reconciler stopped"),
+        "{}",
+        env.op.logs()
+    );
 
     // Renewals work again: it leads again and serves the Clusters created meanwhile.
     env.tb.faults().clear();
