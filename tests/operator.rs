@@ -66,9 +66,18 @@ async fn cp_vip_end_to_end(profile: Profile) {
         Some("capi-vip-allocator")
     );
     assert_eq!(ev.type_.as_deref(), Some("Normal"));
-    // No ingress pool: a Normal PoolNotFound, never a Warning.
-    let ing = env.wait_event(&ns, "alpha", "PoolNotFound").await;
-    assert_eq!(ing.type_.as_deref(), Some("Normal"));
+    // No ingress pool: told in the allocation's Event, not in an Event (let alone a Warning) of its own.
+    assert_eq!(
+        ev.note.as_deref(),
+        Some("control-plane VIP 10.10.0.10 allocated; no ingress pool for class gold, so no ingress VIP")
+    );
+    assert!(env.events(&ns, "alpha", "PoolNotFound").await.is_empty());
+    assert_eq!(
+        ev.regarding.as_ref().and_then(|r| r.uid.clone()),
+        created.metadata.uid.clone()
+    );
+    assert!(ev.event_time.is_some() && ev.reporting_instance.is_some());
+    assert_eq!(ev.action.as_deref(), Some("AllocateVIP"));
 
     // Every request carried our user agent; the caches were listed once and never read per reconcile.
     let ua = format!("capi-vip-allocator/{}", env!("CARGO_PKG_VERSION"));
@@ -257,11 +266,50 @@ async fn missing_ingress_pool_does_not_block_control_plane_vip() {
         })
         .await;
     assert_eq!(annotation(&c, INGRESS_VIP).as_deref(), Some("10.30.2.10"));
-    assert_eq!(
-        env.events(&ns, "solo", "PoolNotFound").await.len(),
-        1,
-        "one Event per state change"
+    assert!(
+        env.events(&ns, "solo", "PoolNotFound").await.is_empty(),
+        "the missing ingress pool is told in the VIPAllocated Event"
     );
+    let allocated = env.events(&ns, "solo", "VIPAllocated").await;
+    assert_eq!(allocated.len(), 1);
+    assert!(allocated[0]
+        .note
+        .as_deref()
+        .is_some_and(|n| n.ends_with("; no ingress pool for class gold, so no ingress VIP")));
+    env.wait_event(&ns, "solo", "IngressVIPAllocated").await;
+}
+
+#[tokio::test]
+async fn restart_publishes_no_new_event_for_a_missing_ingress_pool() {
+    let mut env = Env::start(Profile::Capi112).await;
+    let ns = env.namespace("noingrestart").await;
+    env.class(&ns, "gold", &["clusterVip"]).await;
+    env.pool("cp-pool", &["10.31.0.10-10.31.0.20"], 24, "gold", CP)
+        .await;
+    env.cluster(&ns, "kept", "gold").await;
+    env.wait_event(&ns, "kept", "VIPAllocated").await;
+    let old = std::mem::replace(
+        &mut env.op,
+        common::Operator::spawn(env.tb.kubeconfig_path(), &[]),
+    );
+    let (status, _) = old.terminate().await;
+    assert!(status.success());
+    env.op.wait_ready().await;
+    env.wait_metrics("the restarted operator reconciled the Cluster", |t| {
+        metric_value(
+            t,
+            "capi_vip_allocator_reconcile_total{cluster_class=\"gold\",result=\"success\"}",
+        )
+        .is_some_and(|v| v >= 1.0)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        env.events(&ns, "kept", "PoolNotFound").await.is_empty(),
+        "{}",
+        env.op.logs()
+    );
+    assert_eq!(env.events(&ns, "kept", "VIPAllocated").await.len(), 1);
 }
 
 async fn manual_host(profile: Profile) {

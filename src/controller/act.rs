@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::{error::Error, memory::Slot, Context};
 use crate::{
     api::{ClusterView, PoolRef},
-    names::{CONTROLLER_NAME, LABEL_CAPI_CLUSTER_NAME, LABEL_ROLE},
+    names::{reasons, CONTROLLER_NAME, LABEL_CAPI_CLUSTER_NAME, LABEL_ROLE},
     plan::{build_json_patch, Plan, Report, Role, Severity, Step},
 };
 
@@ -172,12 +172,24 @@ pub async fn act(
             } else {
                 "ingress"
             };
+            let mut note = format!("{what} VIP {} allocated", a.vip);
+            if a.role == Role::ControlPlane && no_ingress_pool(plan).is_some() {
+                // Told here instead of in an Event of its own: one Event per VIP.
+                note.push_str(&format!(
+                    "; no ingress pool for class {class}, so no ingress VIP"
+                ));
+                ctx.memory.transition(
+                    &cluster.uid,
+                    Slot::Role(Role::Ingress),
+                    Some(reasons::POOL_NOT_FOUND),
+                );
+            }
             publish(
                 ctx,
                 cluster,
                 Severity::Normal,
                 a.role.allocated_reason(),
-                format!("{what} VIP {} allocated", a.vip),
+                note,
             )
             .await;
             tracing::info!(role = a.role.label(), vip = %a.vip, seconds, "VIP written to Cluster");
@@ -194,6 +206,34 @@ pub async fn report(ctx: &Context, cluster: &ClusterView, class: &str, plan: &Pl
             continue; // the allocation itself is the new state
         }
         let report: Option<&Report> = plan.reports.iter().find(|r| r.role == role);
+        if role == Role::Ingress && report.is_some() && report == no_ingress_pool(plan) {
+            match control_plane_state(cluster, plan) {
+                ControlPlaneState::Underway => {
+                    // The control-plane allocation will carry this note (see `act`); nothing recorded yet.
+                    tracing::debug!(
+                        role = role.label(),
+                        "no ingress pool; told with the control-plane VIP"
+                    );
+                    continue;
+                }
+                ControlPlaneState::InPlace => {
+                    // The VIPs were written before (e.g. by a previous process): a log line, not a new Event.
+                    if ctx.memory.transition(
+                        &cluster.uid,
+                        Slot::Role(role),
+                        report.map(|r| r.reason),
+                    ) {
+                        tracing::debug!(
+                            role = role.label(),
+                            reason = reasons::POOL_NOT_FOUND,
+                            "no ingress pool; no ingress VIP"
+                        );
+                    }
+                    continue;
+                }
+                ControlPlaneState::Other => {}
+            }
+        }
         if ctx
             .memory
             .transition(&cluster.uid, Slot::Role(role), report.map(|r| r.reason))
@@ -213,6 +253,37 @@ pub async fn report(ctx: &Context, cluster: &ClusterView, class: &str, plan: &Pl
                 publish(ctx, cluster, r.severity, r.reason, r.note.clone()).await;
             }
         }
+    }
+}
+
+/// The ingress role's Normal `PoolNotFound` (optional ingress without a pool), if the plan has it.
+fn no_ingress_pool(plan: &Plan) -> Option<&Report> {
+    plan.reports.iter().find(|r| {
+        r.role == Role::Ingress
+            && r.severity == Severity::Normal
+            && r.reason == reasons::POOL_NOT_FOUND
+    })
+}
+
+/// Where the control-plane VIP stands, for deciding how the missing ingress pool is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ControlPlaneState {
+    /// No host yet and no problem reported: its allocation will come and carry the note.
+    Underway,
+    /// A host is set and the control plane has nothing to report: our VIP was written earlier.
+    InPlace,
+    /// Anything else (a manual endpoint, a control-plane problem): the ingress state is told on its own.
+    Other,
+}
+
+fn control_plane_state(cluster: &ClusterView, plan: &Plan) -> ControlPlaneState {
+    let host = cluster.endpoint.as_ref().and_then(|e| e.host.as_deref());
+    let report = plan.reports.iter().find(|r| r.role == Role::ControlPlane);
+    match (host, report) {
+        (None, None) => ControlPlaneState::Underway,
+        (None, Some(r)) if r.severity == Severity::Normal => ControlPlaneState::Underway,
+        (Some(_), None) => ControlPlaneState::InPlace,
+        _ => ControlPlaneState::Other,
     }
 }
 
@@ -310,4 +381,88 @@ fn adopt_patch(
             "labels": {LABEL_ROLE: role.label(), LABEL_CAPI_CLUSTER_NAME: cluster.name},
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::plan::{
+        plan,
+        tests::{bound, cluster_json, snap},
+    };
+
+    /// A snapshot whose class has a control-plane pool only.
+    fn without_ingress_pool(c: serde_json::Value) -> crate::plan::Snapshot {
+        let mut s = snap(c);
+        s.pools.retain(|p| p.name != "ing-pool");
+        s
+    }
+
+    #[test]
+    fn missing_ingress_pool_waits_for_the_control_plane_allocation() {
+        let s = without_ingress_pool(cluster_json());
+        let p = plan(&s);
+        assert!(no_ingress_pool(&p).is_some());
+        assert_eq!(
+            control_plane_state(&s.cluster, &p),
+            ControlPlaneState::Underway
+        );
+        let mut s = s;
+        bound(&mut s, Role::ControlPlane, "10.0.0.10");
+        let p = plan(&s);
+        assert_eq!(p.allocations.len(), 1, "the allocation carries the note");
+        assert!(no_ingress_pool(&p).is_some());
+    }
+
+    #[test]
+    fn missing_ingress_pool_after_the_vip_was_written_is_not_a_new_event() {
+        let mut c = cluster_json();
+        c["spec"]["controlPlaneEndpoint"] = json!({"host": "10.0.0.10", "port": 6443});
+        let mut s = without_ingress_pool(c);
+        bound(&mut s, Role::ControlPlane, "10.0.0.10");
+        let p = plan(&s);
+        assert!(no_ingress_pool(&p).is_some());
+        assert_eq!(
+            control_plane_state(&s.cluster, &p),
+            ControlPlaneState::InPlace
+        );
+    }
+
+    #[test]
+    fn missing_ingress_pool_is_told_alone_with_a_manual_endpoint_or_a_control_plane_problem() {
+        let mut c = cluster_json();
+        c["spec"]["controlPlaneEndpoint"] = json!({"host": "192.168.1.1", "port": 6443});
+        let s = without_ingress_pool(c);
+        let p = plan(&s);
+        assert!(no_ingress_pool(&p).is_some());
+        assert_eq!(
+            control_plane_state(&s.cluster, &p),
+            ControlPlaneState::Other
+        );
+
+        let mut s = without_ingress_pool(cluster_json());
+        s.pools.clear();
+        let p = plan(&s);
+        assert_eq!(
+            control_plane_state(&s.cluster, &p),
+            ControlPlaneState::Other
+        );
+        assert!(no_ingress_pool(&p).is_some());
+    }
+
+    #[test]
+    fn only_the_optional_ingress_pool_not_found_is_folded() {
+        let mut s = without_ingress_pool(cluster_json());
+        s.pools.clear();
+        let p = plan(&s);
+        let folded = no_ingress_pool(&p).expect("ingress report");
+        assert_eq!(folded.role, Role::Ingress);
+        assert_eq!(folded.severity, Severity::Normal);
+        assert!(p
+            .reports
+            .iter()
+            .any(|r| r.role == Role::ControlPlane && r.reason == reasons::POOL_NOT_FOUND));
+    }
 }
