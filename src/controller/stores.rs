@@ -6,6 +6,7 @@ use std::{
     sync::Arc,
 };
 
+use futures::FutureExt;
 use kube::{
     api::{ApiResource, DynamicObject},
     runtime::reflector::{store::Writer, ObjectRef, Store},
@@ -243,7 +244,16 @@ impl Stores {
             cluster,
             default_port,
             now,
+            caches_synced: self.secondary_caches_synced(),
         }
+    }
+
+    /// Whether the caches other than the Clusters' have received their initial list. (Checked without waiting:
+    /// nothing else awaits these stores' readiness, so the throwaway waker this registers displaces no one.)
+    pub fn secondary_caches_synced(&self) -> bool {
+        [&self.classes, &self.claims, &self.addresses, &self.pools]
+            .iter()
+            .all(|s| matches!(s.wait_until_ready().now_or_never(), Some(Ok(()))))
     }
 
     /// Clusters (`namespace`, `name`) whose class is `class` (any namespace when `class_ns` is `None`).

@@ -111,6 +111,9 @@ pub struct Snapshot {
     pub default_port: u16,
     /// Now (for grace periods).
     pub now: jiff::Timestamp,
+    /// Whether the caches of ClusterClasses, claims, addresses and pools hold their initial lists. Until then an
+    /// absent claim or class may just not be cached yet (right after a restart), so nothing is decided.
+    pub caches_synced: bool,
 }
 
 impl Snapshot {
@@ -219,3 +222,6 @@ pub struct Plan {
 /// How long a pending claim on a pool showing `free == 0` waits before `PoolExhausted` is reported: the pool's
 /// counters can reflect our own claim's address before the claim's `addressRef` reaches the cache.
 pub const EXHAUSTION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How soon a Cluster reconciled before the secondary caches were filled is looked at again.
+pub const SYNC_WAIT: std::time::Duration = std::time::Duration::from_millis(200);

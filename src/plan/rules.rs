@@ -29,6 +29,12 @@ pub fn plan(snap: &Snapshot) -> Plan {
         out.skip = skip;
         return out;
     }
+    if !snap.caches_synced {
+        // Partial caches: our claim, its address or the class may simply not be listed yet, and deciding now
+        // would take our own VIP for a manual endpoint or the class for a missing one.
+        out.requeue_after = Some(super::SYNC_WAIT);
+        return out;
+    }
     let Some(class_ref) = cluster.class.as_ref() else {
         return out;
     };
@@ -86,6 +92,30 @@ fn vip_of(snap: &Snapshot, role: Role, claim: &ClaimView) -> Option<String> {
         .then(|| address.address.to_string())
 }
 
+/// Whether `written` (a host or annotation value) is the address `vip`, in any textual form of it.
+fn same_address(vip: &str, written: &str) -> bool {
+    vip == written
+        || match (
+            vip.parse::<std::net::IpAddr>(),
+            written.trim().parse::<std::net::IpAddr>(),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+}
+
+/// Our live claim is bound (`status.addressRef` set) but the IPAddress it names is not cached (nor known to be
+/// malformed): its address is unknown for now, not absent.
+fn address_on_its_way(snap: &Snapshot, role: Role, our_claim: Option<&ClaimView>) -> bool {
+    let inputs = snap.inputs(role);
+    our_claim.is_some_and(|c| {
+        !c.deleting
+            && c.address_ref.is_some()
+            && inputs.address_problem.is_none()
+            && vip_of(snap, role, c).is_none()
+    })
+}
+
 fn is_empty_value(v: Option<&Value>) -> bool {
     match v {
         None | Some(Value::Null) => true,
@@ -105,7 +135,7 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
 
     if let Some(host) = host {
         let var = cluster.variable(role.variable());
-        if our_vip.as_deref() == Some(host.as_str()) {
+        if our_vip.as_deref().is_some_and(|v| same_address(v, &host)) {
             // Our VIP is in place: keep the port and variable in line (a retry of a half-done write).
             if port_unset {
                 out.changes.endpoint_port = Some(snap.default_port);
@@ -115,6 +145,11 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
                     .variables
                     .push((role.variable().to_owned(), json!(host)));
             }
+            return;
+        }
+        if address_on_its_way(snap, role, our_claim) {
+            // Our claim is bound but its IPAddress is not cached yet: the host may well be our own VIP. The
+            // address watch brings it; deciding now would report our own allocation as a manual endpoint.
             return;
         }
         // Manual endpoint: no claim, mirror the host into an empty (or our stale) variable.
@@ -187,7 +222,13 @@ fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
     let var = cluster.variable(role.variable());
 
     if let Some(current) = current {
-        if our_vip.as_deref() != Some(current.as_str()) {
+        if address_on_its_way(snap, role, our_claim) {
+            return; // as for the control plane: wait for our claim's address before judging the annotation
+        }
+        if !our_vip
+            .as_deref()
+            .is_some_and(|v| same_address(v, &current))
+        {
             // Set by someone else: respect it, never claim.
             if declares_var && is_empty_value(var) {
                 out.changes

@@ -101,6 +101,7 @@ pub(crate) fn snap(c: Value) -> Snapshot {
         ingress: RoleInputs::default(),
         default_port: 6443,
         now: "2026-01-01T00:01:00Z".parse().unwrap(),
+        caches_synced: true,
     }
 }
 
@@ -672,4 +673,122 @@ fn malformed_address_is_reported_and_nothing_is_written() {
         annotations.contains(&(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())),
         "{annotations:?}"
     );
+}
+
+/// After a restart: a host equal to our bound claim's address (in any textual form) is our allocation, already
+/// written: no ManualEndpoint, no claim operation; only what is still missing (the empty variable) is written.
+#[test]
+fn host_equal_to_our_claims_address_is_ours_not_manual() {
+    for (written, claimed) in [("10.0.0.5", "10.0.0.5"), ("fd00:0:0::5", "fd00::5")] {
+        let mut c = cluster_json();
+        c["spec"]["controlPlaneEndpoint"] = json!({"host": written, "port": 6443});
+        c["spec"]["topology"]["variables"] = json!([{"name": "clusterVip", "value": ""}]);
+        c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_ENABLED: "false"});
+        let mut s = snap(c);
+        bound(&mut s, Role::ControlPlane, claimed);
+        let p = plan(&s);
+        assert!(p.reports.is_empty(), "{written}: {:?}", p.reports);
+        assert!(p.steps.is_empty() && p.allocations.is_empty(), "{p:?}");
+        assert_eq!(
+            p.changes,
+            ClusterChanges {
+                variables: vec![("clusterVip".to_owned(), json!(written))],
+                ..Default::default()
+            }
+        );
+    }
+}
+
+#[test]
+fn host_differing_from_our_claims_address_stays_manual() {
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": "10.0.0.9", "port": 6443});
+    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_ENABLED: "false"});
+    let mut s = snap(c);
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    let p = plan(&s);
+    assert_eq!(reasons_of(&p), vec!["ManualEndpoint"]);
+    assert!(p.changes.endpoint_host.is_none() && p.allocations.is_empty());
+}
+
+/// Our claim is bound but its IPAddress is not cached yet: the host is not judged until it is.
+#[test]
+fn host_is_not_judged_while_our_claims_address_is_unknown() {
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": "10.0.0.5", "port": 6443});
+    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_VIP: "10.0.1.5"});
+    let mut s = snap(c);
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    bound(&mut s, Role::Ingress, "10.0.1.5");
+    s.control_plane.address = None;
+    s.ingress.address = None;
+    let p = plan(&s);
+    assert_eq!(p, Plan::default());
+    // Once cached and different, the host is manual again.
+    s.control_plane.address = Some(address(Role::ControlPlane, "10.0.0.6"));
+    assert_eq!(reasons_of(&plan(&s)), vec!["ManualEndpoint"]);
+}
+
+#[test]
+fn ingress_annotation_equal_to_our_claims_address_is_ours() {
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": "10.0.0.5", "port": 6443});
+    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_VIP: "10.0.1.5"});
+    let mut s = snap(c);
+    s.class = Some(class(&["clusterVip", "ingressVip"]));
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    bound(&mut s, Role::Ingress, "10.0.1.5");
+    let p = plan(&s);
+    assert!(p.reports.is_empty() && p.steps.is_empty() && p.allocations.is_empty());
+    // Missing pieces only: both variables and the ingress label copy.
+    assert_eq!(
+        p.changes,
+        ClusterChanges {
+            variables: vec![
+                ("clusterVip".to_owned(), json!("10.0.0.5")),
+                ("ingressVip".to_owned(), json!("10.0.1.5")),
+            ],
+            labels: vec![(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())],
+            ..Default::default()
+        }
+    );
+    // A different annotation is the user's: respected, never overwritten, no claim operation.
+    s.cluster.annotations = Some(
+        [(ANNOTATION_INGRESS_VIP.to_owned(), "192.168.5.5".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let p = plan(&s);
+    assert!(p.changes.annotations.is_empty() && p.changes.labels.is_empty());
+    assert!(p.steps.is_empty() && p.allocations.is_empty());
+    // The empty variable mirrors the user's address, as for any manual ingress VIP.
+    assert!(p
+        .changes
+        .variables
+        .contains(&("ingressVip".to_owned(), json!("192.168.5.5"))));
+}
+
+/// Right after a restart the secondary caches may be empty: nothing is decided (no claim, no report, no write),
+/// the Cluster is looked at again shortly.
+#[test]
+fn nothing_is_decided_on_partial_caches() {
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": "10.0.0.5", "port": 6443});
+    let mut s = snap(c);
+    s.caches_synced = false;
+    let p = plan(&s);
+    assert_eq!(
+        p,
+        Plan {
+            requeue_after: Some(SYNC_WAIT),
+            ..Default::default()
+        }
+    );
+    s.class = None;
+    assert!(
+        plan(&s).reports.is_empty(),
+        "no ClusterClassNotFound either"
+    );
+    s.caches_synced = true;
+    assert_eq!(reasons_of(&plan(&s)), vec!["ClusterClassNotFound"]);
 }
