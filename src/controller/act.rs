@@ -1,13 +1,10 @@
 //! Carrying out a plan: claims, the Cluster patch, Events and metrics.
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::{
-    api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions},
-    runtime::events::{Event, EventType},
-};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{json, Value};
 
-use super::{error::Error, memory::Slot, Context};
+use super::{error::Error, events::Notice, memory::Slot, Context};
 use crate::{
     api::{ClusterView, PoolRef},
     names::{reasons, CONTROLLER_NAME, LABEL_CAPI_CLUSTER_NAME, LABEL_ROLE},
@@ -295,25 +292,21 @@ pub async fn publish(
     reason: &str,
     note: String,
 ) {
-    let reference = ObjectReference {
-        api_version: Some(ctx.shapes.cluster.api_version.clone()),
-        kind: Some(ctx.shapes.cluster.kind.clone()),
-        name: Some(cluster.name.clone()),
-        namespace: Some(cluster.namespace.clone()),
-        uid: Some(cluster.uid.clone()),
-        ..Default::default()
-    };
-    let event = Event {
-        type_: match severity {
-            Severity::Normal => EventType::Normal,
-            Severity::Warning => EventType::Warning,
+    let notice = Notice {
+        regarding: ObjectReference {
+            api_version: Some(ctx.shapes.cluster.api_version.clone()),
+            kind: Some(ctx.shapes.cluster.kind.clone()),
+            name: Some(cluster.name.clone()),
+            namespace: Some(cluster.namespace.clone()),
+            uid: Some(cluster.uid.clone()),
+            resource_version: Some(cluster.resource_version.clone()),
+            ..Default::default()
         },
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: crate::names::EVENT_ACTION.into(),
-        secondary: None,
+        severity,
+        reason,
+        note,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+    if let Err(e) = ctx.events.publish(notice, ctx.clock.now()).await {
         tracing::warn!(error = %e, reason, "could not publish Event");
     }
 }

@@ -3,6 +3,7 @@
 
 mod act;
 pub mod error;
+pub mod events;
 pub mod memory;
 pub mod stores;
 mod triggers;
@@ -21,7 +22,6 @@ use kube::{
     runtime::{
         applier,
         controller::{Action, ReconcileRequest},
-        events::{Recorder, Reporter},
         reflector::ObjectRef,
     },
     Client,
@@ -34,7 +34,6 @@ pub use stores::Stores;
 
 use crate::{
     api::{ApiShapes, ClusterView},
-    names::CONTROLLER_NAME,
     plan::{self, Severity, Skip},
     telemetry::Metrics,
 };
@@ -96,8 +95,8 @@ pub struct Context {
     pub client: Client,
     /// Served versions.
     pub shapes: ApiShapes,
-    /// Event recorder (events.k8s.io/v1).
-    pub recorder: Recorder,
+    /// Event publisher (events.k8s.io/v1).
+    pub events: events::Publisher,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
     /// The caches.
@@ -278,12 +277,8 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken, leading: Leadership) 
     if let Ok(mut slot) = gauge_stores.lock() {
         *slot = Some(stores.clone());
     }
-    let reporter = Reporter {
-        controller: CONTROLLER_NAME.into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::Publisher::new(client.clone(), events::reporting_instance()),
         client: client.clone(),
         shapes: shapes.clone(),
         metrics,

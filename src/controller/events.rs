@@ -1,0 +1,210 @@
+//! Publishing `events.k8s.io/v1` Events. Each call is one create and nothing is kept afterwards: the per-Cluster
+//! memory already decides when an Event is due, so a cache of published Events (as kube's `Recorder` keeps, unbounded
+//! for minutes) would only cost memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use k8s_openapi::{
+    api::{core::v1::ObjectReference, events::v1::Event},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+};
+use kube::{
+    api::{Api, PostParams},
+    Client,
+};
+
+use crate::{
+    names::{CONTROLLER_NAME, EVENT_ACTION},
+    plan::Severity,
+};
+
+/// Longest object name the API server accepts (DNS subdomain).
+const MAX_NAME: usize = 253;
+
+/// Creates Events on behalf of this replica.
+pub struct Publisher {
+    client: Client,
+    instance: String,
+    /// The last name suffix handed out (nanoseconds, kept strictly increasing so names never repeat in a process).
+    last_suffix: AtomicU64,
+}
+
+/// What one Event says about one object.
+pub struct Notice<'a> {
+    /// The object the Event is about (namespace, name, uid, resourceVersion, apiVersion, kind).
+    pub regarding: ObjectReference,
+    /// Normal or Warning.
+    pub severity: Severity,
+    /// Event reason.
+    pub reason: &'a str,
+    /// Human message.
+    pub note: String,
+}
+
+impl Publisher {
+    /// A publisher reporting as `instance` (see [`reporting_instance`]).
+    pub fn new(client: Client, instance: String) -> Self {
+        Self {
+            client,
+            instance,
+            last_suffix: AtomicU64::new(0),
+        }
+    }
+
+    /// Creates the Event in the namespace of the object it is about.
+    pub async fn publish(
+        &self,
+        notice: Notice<'_>,
+        now: jiff::Timestamp,
+    ) -> Result<(), kube::Error> {
+        let namespace = notice.regarding.namespace.clone().unwrap_or_default();
+        let event = self.build(notice, now);
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        api.create(
+            &PostParams {
+                field_manager: Some(CONTROLLER_NAME.into()),
+                ..Default::default()
+            },
+            &event,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The Event object for `notice`, named `<object>.<unique hex suffix>`.
+    fn build(&self, notice: Notice<'_>, now: jiff::Timestamp) -> Event {
+        let suffix = self.next_suffix(now);
+        let object = notice.regarding.name.as_deref().unwrap_or(CONTROLLER_NAME);
+        Event {
+            metadata: ObjectMeta {
+                name: Some(event_name(object, suffix)),
+                namespace: notice.regarding.namespace.clone(),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(
+                match notice.severity {
+                    Severity::Normal => "Normal",
+                    Severity::Warning => "Warning",
+                }
+                .into(),
+            ),
+            reason: Some(notice.reason.to_owned()),
+            note: Some(notice.note),
+            action: Some(EVENT_ACTION.into()),
+            reporting_controller: Some(CONTROLLER_NAME.into()),
+            reporting_instance: Some(self.instance.clone()),
+            regarding: Some(notice.regarding),
+            ..Default::default()
+        }
+    }
+
+    /// Nanoseconds of `now`, or one more than the last suffix when the clock has not moved on.
+    fn next_suffix(&self, now: jiff::Timestamp) -> u64 {
+        let nanos = u64::try_from(now.as_nanosecond()).unwrap_or(0);
+        let mut next = nanos;
+        let _ = self
+            .last_suffix
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                next = nanos.max(last.saturating_add(1));
+                Some(next)
+            });
+        next
+    }
+}
+
+/// `<object>.<suffix in hex>`, the object part shortened so the whole stays a valid name.
+fn event_name(object: &str, suffix: u64) -> String {
+    let suffix = format!(".{suffix:x}");
+    let keep = MAX_NAME.saturating_sub(suffix.len()).min(object.len());
+    // Object names are ASCII; the boundary check only guards against a malformed one.
+    let mut cut = keep;
+    while !object.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let object = object[..cut].trim_end_matches(['.', '-']);
+    format!("{object}{suffix}")
+}
+
+/// Who reports our Events: `POD_NAME`, else the hostname (a pod's hostname is its name), else the controller name.
+pub fn reporting_instance() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| CONTROLLER_NAME.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher() -> Publisher {
+        // Building an Event needs no server; the client is never called in these tests.
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        Publisher::new(Client::try_from(config).unwrap(), "pod-7".into())
+    }
+
+    fn notice(severity: Severity) -> Notice<'static> {
+        Notice {
+            regarding: ObjectReference {
+                api_version: Some("cluster.x-k8s.io/v1beta2".into()),
+                kind: Some("Cluster".into()),
+                name: Some("alpha".into()),
+                namespace: Some("team".into()),
+                uid: Some("uid-1".into()),
+                resource_version: Some("42".into()),
+                ..Default::default()
+            },
+            severity,
+            reason: "VIPAllocated",
+            note: "control-plane VIP 10.0.0.1 allocated".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn event_carries_every_field_kubectl_and_users_read() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00.000001Z".parse().unwrap();
+        let e = publisher().build(notice(Severity::Warning), now);
+        assert_eq!(e.metadata.namespace.as_deref(), Some("team"));
+        assert!(e.metadata.name.as_deref().unwrap().starts_with("alpha."));
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(e.reason.as_deref(), Some("VIPAllocated"));
+        assert_eq!(
+            e.note.as_deref(),
+            Some("control-plane VIP 10.0.0.1 allocated")
+        );
+        assert_eq!(e.action.as_deref(), Some(EVENT_ACTION));
+        assert_eq!(e.reporting_controller.as_deref(), Some(CONTROLLER_NAME));
+        assert_eq!(e.reporting_instance.as_deref(), Some("pod-7"));
+        assert_eq!(e.event_time, Some(MicroTime(now)));
+        let r = e.regarding.unwrap();
+        assert_eq!(r.uid.as_deref(), Some("uid-1"));
+        assert_eq!(r.resource_version.as_deref(), Some("42"));
+        assert_eq!(r.kind.as_deref(), Some("Cluster"));
+        assert!(e.series.is_none());
+    }
+
+    #[tokio::test]
+    async fn names_never_repeat_even_when_the_clock_stands_still() {
+        let p = publisher();
+        let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let a = p.build(notice(Severity::Normal), now).metadata.name;
+        let b = p.build(notice(Severity::Normal), now).metadata.name;
+        let earlier = now - jiff::SignedDuration::from_secs(5);
+        let c = p.build(notice(Severity::Normal), earlier).metadata.name;
+        assert_ne!(a, b);
+        assert_ne!(b, c);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn long_object_names_are_shortened_to_a_valid_name() {
+        let name = event_name(&"x".repeat(300), u64::MAX);
+        assert_eq!(name.len(), MAX_NAME);
+        assert!(name.ends_with(".ffffffffffffffff"));
+        assert_eq!(event_name("alpha", 255), "alpha.ff");
+    }
+}
