@@ -86,6 +86,11 @@ impl SampleSource for SharedStores {
         let stores = self.0.lock().ok().and_then(|s| s.clone());
         stores.map(|s| s.sample()).unwrap_or_default()
     }
+
+    fn live_classes(&self) -> Option<std::collections::BTreeSet<String>> {
+        let stores = self.0.lock().ok().and_then(|s| s.clone());
+        stores.and_then(|s| s.live_classes())
+    }
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

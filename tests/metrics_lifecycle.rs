@@ -1,10 +1,10 @@
 //! Lifecycle regressions: a restarted operator recognises the VIPs it already wrote (no `ManualEndpoint`, no
-//! writes).
+//! writes), and metric series of deleted ClusterClasses, pools and namespaces disappear from `/metrics`.
 
 mod common;
 
 use common::{host, Env, Operator};
-use kube::api::Api;
+use kube::api::{Api, DeleteParams, DynamicObject};
 use testbed::Profile;
 
 const N: usize = 12;
@@ -100,5 +100,77 @@ async fn restart_recognises_its_own_vips() {
     );
     for (name, was) in names.iter().zip(&before) {
         assert_eq!(&host(&env.clusters(&ns).get(name).await.unwrap()), was);
+    }
+}
+
+#[tokio::test]
+async fn series_of_deleted_classes_pools_and_namespaces_disappear() {
+    let env = Env::start(Profile::Capi112).await;
+    let ns = env.namespace("gone").await;
+    env.class(&ns, "vanishing", &[]).await;
+    env.pool(
+        "vanishing-pool",
+        &["10.73.0.1-10.73.0.9"],
+        24,
+        "vanishing",
+        "control-plane",
+    )
+    .await;
+    // A class that stays, to show pruning keeps live series.
+    let keep_ns = env.namespace("kept").await;
+    env.class(&keep_ns, "staying", &[]).await;
+    env.pool(
+        "staying-pool",
+        &["10.74.0.1-10.74.0.9"],
+        24,
+        "staying",
+        "control-plane",
+    )
+    .await;
+    env.cluster(&ns, "doomed", "vanishing").await;
+    env.cluster(&keep_ns, "kept", "staying").await;
+    env.wait_cp_vip(&ns, "doomed").await;
+    env.wait_cp_vip(&keep_ns, "kept").await;
+    env.wait_metrics("allocation series of both classes", |t| {
+        t.contains("capi_vip_allocator_allocations_total{cluster_class=\"vanishing\"")
+            && t.contains("capi_vip_allocator_allocations_total{cluster_class=\"staying\"")
+            && t.contains(&format!("namespace=\"{ns}\""))
+            && t.contains("pool_name=\"vanishing-pool\"")
+    })
+    .await;
+
+    env.delete_cluster(&ns, "doomed").await;
+    env.wait_gone(&env.clusters(&ns), "doomed", "Cluster deletion")
+        .await;
+    let classes: Api<DynamicObject> =
+        Api::namespaced_with(env.client.clone(), &ns, &env.shapes.cluster_class);
+    classes
+        .delete("vanishing", &DeleteParams::background())
+        .await
+        .expect("delete ClusterClass");
+    env.pools()
+        .delete("vanishing-pool", &DeleteParams::background())
+        .await
+        .expect("delete pool");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
+    namespaces
+        .delete(&ns, &DeleteParams::background())
+        .await
+        .expect("delete namespace");
+
+    let text = env
+        .wait_metrics("no series of the deleted class, pool or namespace", |t| {
+            !t.contains("cluster_class=\"vanishing\"")
+                && !t.contains("pool_name=\"vanishing-pool\"")
+                && !t.contains(&format!("namespace=\"{ns}\""))
+        })
+        .await;
+    for series in [
+        "capi_vip_allocator_allocations_total{cluster_class=\"staying\"",
+        "capi_vip_allocator_reconcile_total{cluster_class=\"staying\"",
+        "capi_vip_allocator_reconcile_duration_seconds_count{cluster_class=\"staying\"",
+        "pool_name=\"staying-pool\"",
+    ] {
+        assert!(text.contains(series), "live series {series} kept:\n{text}");
     }
 }

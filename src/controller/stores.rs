@@ -327,6 +327,23 @@ impl PoolSignature {
 }
 
 impl SampleSource for Stores {
+    fn live_classes(&self) -> Option<BTreeSet<String>> {
+        let mut live: BTreeSet<String> = self
+            .classes
+            .state()
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        live.extend(
+            self.clusters
+                .state()
+                .iter()
+                .filter_map(|c| ClusterView::parse(c).ok())
+                .filter_map(|c| c.class.map(|r| r.name)),
+        );
+        Some(live)
+    }
+
     fn sample(&self) -> GaugeSample {
         let mut sample = GaugeSample::default();
         let pools = self.pool_views();

@@ -1,8 +1,12 @@
 //! Prometheus metrics. Counters and histograms are updated by the controller; every gauge is computed from the
 //! watched caches at scrape time ([`CacheGauges`]), so it is true at every scrape and series of deleted pools
-//! or namespaces disappear.
+//! or namespaces disappear. Counter and histogram series of a `cluster_class` that is no longer live (no cached
+//! ClusterClass or Cluster names it) are removed at scrape time, so deleted classes do not leave series behind.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+};
 
 use prometheus::{
     core::{Collector, Desc},
@@ -20,6 +24,8 @@ pub struct Metrics {
     allocation_duration: HistogramVec,
     reconciles: IntCounterVec,
     reconcile_duration: HistogramVec,
+    /// The gauges' cache reader, also asked which classes are live.
+    source: Mutex<Option<Arc<dyn SampleSource>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,12 +86,32 @@ impl Metrics {
             allocation_duration,
             reconciles,
             reconcile_duration,
+            source: Mutex::default(),
         })
     }
 
-    /// Adds the scrape-time gauges computed from the caches.
+    /// Adds the scrape-time gauges computed from the caches; their source also decides which `cluster_class`
+    /// series are live.
     pub fn register_gauges(&self, gauges: CacheGauges) -> Result<(), prometheus::Error> {
-        self.registry.register(Box::new(gauges))
+        let source = gauges.source.clone();
+        self.registry.register(Box::new(gauges))?;
+        if let Ok(mut slot) = self.source.lock() {
+            *slot = Some(source);
+        }
+        Ok(())
+    }
+
+    /// Removes every counter and histogram series whose `cluster_class` is not in `live`. The empty class (the
+    /// series of Clusters without a topology class) is always kept. Returns how many series were removed.
+    pub fn prune_classes(&self, live: &BTreeSet<String>) -> usize {
+        let keep = |class: &str| class.is_empty() || live.contains(class);
+        let mut removed = 0;
+        removed += prune(&self.allocations, &keep, |v, l| v.remove(l));
+        removed += prune(&self.errors, &keep, |v, l| v.remove(l));
+        removed += prune(&self.allocation_duration, &keep, |v, l| v.remove(l));
+        removed += prune(&self.reconciles, &keep, |v, l| v.remove(l));
+        removed += prune(&self.reconcile_duration, &keep, |v, l| v.remove(l));
+        removed
     }
 
     /// A VIP was written.
@@ -111,12 +137,47 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The text exposition of every metric.
+    /// The text exposition of every metric (series of classes that are gone are pruned first).
     pub fn render(&self) -> Result<String, prometheus::Error> {
+        let source = self.source.lock().ok().and_then(|s| s.clone());
+        if let Some(live) = source.and_then(|s| s.live_classes()) {
+            let removed = self.prune_classes(&live);
+            if removed > 0 {
+                tracing::debug!(
+                    removed,
+                    "removed metric series of ClusterClasses that are gone"
+                );
+            }
+        }
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
+}
+
+/// Removes the series of `vec` whose `cluster_class` label fails `keep`.
+fn prune<V: Collector>(
+    vec: &V,
+    keep: &dyn Fn(&str) -> bool,
+    remove: impl Fn(&V, &HashMap<&str, &str>) -> prometheus::Result<()>,
+) -> usize {
+    let mut removed = 0;
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            let Some(class) = labels.get("cluster_class") else {
+                continue;
+            };
+            if !keep(class) && remove(vec, &labels).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 /// One pool as the gauges see it.
@@ -147,11 +208,17 @@ pub struct GaugeSample {
 pub trait SampleSource: Send + Sync {
     /// Reads the caches now.
     fn sample(&self) -> GaugeSample;
+
+    /// The ClusterClass names still in use (named by a cached ClusterClass or a cached Cluster's class ref);
+    /// `None` while unknown (caches not there yet), in which case nothing is pruned.
+    fn live_classes(&self) -> Option<BTreeSet<String>> {
+        None
+    }
 }
 
 /// The scrape-time gauge collector.
 pub struct CacheGauges {
-    source: Box<dyn SampleSource>,
+    source: Arc<dyn SampleSource>,
     descs: Vec<Desc>,
 }
 
@@ -213,7 +280,10 @@ impl CacheGauges {
                 )
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { source, descs })
+        Ok(Self {
+            source: Arc::from(source),
+            descs,
+        })
     }
 
     fn vecs() -> Result<Vec<GaugeVec>, prometheus::Error> {
@@ -337,5 +407,60 @@ mod tests {
         assert!(metrics.render().unwrap().contains("pool_name=\"gone\""));
         state.lock().unwrap().pools.clear();
         assert!(!metrics.render().unwrap().contains("pool_name=\"gone\""));
+    }
+
+    #[test]
+    fn series_of_classes_no_longer_live_are_pruned_at_scrape() {
+        use std::sync::{Arc, Mutex};
+        struct Live(Arc<Mutex<Option<BTreeSet<String>>>>);
+        impl SampleSource for Live {
+            fn sample(&self) -> GaugeSample {
+                GaugeSample::default()
+            }
+            fn live_classes(&self) -> Option<BTreeSet<String>> {
+                self.0.lock().unwrap().clone()
+            }
+        }
+        let live = Arc::new(Mutex::new(None));
+        let metrics = Metrics::new().unwrap();
+        metrics
+            .register_gauges(CacheGauges::new(Box::new(Live(live.clone()))).unwrap())
+            .unwrap();
+        for class in ["gone", "kept", ""] {
+            metrics.allocated("control-plane", class, Some(0.1));
+            metrics.error("ingress", class, "PoolNotFound");
+            metrics.reconciled(class, "success", 0.001);
+        }
+        // Liveness unknown (caches not there yet): nothing is pruned.
+        let text = metrics.render().unwrap();
+        assert!(text.contains("cluster_class=\"gone\""), "{text}");
+        *live.lock().unwrap() = Some(["kept".to_owned()].into_iter().collect());
+        let text = metrics.render().unwrap();
+        assert!(!text.contains("cluster_class=\"gone\""), "{text}");
+        for family in [
+            m::ALLOCATIONS_TOTAL,
+            m::ALLOCATION_ERRORS_TOTAL,
+            m::ALLOCATION_DURATION_SECONDS,
+            m::RECONCILE_TOTAL,
+            m::RECONCILE_DURATION_SECONDS,
+        ] {
+            for class in ["kept", ""] {
+                assert!(
+                    text.lines().any(|l| l.starts_with(family)
+                        && l.contains(&format!("cluster_class=\"{class}\""))),
+                    "{family} lost the live class {class:?}:\n{text}"
+                );
+            }
+        }
+        // A class that comes back starts afresh.
+        metrics.allocated("control-plane", "gone", None);
+        *live.lock().unwrap() = Some(["kept".to_owned(), "gone".to_owned()].into_iter().collect());
+        assert!(metrics.render().unwrap().contains(
+            "capi_vip_allocator_allocations_total{cluster_class=\"gone\",role=\"control-plane\"} 1"
+        ));
+        // Nothing live: the five series of "kept" and the one of "gone" go; the classless ones stay.
+        assert_eq!(metrics.prune_classes(&BTreeSet::new()), 6);
+        let text = metrics.render().unwrap();
+        assert!(text.contains("cluster_class=\"\"") && !text.contains("cluster_class=\"kept\""));
     }
 }
