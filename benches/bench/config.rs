@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The environments, in the order they run.
-pub const ENVIRONMENTS: [&str; 3] = ["main", "delay", "soak"];
+pub const ENVIRONMENTS: [&str; 4] = ["main", "delay", "soak", "gate"];
 
 /// Sizes and switches of one bench run.
 #[derive(Debug, Clone)]
@@ -25,6 +25,9 @@ pub struct Options {
     pub soak_n: usize,
     /// Clusters of the latency run with a slow IPAM (`BENCH_DELAY_N`) and its delay (`BENCH_IPAM_DELAY_MS`).
     pub delay_n: usize,
+    /// Clusters created at once on the simulated topology controller, without and with the
+    /// BeforeClusterCreate gate (`BENCH_GATE_N`).
+    pub gate_n: usize,
     pub ipam_delay: Duration,
     /// Concurrent requests of the workload driver when creating or deleting many objects (`BENCH_CONCURRENCY`).
     pub concurrency: usize,
@@ -33,7 +36,7 @@ pub struct Options {
     /// Write each environment's testbed stats (write log, request counters) to `target/bench/stats-*.json`
     /// (`BENCH_DUMP=1`).
     pub dump: bool,
-    /// Environments to run (`BENCH_ONLY=main,delay,soak`, default all).
+    /// Environments to run (`BENCH_ONLY=main,delay,soak,gate`, default all).
     pub only: Vec<String>,
     /// The operator's `--log-level` (`BENCH_OPERATOR_LOG`, default `info` as deployed).
     pub operator_log: String,
@@ -77,6 +80,7 @@ impl Options {
             soak_cycles: env_num("BENCH_SOAK_CYCLES", pick(10, 3))?,
             soak_n: env_num("BENCH_SOAK_N", pick(1000, 200))?,
             delay_n: env_num("BENCH_DELAY_N", pick(200, 10))?,
+            gate_n: env_num("BENCH_GATE_N", pick(200, 50))?,
             ipam_delay: Duration::from_millis(env_num("BENCH_IPAM_DELAY_MS", 1000)? as u64),
             concurrency: env_num("BENCH_CONCURRENCY", 32)?.max(1),
             strict: env_flag("BENCH_STRICT"),
@@ -93,7 +97,12 @@ impl Options {
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_capi-vip-allocator"))),
             out_dir: target_dir.join("bench"),
         };
-        if opts.latency_n == 0 || opts.burst_n == 0 || opts.soak_n == 0 || opts.delay_n == 0 {
+        if opts.latency_n == 0
+            || opts.burst_n == 0
+            || opts.soak_n == 0
+            || opts.delay_n == 0
+            || opts.gate_n == 0
+        {
             return Err("every count must be at least 1".into());
         }
         if let Some(bad) = opts

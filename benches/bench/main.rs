@@ -1,5 +1,5 @@
 //! `make bench`: the release operator (a separate process) against the in-process testbed. Measures allocation
-//! latency, burst throughput, API cost, memory and CPU, start-up and a create/delete soak, and prints each figure
+//! latency, burst throughput, API cost, memory and CPU, start-up, a create/delete soak and the topology gate, and prints each figure
 //! beside its target (issue 6). Results: stdout, `target/bench/results.md`, `target/bench/results.json`.
 //!
 //! `BENCH_QUICK=1` runs a ~1 minute subset; see `config.rs` for every knob. Exits non-zero when a measurement
@@ -35,6 +35,10 @@ async fn run(opts: &Options, r: &mut Report) -> Result<(), String> {
     if opts.runs("soak") {
         eprintln!("bench: soak");
         phases::soak_env(opts, r).await?;
+    }
+    if opts.runs("gate") {
+        eprintln!("bench: BeforeClusterCreate gate on the simulated topology controller");
+        phases::gate_env(opts, r).await?;
     }
     Ok(())
 }

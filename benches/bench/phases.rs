@@ -718,3 +718,101 @@ pub async fn soak_env(opts: &Options, r: &mut Report) -> Result<(), String> {
     r.detail("soak_stale_series", &stale);
     bed.stop().await
 }
+
+/// Clusters created at once on a class with `clusterVip`, with the testbed's simulated topology controller:
+/// first without the BeforeClusterCreate gate (the race: renders rejected for an empty endpoint, counted
+/// whatever the count is), then with it (none rejected, every render carries its Cluster's VIP). The gate's
+/// price is the added creation latency (simulator first sees the Cluster → object rendered).
+pub async fn gate_env(opts: &Options, r: &mut Report) -> Result<(), String> {
+    let sec = &format!("topology gate ({} Clusters at once)", opts.gate_n);
+    let without = gate_run(opts, false).await?;
+    let with = gate_run(opts, true).await?;
+    r.info(
+        sec,
+        "rejected renders without the gate (the race)",
+        without.stats.rejected as f64,
+        "",
+    );
+    r.at_most(
+        sec,
+        "rejected renders with the gate",
+        with.stats.rejected as f64,
+        "",
+        0.0,
+    );
+    let mut problems = without.problems.clone();
+    problems.extend(with.problems.iter().cloned());
+    for (label, run) in [("without", &without), ("with", &with)] {
+        if run.stats.rendered as usize != opts.gate_n {
+            problems.push(format!(
+                "{label} the gate: {} renders for {} Clusters",
+                run.stats.rendered, opts.gate_n
+            ));
+        }
+    }
+    if with.stats.hook_errors > 0 {
+        problems.push(format!(
+            "{} hook calls failed with the gate",
+            with.stats.hook_errors
+        ));
+    }
+    r.check(
+        sec,
+        "renders without their Cluster's VIP, or Clusters not rendered",
+        &problems,
+    );
+    let q = |o: &crate::common::gate::Outcome, p: f64| {
+        crate::common::gate::percentile(&o.latencies_ms, p)
+    };
+    for (label, run) in [("without the gate", &without), ("with the gate", &with)] {
+        r.info(
+            sec,
+            &format!("creation → render p50 {label}"),
+            q(run, 0.5),
+            "ms",
+        );
+        r.info(
+            sec,
+            &format!("creation → render p99 {label}"),
+            q(run, 0.99),
+            "ms",
+        );
+    }
+    r.info(
+        sec,
+        "creation latency added by the gate p50",
+        q(&with, 0.5) - q(&without, 0.5),
+        "ms",
+    );
+    r.info(
+        sec,
+        "creation latency added by the gate p99",
+        q(&with, 0.99) - q(&without, 0.99),
+        "ms",
+    );
+    r.info(
+        sec,
+        "hook calls per Cluster with the gate",
+        with.stats.hook_calls as f64 / opts.gate_n as f64,
+        "",
+    );
+    r.note(format!(
+        "gate: with the gate {} hook calls, {} blocking answers (retryAfterSeconds 2, cached by the simulator as CAPI ≥ 1.12 does), {} errors",
+        with.stats.hook_calls, with.stats.hook_blocked, with.stats.hook_errors
+    ));
+    Ok(())
+}
+
+/// One run of the shared gate scenario; a panic in its set-up becomes an error.
+async fn gate_run(opts: &Options, gate: bool) -> Result<crate::common::gate::Outcome, String> {
+    use crate::common::gate::{run, Scenario};
+    let scenario = Scenario {
+        log_level: "info",
+        deadline: Duration::from_secs(120),
+        operator_bin: opts.operator_bin.clone(),
+        ..Scenario::new(gate, opts.gate_n)
+    };
+    tokio::spawn(async move { run(&scenario).await })
+        .await
+        .map_err(|e| format!("gate scenario (gate {gate}): {e}"))
+}

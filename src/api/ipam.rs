@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
@@ -64,8 +65,10 @@ pub struct ClaimView {
     pub deleting: bool,
     /// Our role label, if present.
     pub role_label: Option<String>,
-    /// `metadata.labels` (`None` when absent).
-    pub labels: Option<BTreeMap<String, String>>,
+    /// `metadata.resourceVersion` (guards the adoption patch).
+    pub resource_version: String,
+    /// Every ownerReference, as stored (kept by the adoption patch).
+    pub owner_references: Vec<OwnerReference>,
 }
 
 impl ClaimView {
@@ -102,7 +105,8 @@ impl ClaimView {
                 .as_ref()
                 .and_then(|l| l.get(LABEL_ROLE))
                 .cloned(),
-            labels: meta.labels.clone(),
+            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            owner_references: owners.to_vec(),
         })
     }
 }

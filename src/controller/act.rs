@@ -355,21 +355,20 @@ fn adopt_patch(
     role: Role,
     name: &str,
 ) -> Result<Value, Error> {
-    let obj = ctx
+    let claim = ctx
         .stores
-        .claim(&cluster.namespace, name)
+        .claims
+        .get(&cluster.namespace, name)
         .ok_or_else(|| Error::Stale(format!("claim {name} left the cache")))?;
-    let mut owners: Vec<Value> = obj
-        .metadata
+    let mut owners: Vec<Value> = claim
         .owner_references
         .iter()
-        .flatten()
         .filter_map(|o| serde_json::to_value(o).ok())
         .collect();
     owners.push(owner_ref(ctx, cluster));
     Ok(json!({
         "metadata": {
-            "resourceVersion": obj.metadata.resource_version,
+            "resourceVersion": claim.resource_version,
             "ownerReferences": owners,
             "labels": {LABEL_ROLE: role.label(), LABEL_CAPI_CLUSTER_NAME: cluster.name},
         }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod memory;
 pub mod stores;
 mod triggers;
+pub mod views;
 
 use std::{
     sync::{

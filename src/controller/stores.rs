@@ -13,12 +13,28 @@ use kube::{
 };
 use serde_json::Value;
 
+use super::views::ViewCache;
 use crate::{
     api::{AddressView, ApiShapes, ClaimView, ClassView, ClusterView, PoolView},
-    names::LABEL_ROLE,
     plan::{labels, Role, RoleInputs, Snapshot},
     telemetry::metrics::{GaugeSample, PoolSample, SampleSource},
 };
+
+/// A cached IPAddress: its view, or why its `spec` cannot be used.
+pub type AddressEntry = Result<AddressView, String>;
+
+fn parse_claim(obj: &DynamicObject) -> Option<ClaimView> {
+    ClaimView::parse(obj)
+        .map_err(|e| tracing::warn!(error = %e, "malformed IPAddressClaim ignored"))
+        .ok()
+}
+
+fn parse_address(obj: &DynamicObject) -> Option<AddressEntry> {
+    Some(AddressView::parse(obj).map_err(|e| {
+        tracing::warn!(error = %e, "malformed IPAddress");
+        e.to_string()
+    }))
+}
 
 /// Why a pool's `spec.addresses` cannot be allocated from, if it cannot: each entry must be an IP address, a
 /// `first-last` range or a CIDR, all of one family, and there must be at least one.
@@ -69,10 +85,10 @@ pub struct Stores {
     pub clusters: Store<DynamicObject>,
     /// ClusterClasses.
     pub classes: Store<DynamicObject>,
-    /// IPAddressClaims.
-    pub claims: Store<DynamicObject>,
-    /// IPAddresses.
-    pub addresses: Store<DynamicObject>,
+    /// IPAddressClaims, parsed.
+    pub claims: ViewCache<ClaimView>,
+    /// IPAddresses, parsed.
+    pub addresses: ViewCache<AddressEntry>,
     /// GlobalInClusterIPPools.
     pub pools: Store<DynamicObject>,
     /// The API shapes the caches hold.
@@ -90,9 +106,9 @@ pub struct Writers {
     /// ClusterClasses.
     pub classes: Writer<DynamicObject>,
     /// IPAddressClaims.
-    pub claims: Writer<DynamicObject>,
+    pub claims: ViewCache<ClaimView>,
     /// IPAddresses.
-    pub addresses: Writer<DynamicObject>,
+    pub addresses: ViewCache<AddressEntry>,
     /// Pools.
     pub pools: Writer<DynamicObject>,
 }
@@ -104,15 +120,15 @@ impl Stores {
         let writers = Writers {
             clusters: w(&shapes.cluster),
             classes: w(&shapes.cluster_class),
-            claims: w(&shapes.claim),
-            addresses: w(&shapes.address),
+            claims: ViewCache::new(parse_claim),
+            addresses: ViewCache::new(parse_address),
             pools: w(&shapes.global_pool),
         };
         let stores = Self {
             clusters: writers.clusters.as_reader(),
             classes: writers.classes.as_reader(),
-            claims: writers.claims.as_reader(),
-            addresses: writers.addresses.as_reader(),
+            claims: writers.claims.clone(),
+            addresses: writers.addresses.clone(),
             pools: writers.pools.as_reader(),
             shapes: shapes.clone(),
             pool_allowlist: None,
@@ -145,11 +161,6 @@ impl Stores {
             r = r.within(ns);
         }
         store.get(&r)
-    }
-
-    /// The cached claim object.
-    pub fn claim(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
-        Self::get(&self.claims, &self.shapes.claim, Some(ns), name)
     }
 
     /// All pools, parsed (malformed ones, including pools whose `spec.addresses` the IPAM provider could never
@@ -206,28 +217,16 @@ impl Stores {
         });
         let inputs = |role: Role| {
             let claim = self
-                .claim(&cluster.namespace, &role.claim_name(&cluster.name))
-                .and_then(|o| {
-                    ClaimView::parse(&o)
-                        .map_err(|e| tracing::warn!(error = %e, "malformed claim"))
-                        .ok()
-                });
-            let parsed = claim.as_ref().and_then(|c| {
+                .claims
+                .get(&cluster.namespace, &role.claim_name(&cluster.name))
+                .map(|c| ClaimView::clone(&c));
+            let entry = claim.as_ref().and_then(|c| {
                 let name = c.address_ref.as_ref().unwrap_or(&c.name);
-                let obj = Self::get(
-                    &self.addresses,
-                    &self.shapes.address,
-                    Some(&c.namespace),
-                    name,
-                )?;
-                Some(AddressView::parse(&obj).map_err(|e| {
-                    tracing::warn!(error = %e, "malformed IPAddress");
-                    e.to_string()
-                }))
+                self.addresses.get(&c.namespace, name)
             });
-            let (address, address_problem) = match parsed {
-                Some(Ok(a)) => (Some(a), None),
-                Some(Err(e)) => (None, Some(e)),
+            let (address, address_problem) = match entry.as_deref() {
+                Some(Ok(a)) => (Some(a.clone()), None),
+                Some(Err(e)) => (None, Some(e.clone())),
                 None => (None, None),
             };
             RoleInputs {
@@ -251,9 +250,11 @@ impl Stores {
     /// Whether the caches other than the Clusters' have received their initial list. (Checked without waiting:
     /// nothing else awaits these stores' readiness, so the throwaway waker this registers displaces no one.)
     pub fn secondary_caches_synced(&self) -> bool {
-        [&self.classes, &self.claims, &self.addresses, &self.pools]
-            .iter()
-            .all(|s| matches!(s.wait_until_ready().now_or_never(), Some(Ok(()))))
+        self.claims.ready()
+            && self.addresses.ready()
+            && [&self.classes, &self.pools]
+                .iter()
+                .all(|s| matches!(s.wait_until_ready().now_or_never(), Some(Ok(()))))
     }
 
     /// Clusters (`namespace`, `name`) whose class is `class` (any namespace when `class_ns` is `None`).
@@ -276,7 +277,6 @@ impl Stores {
         self.claims
             .state()
             .iter()
-            .filter_map(|o| ClaimView::parse(o).ok())
             .filter(|c| {
                 c.address_ref.is_none() && c.pool_ref.as_ref().is_some_and(|r| r.name == pool)
             })
@@ -380,28 +380,16 @@ impl SampleSource for Stores {
                     .insert((class.clone(), role.label().to_owned()), n);
             }
         }
-        for obj in self.claims.state() {
-            let Some(role) = obj
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_ROLE))
-                .and_then(|r| Role::from_label(r))
-            else {
+        for claim in self.claims.state() {
+            let Some(role) = claim.role_label.as_deref().and_then(Role::from_label) else {
                 continue;
             };
-            let ready = obj
-                .data
-                .pointer("/status/addressRef/name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| !n.is_empty());
-            let ns = obj.metadata.namespace.clone().unwrap_or_default();
             let entry = sample
                 .claims
-                .entry((role.label().to_owned(), ns))
+                .entry((role.label().to_owned(), claim.namespace.clone()))
                 .or_default();
             entry.0 += 1;
-            entry.1 += u64::from(ready);
+            entry.1 += u64::from(claim.address_ref.is_some());
         }
         sample
     }

@@ -75,7 +75,8 @@ pub(crate) fn claim(role: Role, owner_uid: Option<&str>, pool: &str, bound: bool
         created: Some("2026-01-01T00:00:00Z".parse().unwrap()),
         deleting: false,
         role_label: Some(role.label().into()),
-        labels: None,
+        resource_version: "1".into(),
+        owner_references: Vec::new(),
     }
 }
 

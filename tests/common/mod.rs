@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use testbed::{Profile, Testbed, TestbedOptions};
 use tokio::{io::AsyncReadExt, io::AsyncWriteExt, net::TcpStream, process::Child};
 
+pub mod gate;
 pub mod invariants;
 
 /// How long any single wait may take before the test fails.
@@ -47,8 +48,24 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the real binary against `kubeconfig` with `extra` flags.
+    /// Starts the real binary against `kubeconfig` with `extra` flags, logging at debug level.
     pub fn spawn(kubeconfig: &std::path::Path, extra: &[&str]) -> Operator {
+        let mut flags = vec!["--log-level=capi_vip_allocator=debug,info"];
+        flags.extend_from_slice(extra);
+        Self::spawn_with(&Self::binary(), kubeconfig, &flags)
+    }
+
+    /// The operator binary cargo built for this test or bench.
+    pub fn binary() -> PathBuf {
+        PathBuf::from(env!("CARGO_BIN_EXE_capi-vip-allocator"))
+    }
+
+    /// Starts `bin` against `kubeconfig` with exactly `flags` (plus the kubeconfig and the ports).
+    pub fn spawn_with(
+        bin: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        flags: &[&str],
+    ) -> Operator {
         let metrics_port = free_port();
         let probe_port = free_port();
         let log = std::env::temp_dir().join(format!(
@@ -57,14 +74,13 @@ impl Operator {
             COUNTER.fetch_add(1, Ordering::SeqCst)
         ));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_capi-vip-allocator"))
+        let child = tokio::process::Command::new(bin)
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
             .arg(format!(
                 "--health-probe-bind-address=127.0.0.1:{probe_port}"
             ))
-            .arg("--log-level=capi_vip_allocator=debug,info")
-            .args(extra)
+            .args(flags)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(file)
