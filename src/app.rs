@@ -278,6 +278,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
                         .map(|s| s.trim().to_owned())
                         .filter(|s| !s.is_empty())
                         .collect(),
+                    max_concurrent_reconciles: args.max_concurrent_reconciles,
                 },
                 metrics,
                 health,

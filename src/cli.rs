@@ -61,6 +61,11 @@ pub struct Args {
     #[arg(long, default_value_t = 6443, value_parser = clap::value_parser!(u16).range(1..), value_name = "PORT")]
     pub default_port: u16,
 
+    /// Cluster reconciles run at once. Each holds an API connection while it writes; the bound keeps the client's
+    /// connection pool (and its buffers) small during a burst of thousands of Clusters.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub max_concurrent_reconciles: u16,
+
     /// Comma-separated GlobalInClusterIPPool names the operator may allocate from (default: any pool whose labels
     /// match). Pools not listed are ignored, whatever their labels say; see the README, section Security.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
@@ -256,6 +261,7 @@ mod tests {
         assert_eq!(a.health_probe_bind_address, ":8081");
         assert!(!a.leader_elect);
         assert_eq!(a.default_port, 6443);
+        assert_eq!(a.max_concurrent_reconciles, 16);
         assert!(a.enable_reconciler, "reconciler must default to on");
         assert!(
             !a.enable_runtime_extension,
@@ -371,6 +377,7 @@ mod name_tests {
             flags::HEALTH_PROBE_BIND_ADDRESS,
             flags::LEADER_ELECT,
             flags::DEFAULT_PORT,
+            flags::MAX_CONCURRENT_RECONCILES,
             flags::ENABLE_RECONCILER,
             flags::ENABLE_RUNTIME_EXTENSION,
         ] {

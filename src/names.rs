@@ -133,6 +133,8 @@ pub mod flags {
     pub const LEADER_ELECT: &str = "leader-elect";
     /// Port written with the VIP when the Cluster has none.
     pub const DEFAULT_PORT: &str = "default-port";
+    /// Cluster reconciles at once.
+    pub const MAX_CONCURRENT_RECONCILES: &str = "max-concurrent-reconciles";
     /// Runs the Cluster reconciler.
     pub const ENABLE_RECONCILER: &str = "enable-reconciler";
     /// Runs the Runtime SDK hook server.

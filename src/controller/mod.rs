@@ -7,6 +7,7 @@ pub mod events;
 pub mod memory;
 pub mod stores;
 mod triggers;
+pub mod trim;
 pub mod views;
 
 use std::{
@@ -68,6 +69,8 @@ pub struct Settings {
     pub default_port: u16,
     /// `--pool-allowlist`: pool names the operator may use (empty: any pool with matching labels).
     pub pool_allowlist: Vec<String>,
+    /// `--max-concurrent-reconciles`.
+    pub max_concurrent_reconciles: u16,
 }
 
 /// Readiness flags shared with `/readyz`.
@@ -108,6 +111,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// Per-Cluster Event state and failure counts.
     pub memory: Memory,
+    /// Gives freed heap back after deletions.
+    pub trimmer: trim::Trimmer,
 }
 
 /// The reconcile: gather → plan → act → report.
@@ -287,13 +292,16 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken, leading: Leadership) 
         settings,
         clock,
         memory: Memory::default(),
+        trimmer: trim::Trimmer::default(),
     });
+    let trimming = ctx.trimmer.clone().run(shutdown.clone());
 
     let (relisted, relists) = futures::channel::mpsc::unbounded();
     let tracker = Arc::new(triggers::SyncTracker {
         seen: Default::default(),
         health: health.clone(),
         relisted,
+        trimmer: ctx.trimmer.clone(),
     });
     let mut triggers = triggers::triggers(&client, &shapes, writers, &ctx, &tracker);
     triggers.push(triggers::on_relist(relists, &ctx));
@@ -341,7 +349,7 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken, leading: Leadership) 
             },
         }
     };
-    futures::join!(pump, terms);
+    futures::join!(pump, terms, trimming);
     health.set(false, false);
     tracing::info!("controller stopped");
 }
@@ -365,7 +373,7 @@ async fn term(ctx: &Arc<Context>, slot: &RequestSlot, stop: CancellationToken) {
         ctx.clone(),
         ctx.stores.clusters.clone(),
         rx.take_until(stop.cancelled_owned()),
-        kube::runtime::Config::default(),
+        kube::runtime::Config::default().concurrency(ctx.settings.max_concurrent_reconciles),
     )
     .for_each(|res| {
         match res {

@@ -39,6 +39,8 @@ pub(super) struct SyncTracker {
     /// Signalled when a secondary watch relists after a gap: objects deleted meanwhile produced no event, so
     /// every Cluster is looked at again.
     pub(super) relisted: futures::channel::mpsc::UnboundedSender<()>,
+    /// Asked for a trim after deletions and relists.
+    pub(super) trimmer: super::trim::Trimmer,
 }
 
 const WATCHES: u8 = 5;
@@ -63,7 +65,7 @@ type WatchStream =
     futures::stream::BoxStream<'static, Result<watcher::Event<DynamicObject>, watcher::Error>>;
 
 /// The watch of one kind, its objects slimmed, and the sync tracker told when each list completes (after `cache`
-/// applied it).
+/// applied it). Deletions and relists, which leave freed memory behind, ask for a trim.
 fn watch_into(
     client: &Client,
     ar: &ApiResource,
@@ -73,6 +75,7 @@ fn watch_into(
 ) -> impl Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send + 'static {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
     let tracker = tracker.clone();
+    let trimmer = tracker.trimmer.clone();
     let raw = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(move |obj| {
@@ -83,10 +86,13 @@ fn watch_into(
             }
         })
         .boxed();
-    cache(raw).inspect_ok(move |ev| {
-        if matches!(ev, watcher::Event::InitDone) {
+    cache(raw).inspect_ok(move |ev| match ev {
+        watcher::Event::InitDone => {
             tracker.mark(bit);
+            trimmer.request();
         }
+        watcher::Event::Delete(_) => trimmer.request(),
+        _ => {}
     })
 }
 
@@ -337,6 +343,7 @@ mod tests {
             seen: Default::default(),
             health: health.clone(),
             relisted: tx,
+            trimmer: Default::default(),
         };
         for bit in 0..WATCHES - 1 {
             t.mark(bit);
