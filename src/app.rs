@@ -192,6 +192,7 @@ async fn hook_server(
     args: &Args,
     stores: &Arc<Mutex<Option<Stores>>>,
     health: &Arc<Health>,
+    metrics: &Arc<Metrics>,
 ) -> Result<crate::hook::HookServer, AppError> {
     let source = crate::hook::CacheSource {
         stores: stores.clone(),
@@ -210,7 +211,8 @@ async fn hook_server(
         routes,
         Arc::new(source),
     )
-    .await?)
+    .await?
+    .with_metrics(metrics.clone()))
 }
 
 /// Runs the operator until `shutdown` is cancelled.
@@ -247,7 +249,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
     }
     if args.enable_runtime_extension {
         if args.enable_reconciler {
-            let server = hook_server(&args, &gauge_stores, &health).await?;
+            let server = hook_server(&args, &gauge_stores, &health, &metrics).await?;
             http_tasks.spawn(server.serve(shutdown.clone()));
         } else {
             tracing::warn!("--enable-runtime-extension needs the reconciler's caches; the hook server is not started with --enable-reconciler=false");

@@ -121,6 +121,9 @@ pub mod metrics {
     pub const RECONCILE_TOTAL: &str = "capi_vip_allocator_reconcile_total";
     /// Histogram `{cluster_class}`: reconcile wall time in seconds.
     pub const RECONCILE_DURATION_SECONDS: &str = "capi_vip_allocator_reconcile_duration_seconds";
+    /// Runtime SDK requests served by the hook server (ours; the Go operator had no such metric).
+    pub const RUNTIME_EXTENSION_REQUESTS_TOTAL: &str =
+        "capi_vip_allocator_runtime_extension_requests_total";
 }
 
 /// Command-line flag names (the Go operator's, plus ours).
@@ -179,6 +182,7 @@ mod tests {
             m::CLAIMS_PENDING,
             m::RECONCILE_TOTAL,
             m::RECONCILE_DURATION_SECONDS,
+            m::RUNTIME_EXTENSION_REQUESTS_TOTAL,
         ]);
         let missing: Vec<&&str> = all.iter().filter(|s| !DOC.contains(**s)).collect();
         assert!(

@@ -48,6 +48,36 @@ async fn gate_prevents_renders_without_a_vip_for_200_clusters() {
         with.stats.hook_calls >= CLUSTERS as u64,
         "every Cluster went through the hook"
     );
+    // The operator's own count of its answers matches what the topology controller received.
+    let served = |result: &str| {
+        common::metric_value(
+            &with.metrics,
+            &format!("capi_vip_allocator_runtime_extension_requests_total{{handler=\"BeforeClusterCreate\",result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0) as u64
+    };
+    assert_eq!(
+        served("blocked"),
+        with.stats.hook_blocked,
+        "{}",
+        with.metrics
+    );
+    assert_eq!(
+        served("blocked") + served("success"),
+        with.stats.hook_calls,
+        "{}",
+        with.metrics
+    );
+    assert!(
+        common::metric_value(
+            &with.metrics,
+            "capi_vip_allocator_runtime_extension_requests_total{handler=\"discovery\",result=\"success\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{}",
+        with.metrics
+    );
 }
 
 /// CAPI v1.10-v1.12 send the Cluster as v1beta1 (`topology.class`); the gate reads it the same way.

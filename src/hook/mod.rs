@@ -35,6 +35,7 @@ pub use tls::ReloadingCert;
 use crate::{
     api::ClusterView,
     controller::{Clock, Health, Stores},
+    telemetry::Metrics,
 };
 
 /// Time allowed for a TLS handshake and for reading a request.
@@ -96,6 +97,7 @@ pub struct HookServer {
     acceptor: TlsAcceptor,
     routes: Arc<Routes>,
     source: Arc<dyn ClusterSource>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl HookServer {
@@ -114,7 +116,14 @@ impl HookServer {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             routes: Arc::new(routes),
             source,
+            metrics: None,
         })
+    }
+
+    /// Counts every request in `capi_vip_allocator_runtime_extension_requests_total`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The bound address.
@@ -141,6 +150,7 @@ impl HookServer {
             let acceptor = self.acceptor.clone();
             let routes = self.routes.clone();
             let source = self.source.clone();
+            let metrics = self.metrics.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(IO_TIMEOUT, acceptor.accept(tcp)).await {
@@ -154,8 +164,11 @@ impl HookServer {
                 let service = hyper::service::service_fn(move |req| {
                     let routes = routes.clone();
                     let source = source.clone();
+                    let metrics = metrics.clone();
                     async move {
-                        Ok::<_, std::convert::Infallible>(respond(req, &routes, &*source).await)
+                        Ok::<_, std::convert::Infallible>(
+                            respond(req, &routes, &*source, metrics.as_deref()).await,
+                        )
                     }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -177,28 +190,35 @@ async fn respond(
     req: Request<Incoming>,
     routes: &Routes,
     source: &dyn ClusterSource,
+    metrics: Option<&Metrics>,
 ) -> Response<Full<Bytes>> {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let limited = Limited::new(req.into_body(), routes::MAX_BODY_BYTES);
     let reply = match tokio::time::timeout(IO_TIMEOUT, limited.collect()).await {
         Ok(Ok(body)) => routes.handle(&method, &path, &body.to_bytes(), source),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => routes::Reply {
-            status: 413,
-            body: routes::refused(&format!(
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => routes::Reply::rejected(
+            413,
+            routes.handler_of(&path),
+            routes::refused(&format!(
                 "request body exceeds {} bytes",
                 routes::MAX_BODY_BYTES
             )),
-        },
-        Ok(Err(e)) => routes::Reply {
-            status: 400,
-            body: routes::refused(&format!("cannot read request body: {e}")),
-        },
-        Err(_) => routes::Reply {
-            status: 408,
-            body: routes::refused("request body not received in time"),
-        },
+        ),
+        Ok(Err(e)) => routes::Reply::rejected(
+            400,
+            routes.handler_of(&path),
+            routes::refused(&format!("cannot read request body: {e}")),
+        ),
+        Err(_) => routes::Reply::rejected(
+            408,
+            routes.handler_of(&path),
+            routes::refused("request body not received in time"),
+        ),
     };
+    if let Some(m) = metrics {
+        m.hook_request(reply.handler, reply.result);
+    }
     let body = serde_json::to_vec(&reply.body).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = hyper::StatusCode::from_u16(reply.status).unwrap_or(hyper::StatusCode::OK);

@@ -44,6 +44,28 @@ pub fn handler_name(extension_name: &str) -> String {
     }
 }
 
+/// `handler` label of the requests metric: which route a request was for.
+pub mod handler_label {
+    /// The discovery route.
+    pub const DISCOVERY: &str = "discovery";
+    /// Our BeforeClusterCreate route.
+    pub const BEFORE_CLUSTER_CREATE: &str = "BeforeClusterCreate";
+    /// Any other path.
+    pub const OTHER: &str = "other";
+}
+
+/// `result` label of the requests metric.
+pub mod result_label {
+    /// Discovery answered, or a Cluster let through (`retryAfterSeconds: 0`).
+    pub const SUCCESS: &str = "success";
+    /// A Cluster held back (`retryAfterSeconds > 0`).
+    pub const BLOCKED: &str = "blocked";
+    /// A `Failure` response to a malformed request (CAPI's failurePolicy applies).
+    pub const FAILURE: &str = "failure";
+    /// Refused before the protocol: unknown path, wrong method, body too large or unreadable.
+    pub const REJECTED: &str = "rejected";
+}
+
 /// What one route answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
@@ -51,11 +73,30 @@ pub struct Reply {
     pub status: u16,
     /// JSON body.
     pub body: Value,
+    /// The route (a [`handler_label`] value).
+    pub handler: &'static str,
+    /// The outcome (a [`result_label`] value).
+    pub result: &'static str,
 }
 
 impl Reply {
-    fn ok(body: Value) -> Self {
-        Self { status: 200, body }
+    fn ok(handler: &'static str, result: &'static str, body: Value) -> Self {
+        Self {
+            status: 200,
+            body,
+            handler,
+            result,
+        }
+    }
+
+    /// A request refused before the protocol (HTTP 4xx).
+    pub fn rejected(status: u16, handler: &'static str, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            handler,
+            result: result_label::REJECTED,
+        }
     }
 }
 
@@ -74,6 +115,18 @@ impl Routes {
         format!("{HOOKS_PATH}/beforeclustercreate/{}", self.handler)
     }
 
+    /// The [`handler_label`] of a request path.
+    pub fn handler_of(&self, path: &str) -> &'static str {
+        let path = path.trim_end_matches('/');
+        if path == format!("{HOOKS_PATH}/discovery") {
+            handler_label::DISCOVERY
+        } else if path == self.before_cluster_create_path() {
+            handler_label::BEFORE_CLUSTER_CREATE
+        } else {
+            handler_label::OTHER
+        }
+    }
+
     /// Answers one request. `path` excludes the query (`?timeout=` is not needed: we answer at once).
     pub fn handle(
         &self,
@@ -82,33 +135,39 @@ impl Routes {
         body: &[u8],
         source: &dyn ClusterSource,
     ) -> Reply {
+        let handler = self.handler_of(path);
         let path = path.trim_end_matches('/');
-        let discovery = path == format!("{HOOKS_PATH}/discovery");
-        let bcc = path == self.before_cluster_create_path();
-        if !discovery && !bcc {
-            return Reply {
-                status: 404,
-                body: json!({"kind": "Status", "status": "Failure", "code": 404,
+        if handler == handler_label::OTHER {
+            return Reply::rejected(
+                404,
+                handler,
+                json!({"kind": "Status", "status": "Failure", "code": 404,
                     "message": format!("no Runtime SDK handler at {path}; this extension serves {HOOKS_PATH}/discovery and {}", self.before_cluster_create_path())}),
-            };
+            );
         }
         if method != "POST" {
-            return Reply {
-                status: 405,
-                body: json!({"kind": "Status", "status": "Failure", "code": 405,
+            return Reply::rejected(
+                405,
+                handler,
+                json!({"kind": "Status", "status": "Failure", "code": 405,
                     "message": format!("{method} is not allowed; Runtime SDK hooks are called with POST")}),
-            };
+            );
         }
-        if discovery {
+        if handler == handler_label::DISCOVERY {
             return match parse(body, "DiscoveryRequest") {
-                Ok(_) => Reply::ok(self.discovery()),
-                Err(msg) => Reply::ok(failure("DiscoveryResponse", &msg)),
+                Ok(_) => Reply::ok(handler, result_label::SUCCESS, self.discovery()),
+                Err(msg) => Reply::ok(
+                    handler,
+                    result_label::FAILURE,
+                    failure("DiscoveryResponse", &msg),
+                ),
             };
         }
         let kind = "BeforeClusterCreateResponse";
+        let failed = |msg: &str| Reply::ok(handler, result_label::FAILURE, failure(kind, msg));
         let request = match parse(body, "BeforeClusterCreateRequest") {
             Ok(v) => v,
-            Err(msg) => return Reply::ok(failure(kind, &msg)),
+            Err(msg) => return failed(&msg),
         };
         let meta = request.pointer("/cluster/metadata");
         let text = |k: &str| {
@@ -117,17 +176,19 @@ impl Routes {
                 .filter(|s| !s.is_empty())
         };
         let (Some(ns), Some(name)) = (text("namespace"), text("name")) else {
-            return Reply::ok(failure(
-                kind,
-                "request has no cluster.metadata.namespace and cluster.metadata.name",
-            ));
+            return failed("request has no cluster.metadata.namespace and cluster.metadata.name");
         };
         let lookup = source.lookup(ns, name, text("uid"));
         let sent = Sent::from_request_cluster(request.get("cluster"));
         let answer = decide(&lookup, &sent, ns, name, self.retry_after_seconds);
         tracing::debug!(cluster = %name, ns = %ns, retry_after = answer.retry_after_seconds,
             message = %answer.message, "BeforeClusterCreate answered");
-        Reply::ok(success(kind, &answer))
+        let result = if answer.retry_after_seconds > 0 {
+            result_label::BLOCKED
+        } else {
+            result_label::SUCCESS
+        };
+        Reply::ok(handler, result, success(kind, &answer))
     }
 
     /// The discovery response: one BeforeClusterCreate handler, failurePolicy Fail.

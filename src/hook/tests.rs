@@ -277,6 +277,7 @@ fn discovery_declares_one_failing_handler() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(r.body["status"], "Success");
+    assert_eq!((r.handler, r.result), ("discovery", "success"));
     let handlers = r.body["handlers"].as_array().unwrap();
     assert_eq!(handlers.len(), 1);
     assert_eq!(handlers[0]["name"], "vip-allocator");
@@ -302,6 +303,7 @@ fn before_cluster_create_reads_the_cache_by_name_for_both_api_versions() {
         assert_eq!(r.body["kind"], "BeforeClusterCreateResponse");
         assert_eq!(r.body["status"], "Success");
         assert_eq!(r.body["retryAfterSeconds"], RETRY);
+        assert_eq!((r.handler, r.result), ("BeforeClusterCreate", "blocked"));
         let seen = src.1.lock().unwrap();
         assert_eq!((seen[0].0.as_str(), seen[0].1.as_str()), ("ns", "c1"));
     }
@@ -329,6 +331,7 @@ fn the_decision_from_the_cache_reaches_the_response() {
     );
     assert_eq!(r.body["status"], "Success");
     assert_eq!(r.body["retryAfterSeconds"], 0);
+    assert_eq!((r.handler, r.result), ("BeforeClusterCreate", "success"));
     assert_eq!(src.1.lock().unwrap()[0].2.as_deref(), Some("uid-1"));
 }
 
@@ -350,6 +353,7 @@ fn malformed_requests_get_failure_responses() {
         assert_eq!(reply.status, 200, "{body:?}");
         assert_eq!(reply.body["status"], "Failure", "{body:?}");
         assert!(!reply.body["message"].as_str().unwrap().is_empty());
+        assert_eq!((reply.handler, reply.result), ("BeforeClusterCreate", "failure"));
     }
     let reply = r.handle(
         "POST",
@@ -358,6 +362,7 @@ fn malformed_requests_get_failure_responses() {
         &waiting(),
     );
     assert_eq!(reply.body["status"], "Failure");
+    assert_eq!((reply.handler, reply.result), ("discovery", "failure"));
 }
 
 #[test]
@@ -369,11 +374,14 @@ fn unknown_routes_are_404_and_other_methods_405() {
         "/hooks.runtime.cluster.x-k8s.io/v1alpha1/afterclusterupgrade/vip-allocator",
         "/hooks.runtime.cluster.x-k8s.io/v1alpha1/beforeclustercreate",
     ] {
-        assert_eq!(
-            r.handle("POST", path, b"{}", &waiting()).status,
-            404,
-            "{path}"
-        );
+        let reply = r.handle("POST", path, b"{}", &waiting());
+        assert_eq!(reply.status, 404, "{path}");
+        assert_eq!((reply.handler, reply.result), ("other", "rejected"));
     }
-    assert_eq!(r.handle("GET", BCC, b"", &waiting()).status, 405);
+    let reply = r.handle("GET", BCC, b"", &waiting());
+    assert_eq!(reply.status, 405);
+    assert_eq!(
+        (reply.handler, reply.result),
+        ("BeforeClusterCreate", "rejected")
+    );
 }

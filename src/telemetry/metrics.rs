@@ -24,6 +24,7 @@ pub struct Metrics {
     allocation_duration: HistogramVec,
     reconciles: IntCounterVec,
     reconcile_duration: HistogramVec,
+    hook_requests: IntCounterVec,
     /// The gauges' cache reader, also asked which classes are live.
     source: Mutex<Option<Arc<dyn SampleSource>>>,
 }
@@ -70,6 +71,14 @@ impl Metrics {
             ),
             &["cluster_class"],
         )?;
+        let hook_requests = IntCounterVec::new(
+            Opts::new(
+                m::RUNTIME_EXTENSION_REQUESTS_TOTAL,
+                "Runtime SDK requests answered by the hook server, by handler (discovery, BeforeClusterCreate, other) and result (success, blocked, failure, rejected).",
+            ),
+            &["handler", "result"],
+        )?;
+        registry.register(Box::new(hook_requests.clone()))?;
         registry.register(Box::new(allocations.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(allocation_duration.clone()))?;
@@ -86,6 +95,7 @@ impl Metrics {
             allocation_duration,
             reconciles,
             reconcile_duration,
+            hook_requests,
             source: Mutex::default(),
         })
     }
@@ -127,6 +137,13 @@ impl Metrics {
     /// An error state was entered.
     pub fn error(&self, role: &str, class: &str, reason: &str) {
         self.errors.with_label_values(&[role, class, reason]).inc();
+    }
+
+    /// The hook server answered a request.
+    pub fn hook_request(&self, handler: &str, result: &str) {
+        self.hook_requests
+            .with_label_values(&[handler, result])
+            .inc();
     }
 
     /// A reconcile finished.

@@ -59,6 +59,8 @@ pub struct Outcome {
     pub latencies_ms: Vec<f64>,
     /// Renders that do not carry their Cluster's VIP, or whose Cluster does not reference them.
     pub problems: Vec<String>,
+    /// The operator's `/metrics` at the end.
+    pub metrics: String,
 }
 
 /// The shipped component's file, parsed.
@@ -231,6 +233,7 @@ pub async fn run(s: &Scenario) -> Outcome {
         stats,
         latencies_ms,
         problems,
+        metrics: env.op.metrics().await,
     }
 }
 
