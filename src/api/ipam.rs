@@ -31,17 +31,6 @@ impl PoolRef {
     }
 }
 
-/// The controller ownerReference of an object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnerRef {
-    /// Kind of the owner.
-    pub kind: String,
-    /// Name of the owner.
-    pub name: String,
-    /// UID of the owner.
-    pub uid: String,
-}
-
 /// An `IPAddressClaim`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimView {
@@ -51,10 +40,6 @@ pub struct ClaimView {
     pub namespace: String,
     /// UID.
     pub uid: String,
-    /// The ownerReference with `controller: true`, if any.
-    pub controller: Option<OwnerRef>,
-    /// Number of ownerReferences.
-    pub owner_count: usize,
     /// `spec.poolRef` (`None` when malformed).
     pub pool_ref: Option<PoolRef>,
     /// `status.addressRef.name`, when non-empty.
@@ -80,21 +65,10 @@ impl ClaimView {
             .clone()
             .ok_or_else(|| problem("IPAddressClaim", obj, "no metadata.name"))?;
         let namespace = meta.namespace.clone().unwrap_or_default();
-        let owners = meta.owner_references.as_deref().unwrap_or_default();
-        let controller = owners
-            .iter()
-            .find(|o| o.controller == Some(true))
-            .map(|o| OwnerRef {
-                kind: o.kind.clone(),
-                name: o.name.clone(),
-                uid: o.uid.clone(),
-            });
         Ok(Self {
             name,
             namespace,
             uid: meta.uid.clone().unwrap_or_default(),
-            controller,
-            owner_count: owners.len(),
             pool_ref: PoolRef::parse(at(&obj.data, &["spec", "poolRef"])),
             address_ref: str_at(&obj.data, &["status", "addressRef", "name"])
                 .filter(|n| !n.is_empty()),
@@ -106,8 +80,15 @@ impl ClaimView {
                 .and_then(|l| l.get(LABEL_ROLE))
                 .cloned(),
             resource_version: meta.resource_version.clone().unwrap_or_default(),
-            owner_references: owners.to_vec(),
+            owner_references: meta.owner_references.clone().unwrap_or_default(),
         })
+    }
+
+    /// The ownerReference with `controller: true`, if any.
+    pub fn controller(&self) -> Option<&OwnerReference> {
+        self.owner_references
+            .iter()
+            .find(|o| o.controller == Some(true))
     }
 }
 
@@ -222,7 +203,7 @@ mod tests {
             "status": {"addressRef": {"name": "vip-cp-a"}}
         })))
         .unwrap();
-        assert_eq!(c.controller.as_ref().unwrap().uid, "u1");
+        assert_eq!(c.controller().unwrap().uid, "u1");
         assert_eq!(c.pool_ref.as_ref().unwrap().name, "p");
         assert_eq!(c.address_ref.as_deref(), Some("vip-cp-a"));
         assert_eq!(c.role_label.as_deref(), Some("control-plane"));
@@ -239,8 +220,8 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(c.address_ref, None);
-        assert_eq!(c.pool_ref.unwrap().api_group, "");
-        assert!(c.controller.is_none());
+        assert_eq!(c.pool_ref.as_ref().unwrap().api_group, "");
+        assert!(c.controller().is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod ipam;
 
 pub use cluster::{ClassRef, ClassView, ClusterView, Endpoint};
 pub use discovery::{discover, ApiShapes, DiscoveryError};
-pub use ipam::{AddressView, ClaimView, OwnerRef, PoolRef, PoolView};
+pub use ipam::{AddressView, ClaimView, PoolRef, PoolView};
 
 use std::collections::BTreeMap;
 

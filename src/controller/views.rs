@@ -105,20 +105,6 @@ impl<V> ViewCache<V> {
         st.items.values().cloned().collect()
     }
 
-    /// Number of objects held.
-    pub fn len(&self) -> usize {
-        self.state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .items
-            .len()
-    }
-
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// True once a complete list has been applied.
     pub fn ready(&self) -> bool {
         self.state
@@ -165,7 +151,7 @@ mod tests {
         c.apply(&watcher::Event::Apply(obj("b", "x", 3)));
         assert_eq!(c.get("a", "x").as_deref(), Some(&2));
         assert_eq!(c.get("b", "x").as_deref(), Some(&3));
-        assert_eq!(c.len(), 2);
+        assert_eq!(c.state().len(), 2);
         c.apply(&watcher::Event::Delete(obj("a", "x", 2)));
         assert!(c.get("a", "x").is_none());
         let mut all: Vec<i64> = c.state().iter().map(|v| **v).collect();
@@ -206,6 +192,6 @@ mod tests {
         c.apply(&watcher::Event::Init);
         c.apply(&watcher::Event::InitApply(obj("a", "y", -1)));
         c.apply(&watcher::Event::InitDone);
-        assert!(c.is_empty());
+        assert!(c.state().is_empty());
     }
 }

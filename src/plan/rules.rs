@@ -77,7 +77,7 @@ enum Ownership<'a> {
 }
 
 fn ownership<'a>(snap: &Snapshot, claim: &'a ClaimView) -> Ownership<'a> {
-    match &claim.controller {
+    match claim.controller() {
         Some(o) if o.uid == snap.cluster.uid => Ownership::Ours(claim),
         Some(_) => Ownership::Foreign(claim),
         None => Ownership::Ownerless(claim),
@@ -302,8 +302,7 @@ fn claimed_vip(
         }
         Some(Ownership::Foreign(c)) => {
             let owner = c
-                .controller
-                .as_ref()
+                .controller()
                 .map(|o| format!("{} {} (uid {})", o.kind, o.name, o.uid))
                 .unwrap_or_default();
             out.reports.push(Report {

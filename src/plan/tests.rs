@@ -2,12 +2,13 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DynamicObject;
 use serde_json::{json, Value};
 
 use super::*;
 use crate::{
-    api::{AddressView, ClaimView, ClassView, ClusterView, OwnerRef, PoolView},
+    api::{AddressView, ClaimView, ClassView, ClusterView, PoolView},
     names::{ANNOTATION_INGRESS_ENABLED, ANNOTATION_INGRESS_VIP, LABEL_CLUSTER_CLASS, LABEL_ROLE},
 };
 
@@ -60,12 +61,6 @@ pub(crate) fn claim(role: Role, owner_uid: Option<&str>, pool: &str, bound: bool
         name: name.clone(),
         namespace: "ns".into(),
         uid: format!("claim-{name}"),
-        controller: owner_uid.map(|u| OwnerRef {
-            kind: "Cluster".into(),
-            name: "c1".into(),
-            uid: u.into(),
-        }),
-        owner_count: usize::from(owner_uid.is_some()),
         pool_ref: Some(PoolRef {
             api_group: "ipam.cluster.x-k8s.io".into(),
             kind: "GlobalInClusterIPPool".into(),
@@ -76,7 +71,17 @@ pub(crate) fn claim(role: Role, owner_uid: Option<&str>, pool: &str, bound: bool
         deleting: false,
         role_label: Some(role.label().into()),
         resource_version: "1".into(),
-        owner_references: Vec::new(),
+        owner_references: owner_uid
+            .map(|u| OwnerReference {
+                api_version: "cluster.x-k8s.io/v1beta2".into(),
+                kind: "Cluster".into(),
+                name: "c1".into(),
+                uid: u.into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            })
+            .into_iter()
+            .collect(),
     }
 }
 
