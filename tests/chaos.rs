@@ -123,7 +123,7 @@ async fn chaos(clusters: usize, kills: usize) -> Figures {
     }
     let created_at = Instant::now();
     let (summary, _) = inv
-        .wait_allocated(&|_| true, Duration::from_secs(120))
+        .wait_vips(&|_| true, 2 * clusters, Duration::from_secs(120))
         .await;
     let converge = created_at.elapsed();
     assert_eq!(summary.clusters, clusters);

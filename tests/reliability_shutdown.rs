@@ -116,7 +116,7 @@ async fn sigterm_mid_allocation_exits_zero_in_time_and_a_successor_finishes() {
     let placeholder =
         std::mem::replace(&mut env.op, Operator::spawn(env.tb.kubeconfig_path(), &le));
     drop(placeholder);
-    let (summary, _) = inv.wait_allocated(&|_| true, common::WAIT).await;
+    let (summary, _) = inv.wait_vips(&|_| true, 120, common::WAIT).await;
     assert_eq!(
         (
             summary.clusters,

@@ -309,11 +309,24 @@ impl Invariants {
         wants_vip: &dyn Fn(&DynamicObject) -> bool,
         within: Duration,
     ) -> (Summary, Duration) {
+        self.wait_vips(wants_vip, 0, within).await
+    }
+
+    /// Same, and also until `vips` VIPs (control-plane and ingress) are written: the invariants only require the
+    /// control-plane ones, and an ingress VIP may land in a later reconcile. Returns the last summary when the
+    /// count is not reached in time, for the caller's assertion to report.
+    pub async fn wait_vips(
+        &self,
+        wants_vip: &dyn Fn(&DynamicObject) -> bool,
+        vips: usize,
+        within: Duration,
+    ) -> (Summary, Duration) {
         let t0 = Instant::now();
         loop {
             let res = self.check_allocated(wants_vip).await;
             match res {
-                Ok(s) => return (s, t0.elapsed()),
+                Ok(s) if s.vips >= vips || t0.elapsed() > within => return (s, t0.elapsed()),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 Err(e) if t0.elapsed() > within => {
                     panic!("allocation invariants still violated after {within:?}:\n{e}")
                 }
