@@ -797,7 +797,7 @@ pub async fn gate_env(opts: &Options, r: &mut Report) -> Result<(), String> {
         "",
     );
     r.note(format!(
-        "gate: with the gate {} hook calls, {} blocking answers (retryAfterSeconds 2, cached by the simulator as CAPI ≥ 1.12 does), {} errors",
+        "gate: with the gate {} hook calls, {} blocking answers (default retryAfterSeconds 2, cached by the simulator as CAPI ≥ 1.12 does), {} errors",
         with.stats.hook_calls, with.stats.hook_blocked, with.stats.hook_errors
     ));
     Ok(())
