@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: from a fresh clone, show capi-vip-allocator allocating VIPs - no cluster needed.
-#   1. builds the operator and the testbed (cargo build --bins, debug profile: shares the test build cache);
+#   1. builds the operator and the testbed (cargo build --workspace --bins, debug profile: shares the test build
+#      cache; a fresh clone has neither binary, so the build must name both packages);
 #   2. starts the testbed (a Kubernetes API emulator with a simulated in-cluster IPAM provider) on a free port;
 #   3. kubectl apply -f crds/capi-v1.12/ and examples/allocation/ (pools, ClusterClasses, Clusters);
 #   4. runs the real operator binary against it and waits for the VIPs with kubectl wait;
@@ -43,8 +44,11 @@ trap 'exit 130' INT TERM
 k() { "$KUBECTL" --kubeconfig "$kubeconfig" "$@"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-say "building the operator and the testbed (cargo build --bins; the first build takes a few minutes)"
-cargo build --bins
+say "building the operator and the testbed (cargo build --workspace --bins; the first build takes a few minutes)"
+cargo build --workspace --bins
+for bin in capi-vip-allocator testbed; do
+  [ -x "target/debug/$bin" ] || { echo "demo: cargo did not produce target/debug/$bin" >&2; exit 1; }
+done
 
 say "starting the testbed"
 target/debug/testbed --listen 127.0.0.1:0 --kubeconfig "$kubeconfig" > "$work/testbed.out" 2> "$work/testbed.log" &
