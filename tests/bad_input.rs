@@ -14,7 +14,7 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::{annotation, host, invariants::Invariants, port, variable, Env};
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use testbed::Profile;
 
@@ -602,42 +602,7 @@ async fn variables_absent(env: Arc<Env>) {
     assert_eq!(c.data.pointer("/spec/topology/variables"), None, "[{case}]");
 }
 
-/// Case 18: `clusterVip` declared with a non-string schema: the VIP goes to the endpoint; the variable carries the
-/// address as a string (the class's schema is the class author's problem; CAPI's webhook reports it).
-async fn cluster_vip_with_non_string_schema(env: Arc<Env>) {
-    let (case, class) = ("clustervip-non-string-schema", "bi-intvar");
-    let ns = env.namespace(class).await;
-    let body = json!({
-        "apiVersion": env.shapes.cluster_class.api_version, "kind": "ClusterClass",
-        "metadata": {"name": class, "namespace": ns},
-        "spec": {"variables": [{"name": "clusterVip", "required": false, "schema": {"openAPIV3Schema": {"type": "integer"}}}]}
-    });
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(env.client.clone(), &ns, &env.shapes.cluster_class);
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(body).unwrap(),
-    )
-    .await
-    .unwrap();
-    raw_pool(
-        &env,
-        class,
-        cp_labels(class),
-        json!({}),
-        json!(["10.200.18.10-10.200.18.20"]),
-        24,
-    )
-    .await;
-    cluster(&env, &ns, "i", class, true, json!({})).await;
-    let vip = allocated(&env, case, &ns, "i", class).await;
-    let c = env
-        .wait_cluster(&ns, "i", "clusterVip", |c| {
-            variable(c, "clusterVip").is_some()
-        })
-        .await;
-    assert_eq!(variable(&c, "clusterVip"), Some(json!(vip)), "[{case}]");
-}
+// Case 18 (a `clusterVip` of a non-string schema) is in tests/real_server.rs: CAPI's webhook refuses the write.
 
 /// Case 19: `ingress-enabled` with odd values: only the exact string `false` turns ingress off; anything else
 /// (`False`, `no`, `0`, empty) leaves it on, as in the Go operator.
@@ -824,10 +789,6 @@ async fn bad_input_matrix() {
         (
             "variables list absent",
             tokio::spawn(variables_absent(env.clone())),
-        ),
-        (
-            "clusterVip with a non-string schema",
-            tokio::spawn(cluster_vip_with_non_string_schema(env.clone())),
         ),
         (
             "ingress-enabled odd values",

@@ -21,6 +21,20 @@ pub struct PoolRef {
 }
 
 impl PoolRef {
+    /// Whether both name the same pool (an empty `apiGroup`, as v1beta1 allowed, means the IPAM group).
+    pub fn same_pool(&self, other: &PoolRef) -> bool {
+        let group = |g: &str| {
+            if g.is_empty() {
+                crate::names::IPAM_GROUP.to_owned()
+            } else {
+                g.to_owned()
+            }
+        };
+        self.kind == other.kind
+            && self.name == other.name
+            && group(&self.api_group) == group(&other.api_group)
+    }
+
     fn parse(v: Option<&Value>) -> Option<Self> {
         let v = v?;
         Some(Self {
@@ -101,8 +115,8 @@ pub struct AddressView {
     pub namespace: String,
     /// `spec.address`.
     pub address: IpAddr,
-    /// `spec.claimRef.name`.
-    pub claim_name: String,
+    /// `spec.claimRef.name` (`None` when unset).
+    pub claim_name: Option<String>,
     /// `spec.poolRef`.
     pub pool_ref: Option<PoolRef>,
 }
@@ -121,8 +135,7 @@ impl AddressView {
             .parse::<IpAddr>()
             .map_err(|e| problem("IPAddress", obj, format!("spec.address {raw:?}: {e}")))?;
         Ok(Self {
-            claim_name: str_at(&obj.data, &["spec", "claimRef", "name"])
-                .unwrap_or_else(|| name.clone()),
+            claim_name: str_at(&obj.data, &["spec", "claimRef", "name"]).filter(|n| !n.is_empty()),
             name,
             namespace: meta.namespace.clone().unwrap_or_default(),
             address,

@@ -4,11 +4,16 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{json, Value};
 
-use super::{error::Error, events::Notice, memory::Slot, Context};
+use super::{
+    error::{Error, Request},
+    events::Notice,
+    memory::Slot,
+    Context,
+};
 use crate::{
     api::{ClusterView, PoolRef},
     names::{reasons, CONTROLLER_NAME, LABEL_CAPI_CLUSTER_NAME, LABEL_ROLE},
-    plan::{build_json_patch, Plan, Report, Role, Severity, Step},
+    plan::{build_json_patch, Allocation, Plan, Report, Role, Severity, Step},
 };
 
 /// What was done, for logs.
@@ -25,7 +30,9 @@ pub struct Outcome {
 /// How long a claim we created may be missing from the cache before we create it again.
 const CLAIM_CACHE_LAG: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Executes `plan` for `cluster`. Claim steps first; the Cluster patch only if they all succeeded.
+/// Executes `plan` for `cluster`. Claim steps first; the Cluster writes only if they all succeeded, one JSON patch
+/// per role in role order, each built against the Cluster as the previous one left it. A role whose write is
+/// refused does not hold back the others; the first refusal is returned once every write was tried.
 pub async fn act(
     ctx: &Context,
     cluster: &ClusterView,
@@ -53,22 +60,9 @@ pub async fn act(
                 let obj: DynamicObject = serde_json::from_value(body)
                     .map_err(|e| Error::Stale(format!("building claim {name}: {e}")))?;
                 claims
-                    .create(
-                        &PostParams {
-                            field_manager: Some(CONTROLLER_NAME.into()),
-                            ..Default::default()
-                        },
-                        &obj,
-                    )
+                    .create(&params(), &obj)
                     .await
-                    .map_err(|e| {
-                        Error::from_kube(
-                            "create",
-                            format!("{}/{name}", cluster.namespace),
-                            e,
-                            Some("create"),
-                        )
-                    })?;
+                    .map_err(|e| claim_error(*role, "create", cluster, name, e))?;
                 ctx.memory
                     .claim_created(&cluster.uid, *role, ctx.clock.now());
                 tracing::info!(claim = %name, pool = %pool.name, role = role.label(), "created IPAddressClaim");
@@ -76,23 +70,9 @@ pub async fn act(
             Step::AdoptClaim { role, name } => {
                 let patch = adopt_patch(ctx, cluster, *role, name)?;
                 claims
-                    .patch(
-                        name,
-                        &PatchParams {
-                            field_manager: Some(CONTROLLER_NAME.into()),
-                            ..Default::default()
-                        },
-                        &Patch::Merge(&patch),
-                    )
+                    .patch(name, &patch_params(), &Patch::Merge(&patch))
                     .await
-                    .map_err(|e| {
-                        Error::from_kube(
-                            "adopt",
-                            format!("{}/{name}", cluster.namespace),
-                            e,
-                            Some("adopt"),
-                        )
-                    })?;
+                    .map_err(|e| claim_error(*role, "adopt", cluster, name, e))?;
                 tracing::info!(claim = %name, role = role.label(), "adopted ownerless IPAddressClaim");
             }
             Step::DeleteClaim { role, name, uid } => {
@@ -109,90 +89,131 @@ pub async fn act(
                         tracing::info!(claim = %name, role = role.label(), "deleted IPAddressClaim")
                     }
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => {
-                        return Err(Error::from_kube(
-                            "delete",
-                            format!("{}/{name}", cluster.namespace),
-                            e,
-                            Some("delete"),
-                        ))
-                    }
+                    Err(e) => return Err(claim_error(*role, "delete", cluster, name, e)),
                 }
             }
         }
         outcome.claim_writes += 1;
     }
 
-    let ops = build_json_patch(cluster, &plan.changes);
-    if !ops.is_empty() {
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &cluster.namespace, &ctx.shapes.cluster);
+    let subject = format!("{}/{}", cluster.namespace, cluster.name);
+    let mut current = std::borrow::Cow::Borrowed(cluster);
+    // The versions our writes replaced: the cache showing any of them has not seen our writes yet.
+    let mut replaced: Vec<String> = Vec::new();
+    let mut refused: Option<Error> = None;
+    for (role, changes) in &plan.writes {
+        let ops = build_json_patch(&current, changes);
+        if ops.is_empty() {
+            continue;
+        }
         let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))
             .map_err(|e| Error::Stale(format!("building patch: {e}")))?;
-        let clusters: Api<DynamicObject> =
-            Api::namespaced_with(ctx.client.clone(), &cluster.namespace, &ctx.shapes.cluster);
-        clusters
-            .patch(
-                &cluster.name,
-                &PatchParams {
-                    field_manager: Some(CONTROLLER_NAME.into()),
-                    ..Default::default()
-                },
-                &Patch::<()>::Json(patch),
-            )
+        let written = match clusters
+            .patch(&cluster.name, &patch_params(), &Patch::<()>::Json(patch))
             .await
-            .map_err(|e| {
-                Error::from_kube(
-                    "patch Cluster",
-                    format!("{}/{}", cluster.namespace, cluster.name),
-                    e,
-                    None,
-                )
-            })?;
+        {
+            Ok(obj) => obj,
+            Err(e) => match Error::from_kube(Request::ClusterPatch(*role), subject.clone(), e) {
+                e @ Error::PatchRejected { .. } => {
+                    tracing::warn!(role = role.label(), error = %e, "Cluster write refused");
+                    refused.get_or_insert(e);
+                    continue;
+                }
+                e => {
+                    ctx.memory.patched_from(&cluster.uid, replaced);
+                    return Err(e);
+                }
+            },
+        };
         outcome.patched = true;
-        ctx.memory
-            .patched_from(&cluster.uid, &cluster.resource_version);
-        let now = ctx.clock.now();
-        for a in &plan.allocations {
-            // Our own record is sub-second; creationTimestamp (whole seconds) covers claims made before a restart.
-            let created = ctx
-                .memory
-                .take_claim_created(&cluster.uid, a.role)
-                .or(a.claim_created);
-            let seconds = created.map(|t| now.duration_since(t).as_secs_f64());
-            ctx.metrics.allocated(a.role.label(), class, seconds);
-            ctx.memory.transition(
-                &cluster.uid,
-                Slot::Role(a.role),
-                Some(a.role.allocated_reason()),
-            );
-            let what = if a.role == Role::ControlPlane {
-                "control-plane"
-            } else {
-                "ingress"
-            };
-            let mut note = format!("{what} VIP {} allocated", a.vip);
-            if a.role == Role::ControlPlane && no_ingress_pool(plan).is_some() {
-                // Told here instead of in an Event of its own: one Event per VIP.
-                note.push_str(&format!(
-                    "; no ingress pool for class {class}, so no ingress VIP"
-                ));
-                ctx.memory.transition(
-                    &cluster.uid,
-                    Slot::Role(Role::Ingress),
-                    Some(reasons::POOL_NOT_FOUND),
-                );
+        let written = match ClusterView::parse(&written) {
+            Ok(view) => view,
+            Err(e) => {
+                // Only the next reconcile can build a further write safely; it comes with our write's watch event.
+                tracing::debug!(error = %e, "cannot read the patched Cluster back");
+                break;
             }
-            publish(
-                ctx,
-                cluster,
-                Severity::Normal,
-                a.role.allocated_reason(),
-                note,
-            )
-            .await;
-            tracing::info!(role = a.role.label(), vip = %a.vip, seconds, "VIP written to Cluster");
+        };
+        // A patch the server found to change nothing keeps the resourceVersion: no event of ours is to come.
+        if written.resource_version != current.resource_version {
+            replaced.push(current.resource_version.clone());
+        }
+        current = std::borrow::Cow::Owned(written);
+        for a in plan.allocations.iter().filter(|a| a.role == *role) {
+            allocated(ctx, cluster, class, plan, a);
         }
     }
-    Ok(outcome)
+    ctx.memory.patched_from(&cluster.uid, replaced);
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(outcome),
+    }
+}
+
+fn params() -> PostParams {
+    PostParams {
+        field_manager: Some(CONTROLLER_NAME.into()),
+        ..Default::default()
+    }
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(CONTROLLER_NAME.into()),
+        ..Default::default()
+    }
+}
+
+fn claim_error(
+    role: Role,
+    action: &'static str,
+    cluster: &ClusterView,
+    name: &str,
+    e: kube::Error,
+) -> Error {
+    Error::from_kube(
+        Request::Claim(role, action),
+        format!("{}/{name}", cluster.namespace),
+        e,
+    )
+}
+
+/// Records a VIP written to the Cluster: the metric, the state, the Event.
+fn allocated(ctx: &Context, cluster: &ClusterView, class: &str, plan: &Plan, a: &Allocation) {
+    // Our own record is sub-second; creationTimestamp (whole seconds) covers claims made before a restart.
+    let created = ctx
+        .memory
+        .take_claim_created(&cluster.uid, a.role)
+        .or(a.claim_created);
+    let seconds = created.map(|t| ctx.clock.now().duration_since(t).as_secs_f64());
+    ctx.metrics.allocated(a.role.label(), class, seconds);
+    ctx.memory.transition(
+        &cluster.uid,
+        Slot::Role(a.role),
+        Some(a.role.allocated_reason()),
+    );
+    let mut note = format!("{} VIP {} allocated", a.role.label(), a.vip);
+    if a.role == Role::ControlPlane && no_ingress_pool(plan).is_some() {
+        // Told here instead of in an Event of its own: one Event per VIP.
+        note.push_str(&format!(
+            "; no ingress pool for class {class}, so no ingress VIP"
+        ));
+        ctx.memory.transition(
+            &cluster.uid,
+            Slot::Role(Role::Ingress),
+            Some(reasons::POOL_NOT_FOUND),
+        );
+    }
+    publish(
+        ctx,
+        cluster,
+        Severity::Normal,
+        a.role.allocated_reason(),
+        note,
+    );
+    tracing::info!(role = a.role.label(), vip = %a.vip, seconds, "VIP written to Cluster");
 }
 
 /// Publishes the plan's reports that are a change of state; counts the errors among them.
@@ -247,7 +268,7 @@ pub async fn report(ctx: &Context, cluster: &ClusterView, class: &str, plan: &Pl
                         tracing::debug!(role = role.label(), reason = r.reason, "{}", r.note)
                     }
                 }
-                publish(ctx, cluster, r.severity, r.reason, r.note.clone()).await;
+                publish(ctx, cluster, r.severity, r.reason, r.note.clone());
             }
         }
     }
@@ -284,12 +305,12 @@ fn control_plane_state(cluster: &ClusterView, plan: &Plan) -> ControlPlaneState 
     }
 }
 
-/// Publishes one Event on the Cluster; failures are logged, never fatal.
-pub async fn publish(
+/// Publishes one Event on the Cluster in the background; failures are logged, never fatal.
+pub fn publish(
     ctx: &Context,
     cluster: &ClusterView,
     severity: Severity,
-    reason: &str,
+    reason: &'static str,
     note: String,
 ) {
     let notice = Notice {
@@ -306,9 +327,7 @@ pub async fn publish(
         reason,
         note,
     };
-    if let Err(e) = ctx.events.publish(notice, ctx.clock.now()).await {
-        tracing::warn!(error = %e, reason, "could not publish Event");
-    }
+    ctx.events.send(notice, ctx.clock.now());
 }
 
 fn owner_ref(ctx: &Context, cluster: &ClusterView) -> Value {

@@ -2,7 +2,13 @@
 //! memory already decides when an Event is due, so a cache of published Events (as kube's `Recorder` keeps, unbounded
 //! for minutes) would only cost memory.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use k8s_openapi::{
     api::{core::v1::ObjectReference, events::v1::Event},
@@ -21,15 +27,35 @@ use crate::{
 /// Longest object name the API server accepts (DNS subdomain).
 const MAX_NAME: usize = 253;
 
-/// Creates Events on behalf of this replica.
+/// Longest `note` the API server accepts, in bytes (`NoteLengthLimit` of kube-apiserver's Event validation):
+/// a longer one makes the whole Event refused with 422.
+pub const MAX_NOTE: usize = 1024;
+
+/// Longest `reason` the API server accepts (Event validation).
+const MAX_REASON: usize = 128;
+
+/// What a cut note ends with, so a reader knows there was more (the operator's log has the whole text).
+const CUT_MARK: &str = " [truncated]";
+
+/// How long one Event create may take before it is given up (an Event is never worth a stuck task).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Event creates in flight at once; beyond this an Event is dropped (and logged) rather than queued without bound
+/// behind an API server that does not answer.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Creates Events on behalf of this replica. Cheap to clone: clones share the name sequence and the in-flight bound.
+#[derive(Clone)]
 pub struct Publisher {
     client: Client,
     instance: String,
     /// The last name suffix handed out (nanoseconds, kept strictly increasing so names never repeat in a process).
-    last_suffix: AtomicU64,
+    last_suffix: Arc<AtomicU64>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// What one Event says about one object.
+#[derive(Debug, Clone)]
 pub struct Notice<'a> {
     /// The object the Event is about (namespace, name, uid, resourceVersion, apiVersion, kind).
     pub regarding: ObjectReference,
@@ -47,8 +73,36 @@ impl Publisher {
         Self {
             client,
             instance,
-            last_suffix: AtomicU64::new(0),
+            last_suffix: Arc::new(AtomicU64::new(0)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         }
+    }
+
+    /// Publishes in the background, bounded in time and in number: the reconcile that decided the Event never
+    /// waits for it, so an API server that is slow to take Events never slows down the VIPs themselves.
+    pub fn send(&self, notice: Notice<'static>, now: jiff::Timestamp) {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            tracing::warn!(
+                reason = notice.reason,
+                note = %notice.note,
+                "too many Events in flight; this one is dropped"
+            );
+            return;
+        };
+        let publisher = self.clone();
+        tokio::spawn(async move {
+            let reason = notice.reason;
+            match tokio::time::timeout(PUBLISH_TIMEOUT, publisher.publish(notice, now)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, reason, "could not publish Event"),
+                Err(_) => tracing::warn!(
+                    reason,
+                    timeout = ?PUBLISH_TIMEOUT,
+                    "could not publish Event: no answer in time"
+                ),
+            }
+            drop(permit);
+        });
     }
 
     /// Creates the Event in the namespace of the object it is about.
@@ -89,8 +143,8 @@ impl Publisher {
                 }
                 .into(),
             ),
-            reason: Some(notice.reason.to_owned()),
-            note: Some(notice.note),
+            reason: Some(cut(notice.reason, MAX_REASON, "")),
+            note: Some(cut(&notice.note, MAX_NOTE, CUT_MARK)),
             action: Some(EVENT_ACTION.into()),
             reporting_controller: Some(CONTROLLER_NAME.into()),
             reporting_instance: Some(self.instance.clone()),
@@ -111,6 +165,18 @@ impl Publisher {
             });
         next
     }
+}
+
+/// `text` if it fits in `max` bytes, else its start (on a character boundary) followed by `mark`.
+fn cut(text: &str, max: usize, mark: &str) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(mark.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{mark}", &text[..end])
 }
 
 /// `<object>.<suffix in hex>`, the object part shortened so the whole stays a valid name.
@@ -198,6 +264,26 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(b, c);
         assert_ne!(a, c);
+    }
+
+    #[tokio::test]
+    async fn long_notes_are_cut_to_the_api_limit_and_say_so() {
+        let mut n = notice(Severity::Warning);
+        n.note = format!("webhook says: {}", "é".repeat(2000));
+        let note = publisher().build(n, jiff::Timestamp::now()).note.unwrap();
+        assert!(note.len() <= MAX_NOTE, "{}", note.len());
+        assert!(note.starts_with("webhook says: éé"));
+        assert!(note.ends_with(CUT_MARK));
+        let mut short = notice(Severity::Normal);
+        short.note = "x".repeat(MAX_NOTE);
+        assert_eq!(
+            publisher()
+                .build(short, jiff::Timestamp::now())
+                .note
+                .unwrap()
+                .len(),
+            MAX_NOTE
+        );
     }
 
     #[test]

@@ -25,8 +25,8 @@ struct ClusterMemory {
     failures: HashMap<&'static str, u32>,
     /// When this process created the claim of a role (sub-second, unlike `creationTimestamp`).
     claim_created: HashMap<Role, jiff::Timestamp>,
-    /// The cached resourceVersion our last successful Cluster patch was based on.
-    patched_from: Option<String>,
+    /// The resourceVersions our last reconcile's Cluster patches replaced (one per write that changed something).
+    patched_from: Vec<String>,
 }
 
 /// Per-Cluster memory.
@@ -100,15 +100,23 @@ impl Memory {
         self.with(uid, |m| m.claim_created.remove(&role))
     }
 
-    /// Records that we patched the Cluster as cached at `resource_version`.
-    pub fn patched_from(&self, uid: &str, resource_version: &str) {
-        self.with(uid, |m| m.patched_from = Some(resource_version.to_owned()));
+    /// Records the resourceVersions our Cluster patches of this reconcile replaced (none when nothing changed:
+    /// a patch the server found to be a no-op keeps the version, and no watch event of ours is coming).
+    pub fn patched_from(&self, uid: &str, replaced: Vec<String>) {
+        self.with(uid, |m| m.patched_from = replaced);
     }
 
-    /// Whether the cache still shows the version our last patch replaced (our write has not arrived yet).
+    /// Whether the cache still shows a version one of our last patches replaced (our write has not arrived yet).
     /// Only equality of resourceVersions is used: they are opaque.
     pub fn cache_behind_our_write(&self, uid: &str, resource_version: &str) -> bool {
-        self.with(uid, |m| m.patched_from.as_deref() == Some(resource_version))
+        self.with(uid, |m| {
+            m.patched_from.iter().any(|v| v == resource_version)
+        })
+    }
+
+    /// Consecutive failures of `kind` so far.
+    pub fn failures(&self, uid: &str, kind: &'static str) -> u32 {
+        self.with(uid, |m| m.failures.get(kind).copied().unwrap_or(0))
     }
 
     /// Forgets a deleted Cluster.
@@ -191,7 +199,7 @@ mod tests {
     fn cache_is_behind_until_a_newer_version_arrives() {
         let m = Memory::default();
         assert!(!m.cache_behind_our_write("u", "5"));
-        m.patched_from("u", "5");
+        m.patched_from("u", vec!["5".into()]);
         assert!(m.cache_behind_our_write("u", "5"));
         assert!(!m.cache_behind_our_write("u", "6"));
     }

@@ -43,6 +43,16 @@ use crate::{
 /// Long safety requeue after a successful reconcile (every input is watched; this only covers missed events).
 pub const SAFETY_REQUEUE: Duration = Duration::from_secs(600);
 
+/// Failure kind of stale-cache errors in the per-Cluster memory.
+const STALE: &str = "stale";
+
+/// Consecutive stale-cache failures after which a Cluster's write is reported (`PatchFailed`) and retried slowly:
+/// a cache catches up within a few retries, so more means the write cannot succeed as built.
+const STALE_LIMIT: u32 = 8;
+
+/// Retry interval of a write that keeps failing its guard.
+const STUCK_RETRY: Duration = Duration::from_secs(60);
+
 /// Safety requeue while the cache has not caught up with our own Cluster patch.
 const OWN_WRITE_WAIT: Duration = Duration::from_secs(2);
 
@@ -145,14 +155,27 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
             Ok(Action::requeue(requeue_after.unwrap_or(SAFETY_REQUEUE)))
         }
         Err(e) => {
-            if let Some(reason) = e.user_reason() {
+            // A guard that keeps failing is no longer a cache catching up: say so, once, and slow down.
+            let stuck = matches!(e, Error::Stale(_))
+                && ctx.memory.failures(&cluster.uid, STALE) + 1 >= STALE_LIMIT;
+            let reason = e
+                .user_reason()
+                .or(stuck.then_some(crate::names::reasons::PATCH_FAILED));
+            if let Some(reason) = reason {
                 if ctx
                     .memory
                     .transition(&cluster.uid, Slot::Write, Some(reason))
                 {
-                    ctx.metrics
-                        .error(plan::Role::ControlPlane.label(), &class, reason);
-                    act::publish(&ctx, &cluster, Severity::Warning, reason, e.to_string()).await;
+                    let role = e.role().unwrap_or(plan::Role::ControlPlane);
+                    ctx.metrics.error(role.label(), &class, reason);
+                    let note = if stuck {
+                        format!(
+                            "{e} ({STALE_LIMIT} attempts in a row; retrying every {STUCK_RETRY:?})"
+                        )
+                    } else {
+                        e.to_string()
+                    };
+                    act::publish(&ctx, &cluster, Severity::Warning, reason, note);
                 }
             }
             Err(e)
@@ -206,7 +229,7 @@ async fn reconcile_cluster(
 fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let kind = match err {
-        Error::Stale(_) => "stale",
+        Error::Stale(_) => STALE,
         Error::Transient { .. } => "transient",
         Error::PatchRejected { .. } | Error::ClaimRejected { .. } => "rejected",
     };
@@ -214,13 +237,17 @@ fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Acti
     let name = obj.metadata.name.as_deref().unwrap_or_default();
     match err {
         // The watch brings the newer object at once; retry soon.
-        Error::Stale(_) => {
+        Error::Stale(_) if attempt + 1 < STALE_LIMIT => {
             tracing::debug!(cluster = name, error = %err, "stale cache, retrying");
             Action::requeue(error::backoff(
                 attempt,
                 Duration::from_millis(50),
                 Duration::from_secs(5),
             ))
+        }
+        Error::Stale(_) => {
+            tracing::warn!(cluster = name, error = %err, attempts = attempt + 1, "write keeps failing its guard");
+            Action::requeue(STUCK_RETRY)
         }
         Error::Transient { .. } => {
             tracing::warn!(cluster = name, error = %err, "transient error, backing off");

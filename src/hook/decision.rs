@@ -123,7 +123,12 @@ pub fn decide(lookup: &Lookup, sent: &Sent, ns: &str, name: &str, retry: u32) ->
     let planned = plan::plan(snap);
     if let Some(host) = host {
         // Ours or manual, the host is written; wait only for the variable copy the controller still owes.
-        if planned.changes.variables.iter().any(|(n, _)| n == var_name) {
+        if planned
+            .changes(role)
+            .variables
+            .iter()
+            .any(|(n, _)| n == var_name)
+        {
             return Answer::wait(
                 retry,
                 format!("capi-vip-allocator is copying control-plane endpoint {host} into topology variable {var_name}"),
@@ -171,7 +176,7 @@ pub fn decide(lookup: &Lookup, sent: &Sent, ns: &str, name: &str, retry: u32) ->
             format!("pool {pool} is exhausted: IPAddressClaim {ns}/{claim_name} waits for a free address (free one or add a pool labelled for class {})", class_ref.name),
         );
     }
-    if let Some(vip) = planned.changes.endpoint_host.as_deref() {
+    if let Some(vip) = planned.changes(role).endpoint_host.as_deref() {
         return Answer::wait(
             retry,
             format!("capi-vip-allocator is writing control-plane VIP {vip} to the Cluster"),

@@ -207,16 +207,37 @@ pub enum Skip {
 pub struct Plan {
     /// Set when nothing at all is done.
     pub skip: Option<Skip>,
-    /// Claim operations, executed before the Cluster patch.
+    /// Claim operations, executed before the Cluster patches.
     pub steps: Vec<Step>,
-    /// Our fields to write on the Cluster.
-    pub changes: ClusterChanges,
+    /// Our fields to write on the Cluster, one write per role, so a refusal of one role's fields (a ClusterClass
+    /// schema that rejects the ingress variable, say) never holds back another role's VIP.
+    pub writes: std::collections::BTreeMap<Role, ClusterChanges>,
     /// VIPs written by `changes` (Events and metrics after the patch succeeds).
     pub allocations: Vec<Allocation>,
     /// The current state per role, when it is worth an Event.
     pub reports: Vec<Report>,
     /// Look again after this long even if nothing changes (a grace period is running).
     pub requeue_after: Option<std::time::Duration>,
+}
+
+impl Plan {
+    /// The fields to write for `role` (empty when none).
+    pub fn changes(&self, role: Role) -> &ClusterChanges {
+        static NONE: std::sync::OnceLock<ClusterChanges> = std::sync::OnceLock::new();
+        self.writes
+            .get(&role)
+            .unwrap_or_else(|| NONE.get_or_init(ClusterChanges::default))
+    }
+
+    /// The fields to write for `role`, to add to.
+    pub fn changes_mut(&mut self, role: Role) -> &mut ClusterChanges {
+        self.writes.entry(role).or_default()
+    }
+
+    /// Nothing to write on the Cluster.
+    pub fn writes_nothing(&self) -> bool {
+        self.writes.values().all(ClusterChanges::is_empty)
+    }
 }
 
 /// How long a pending claim on a pool showing `free == 0` waits before `PoolExhausted` is reported: the pool's

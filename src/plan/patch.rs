@@ -5,6 +5,12 @@
 //! the whole variables array; an existing `controlPlaneEndpoint` is tested as a whole; creating a missing parent
 //! (endpoint, variables array, annotation/label map) tests `metadata.resourceVersion`. Map keys (annotations,
 //! labels) are upserted with `add` and need no guard: other keys are never touched.
+//!
+//! A guard must never fail on how the server encodes what it stores: kube-apiserver runs `test` (evanphx/json-patch)
+//! over the object as Go's `encoding/json` wrote it and compares leaves as raw bytes, so a string holding `<`, `>`
+//! or `&` (Go writes `\u003c`…), a control character or U+2028/U+2029, or a non-integer number, never equals what
+//! we send back. A guard whose value holds such a leaf is replaced by the `metadata.resourceVersion` guard, which
+//! protects the same write (any concurrent change moves the resourceVersion) and is plain digits.
 
 use serde_json::{json, Value};
 
@@ -41,19 +47,50 @@ pub fn escape(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
 }
 
+/// Whether `v`, sent back in a `test`, compares equal to the same value stored by a real API server: null,
+/// booleans, integers, and strings of characters Go's `encoding/json` writes exactly as serde_json does; objects
+/// and arrays are compared member by member, so they qualify when all their leaves do.
+pub fn encodes_alike(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(_) => true,
+        Value::Number(n) => n.is_i64(),
+        Value::String(s) => s
+            .chars()
+            .all(|c| !c.is_control() && !matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}')),
+        Value::Array(items) => items.iter().all(encodes_alike),
+        Value::Object(map) => map.values().all(encodes_alike),
+    }
+}
+
+/// The guards of one patch: `test` operations, or the resourceVersion guard where a `test` could fail on encoding
+/// or where a parent we create has nothing to test.
+#[derive(Default)]
+struct Guards {
+    tests: Vec<Value>,
+    resource_version: bool,
+}
+
+impl Guards {
+    fn test(&mut self, path: String, value: &Value) {
+        if encodes_alike(value) {
+            self.tests
+                .push(json!({"op": "test", "path": path, "value": value}));
+        } else {
+            self.resource_version = true;
+        }
+    }
+}
+
 /// The JSON patch operations for `changes` against the cached `cluster`. Empty when nothing changes.
 pub fn build_json_patch(cluster: &ClusterView, changes: &ClusterChanges) -> Vec<Value> {
-    let mut guards: Vec<Value> = Vec::new();
+    let mut guards = Guards::default();
     let mut ops: Vec<Value> = Vec::new();
-    let mut needs_rv_guard = false;
 
     // spec.controlPlaneEndpoint
     if changes.endpoint_host.is_some() || changes.endpoint_port.is_some() {
         match &cluster.endpoint {
             Some(ep) => {
-                guards.push(
-                    json!({"op": "test", "path": "/spec/controlPlaneEndpoint", "value": ep.raw}),
-                );
+                guards.test("/spec/controlPlaneEndpoint".into(), &ep.raw);
                 if let Some(host) = &changes.endpoint_host {
                     ops.push(json!({"op": "add", "path": "/spec/controlPlaneEndpoint/host", "value": host}));
                 }
@@ -62,7 +99,7 @@ pub fn build_json_patch(cluster: &ClusterView, changes: &ClusterChanges) -> Vec<
                 }
             }
             None => {
-                needs_rv_guard = true;
+                guards.resource_version = true;
                 let mut ep = serde_json::Map::new();
                 if let Some(host) = &changes.endpoint_host {
                     ep.insert("host".into(), json!(host));
@@ -86,15 +123,17 @@ pub fn build_json_patch(cluster: &ClusterView, changes: &ClusterChanges) -> Vec<
                         .position(|v| v.get("name").and_then(Value::as_str) == Some(name.as_str()));
                     match idx {
                         Some(i) => {
-                            guards.push(json!({"op": "test", "path": format!("/spec/topology/variables/{i}"), "value": list[i]}));
+                            guards.test(format!("/spec/topology/variables/{i}"), &list[i]);
                             ops.push(json!({"op": "add", "path": format!("/spec/topology/variables/{i}/value"), "value": value}));
                         }
                         None => appended.push(json!({"name": name, "value": value})),
                     }
                 }
                 if !appended.is_empty() {
-                    guards.push(
-                        json!({"op": "test", "path": "/spec/topology/variables", "value": list}),
+                    // No entry of ours may appear meanwhile (a duplicate name): the array as a whole is the guard.
+                    guards.test(
+                        "/spec/topology/variables".into(),
+                        &Value::Array(list.clone()),
                     );
                     for entry in appended {
                         ops.push(json!({"op": "add", "path": "/spec/topology/variables/-", "value": entry}));
@@ -102,7 +141,7 @@ pub fn build_json_patch(cluster: &ClusterView, changes: &ClusterChanges) -> Vec<
                 }
             }
             None => {
-                needs_rv_guard = true;
+                guards.resource_version = true;
                 let entries: Vec<Value> = changes
                     .variables
                     .iter()
@@ -131,7 +170,7 @@ pub fn build_json_patch(cluster: &ClusterView, changes: &ClusterChanges) -> Vec<
                 ops.push(json!({"op": "add", "path": format!("/metadata/{field}/{}", escape(k)), "value": v}));
             }
         } else {
-            needs_rv_guard = true;
+            guards.resource_version = true;
             let map: serde_json::Map<String, Value> =
                 items.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
             ops.push(json!({"op": "add", "path": format!("/metadata/{field}"), "value": map}));
@@ -141,11 +180,13 @@ pub fn build_json_patch(cluster: &ClusterView, changes: &ClusterChanges) -> Vec<
     if ops.is_empty() {
         return ops;
     }
-    if needs_rv_guard {
-        guards.insert(0, json!({"op": "test", "path": "/metadata/resourceVersion", "value": cluster.resource_version}));
+    let mut patch = Vec::with_capacity(guards.tests.len() + ops.len() + 1);
+    if guards.resource_version {
+        patch.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": cluster.resource_version}));
     }
-    guards.extend(ops);
-    guards
+    patch.extend(guards.tests);
+    patch.extend(ops);
+    patch
 }
 
 #[cfg(test)]
@@ -334,6 +375,93 @@ mod tests {
         };
         let out = apply(&doc, &build_json_patch(&view, &changes)).unwrap();
         assert_eq!(out["metadata"]["annotations"], json!({"a/b": "1"}));
+    }
+
+    #[test]
+    fn values_go_encodes_differently_are_never_tested() {
+        for v in [
+            json!("10.0.0.5"),
+            json!("fd00::5"),
+            json!(""),
+            json!(null),
+            json!(6443),
+            json!(-1),
+            json!(true),
+            json!({"name": "x", "value": ["a", 1, {"b": "ü"}]}),
+        ] {
+            assert!(encodes_alike(&v), "{v}");
+        }
+        for v in [
+            json!("make && run"),
+            json!("a<b"),
+            json!("x>y"),
+            json!("tab\there"),
+            json!("line\u{2028}sep"),
+            json!(1.5),
+            json!(u64::MAX),
+            json!({"name": "x", "value": "https://h/?a=1&b=2"}),
+            json!([1, "<"]),
+        ] {
+            assert!(!encodes_alike(&v), "{v}");
+        }
+    }
+
+    #[test]
+    fn appending_next_to_html_characters_guards_the_resource_version_only() {
+        let mut v = base();
+        v["spec"]["topology"]["variables"] = json!([{"name": "cmd", "value": "a && b < c"}, {"name": "url", "value": "https://x/?a=1&b=2"}]);
+        let (doc, view) = cluster(v);
+        let ops = build_json_patch(
+            &view,
+            &ClusterChanges {
+                variables: vec![("clusterVip".into(), json!("10.0.0.5"))],
+                ..Default::default()
+            },
+        );
+        let tests: Vec<&Value> = ops.iter().filter(|o| o["op"] == "test").collect();
+        assert_eq!(
+            tests,
+            vec![&json!({"op": "test", "path": "/metadata/resourceVersion", "value": "10"})],
+            "no test may carry a value the server stores in another spelling"
+        );
+        let out = apply(&doc, &ops).unwrap();
+        assert_eq!(
+            out["spec"]["topology"]["variables"][0]["value"],
+            "a && b < c"
+        );
+        assert_eq!(
+            out["spec"]["topology"]["variables"][2],
+            json!({"name": "clusterVip", "value": "10.0.0.5"})
+        );
+        let mut newer = doc.clone();
+        newer["metadata"]["resourceVersion"] = json!("11");
+        assert!(
+            apply(&newer, &ops).is_err(),
+            "a concurrent change still fails the guard"
+        );
+    }
+
+    #[test]
+    fn replacing_an_entry_whose_value_go_escapes_guards_the_resource_version() {
+        let mut v = base();
+        v["spec"]["topology"]["variables"][1]["value"] = json!("<unset>");
+        let (doc, view) = cluster(v);
+        let ops = build_json_patch(
+            &view,
+            &ClusterChanges {
+                variables: vec![("clusterVip".into(), json!("10.0.0.5"))],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            ops[0],
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "10"})
+        );
+        assert!(ops
+            .iter()
+            .all(|o| o["op"] != "test" || o["path"] == "/metadata/resourceVersion"));
+        let out = apply(&doc, &ops).unwrap();
+        assert_eq!(out["spec"]["topology"]["variables"][1]["value"], "10.0.0.5");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{
     Allocation, Plan, Report, Role, Severity, Skip, Snapshot, Step,
 };
 use crate::{
-    api::{ClaimView, PoolRef, PoolView},
+    api::{AddressView, ClaimView, PoolRef, PoolView},
     names::{reasons, ANNOTATION_INGRESS_ENABLED, ANNOTATION_INGRESS_VIP, IPAM_GROUP},
 };
 
@@ -84,12 +84,41 @@ fn ownership<'a>(snap: &Snapshot, claim: &'a ClaimView) -> Ownership<'a> {
     }
 }
 
-/// The address our claim holds, if the IPAM provider answered.
-fn vip_of(snap: &Snapshot, role: Role, claim: &ClaimView) -> Option<String> {
+/// The IPAddress the claim's `status.addressRef` names, if it is cached.
+fn bound_address<'a>(snap: &'a Snapshot, role: Role, claim: &ClaimView) -> Option<&'a AddressView> {
     let address_name = claim.address_ref.as_ref()?;
-    let address = snap.inputs(role).address.as_ref()?;
-    (address.name == *address_name && address.namespace == claim.namespace)
-        .then(|| address.address.to_string())
+    snap.inputs(role)
+        .address
+        .as_ref()
+        .filter(|a| a.name == *address_name && a.namespace == claim.namespace)
+}
+
+/// Why `address` cannot be `claim`'s allocation although the claim names it: an IPAddress is trusted only when it
+/// names the claim back (`spec.claimRef`) and comes from the pool the claim asked (`spec.poolRef`). Anyone allowed
+/// to create IPAddresses could otherwise hand a Cluster any address.
+fn untrusted(claim: &ClaimView, address: &AddressView) -> Option<String> {
+    if address.claim_name.as_deref() != Some(claim.name.as_str()) {
+        return Some(match &address.claim_name {
+            Some(other) => format!("its spec.claimRef names {other:?}, not this claim"),
+            None => "it has no spec.claimRef".to_owned(),
+        });
+    }
+    match (&address.pool_ref, &claim.pool_ref) {
+        (Some(a), Some(c)) if a.same_pool(c) => None,
+        (Some(a), Some(c)) => Some(format!(
+            "its spec.poolRef is {} {}, but the claim asked {} {}",
+            a.kind, a.name, c.kind, c.name
+        )),
+        (None, _) => Some("it has no spec.poolRef".to_owned()),
+        (Some(_), None) => Some("the claim has no spec.poolRef to check it against".to_owned()),
+    }
+}
+
+/// The address our claim holds, if the IPAM provider answered with an IPAddress we can trust.
+fn vip_of(snap: &Snapshot, role: Role, claim: &ClaimView) -> Option<String> {
+    bound_address(snap, role, claim)
+        .filter(|a| untrusted(claim, a).is_none())
+        .map(|a| a.address.to_string())
 }
 
 /// Whether `written` (a host or annotation value) is the address `vip`, in any textual form of it.
@@ -112,7 +141,7 @@ fn address_on_its_way(snap: &Snapshot, role: Role, our_claim: Option<&ClaimView>
         !c.deleting
             && c.address_ref.is_some()
             && inputs.address_problem.is_none()
-            && vip_of(snap, role, c).is_none()
+            && bound_address(snap, role, c).is_none()
     })
 }
 
@@ -122,6 +151,38 @@ fn is_empty_value(v: Option<&Value>) -> bool {
         Some(Value::String(s)) => s.is_empty(),
         _ => false,
     }
+}
+
+/// A VIP set by hand (or by another controller): our pending claim is withdrawn so no address is burned, a bound one
+/// is kept and named (its address may still be in use somewhere; the user decides), and a Normal `ManualEndpoint`
+/// says so.
+fn manual(
+    role: Role,
+    mut note: String,
+    our_claim: Option<&ClaimView>,
+    our_vip: Option<&str>,
+    out: &mut Plan,
+) {
+    match our_claim.filter(|c| !c.deleting) {
+        Some(c) if c.address_ref.is_none() => out.steps.push(Step::DeleteClaim {
+            role,
+            name: c.name.clone(),
+            uid: c.uid.clone(),
+        }),
+        Some(c) => note.push_str(&format!(
+            "; IPAddressClaim {} keeps {}: delete it to release the address",
+            c.name,
+            our_vip.unwrap_or("its address")
+        )),
+        None => {}
+    }
+    out.reports.push(Report {
+        role,
+        severity: Severity::Normal,
+        reason: reasons::MANUAL_ENDPOINT,
+        note,
+        is_error: false,
+    });
 }
 
 fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
@@ -138,10 +199,10 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
         if our_vip.as_deref().is_some_and(|v| same_address(v, &host)) {
             // Our VIP is in place: keep the port and variable in line (a retry of a half-done write).
             if port_unset {
-                out.changes.endpoint_port = Some(snap.default_port);
+                out.changes_mut(role).endpoint_port = Some(snap.default_port);
             }
             if declares_var && var.and_then(Value::as_str) != Some(host.as_str()) {
-                out.changes
+                out.changes_mut(role)
                     .variables
                     .push((role.variable().to_owned(), json!(host)));
             }
@@ -155,50 +216,31 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
         // Manual endpoint: no claim, mirror the host into an empty (or our stale) variable.
         let stale_ours = our_vip.is_some() && var.and_then(Value::as_str) == our_vip.as_deref();
         if declares_var && (is_empty_value(var) || stale_ours) {
-            out.changes
+            out.changes_mut(role)
                 .variables
                 .push((role.variable().to_owned(), json!(host)));
         }
-        let mut note =
-            format!("spec.controlPlaneEndpoint.host is already {host}; no VIP is claimed");
-        match our_claim.filter(|c| !c.deleting) {
-            // A pending claim holds no address yet: withdraw it rather than burn an IP.
-            Some(c) if c.address_ref.is_none() => out.steps.push(Step::DeleteClaim {
-                role,
-                name: c.name.clone(),
-                uid: c.uid.clone(),
-            }),
-            // A bound claim is kept: its address may still be in use somewhere; the user decides.
-            Some(c) => {
-                note.push_str(&format!(
-                    "; IPAddressClaim {} keeps {}: delete it to release the address",
-                    c.name,
-                    our_vip.as_deref().unwrap_or("its address")
-                ));
-            }
-            None => {}
-        }
-        out.reports.push(Report {
+        manual(
             role,
-            severity: Severity::Normal,
-            reason: reasons::MANUAL_ENDPOINT,
-            note,
-            is_error: false,
-        });
+            format!("spec.controlPlaneEndpoint.host is already {host}; no VIP is claimed"),
+            our_claim,
+            our_vip.as_deref(),
+            out,
+        );
         return;
     }
 
     let Some(vip) = claimed_vip(snap, role, class, true, out) else {
         return;
     };
-    out.changes.endpoint_host = Some(vip.0.clone());
+    out.changes_mut(role).endpoint_host = Some(vip.0.clone());
     if port_unset {
-        out.changes.endpoint_port = Some(snap.default_port);
+        out.changes_mut(role).endpoint_port = Some(snap.default_port);
     }
     if declares_var
         && cluster.variable(role.variable()).and_then(Value::as_str) != Some(vip.0.as_str())
     {
-        out.changes
+        out.changes_mut(role)
             .variables
             .push((role.variable().to_owned(), json!(vip.0)));
     }
@@ -231,22 +273,32 @@ fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
         {
             // Set by someone else: respect it, never claim.
             if declares_var && is_empty_value(var) {
-                out.changes
+                out.changes_mut(role)
                     .variables
                     .push((role.variable().to_owned(), json!(current)));
             }
+            manual(
+                role,
+                format!(
+                    "annotation {ANNOTATION_INGRESS_VIP} is already {current}; no {} VIP is claimed",
+                    role.label()
+                ),
+                our_claim,
+                our_vip.as_deref(),
+                out,
+            );
             return;
         }
         // Ours and written: finish a half-done write (label, variable).
         if is_label_value(&current)
             && cluster.label(ANNOTATION_INGRESS_VIP) != Some(current.as_str())
         {
-            out.changes
+            out.changes_mut(role)
                 .labels
                 .push((ANNOTATION_INGRESS_VIP.to_owned(), current.clone()));
         }
         if declares_var && var.and_then(Value::as_str) != Some(current.as_str()) {
-            out.changes
+            out.changes_mut(role)
                 .variables
                 .push((role.variable().to_owned(), json!(current)));
         }
@@ -256,17 +308,17 @@ fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
     let Some((vip, created)) = claimed_vip(snap, role, class, false, out) else {
         return;
     };
-    out.changes
+    out.changes_mut(role)
         .annotations
         .push((ANNOTATION_INGRESS_VIP.to_owned(), vip.clone()));
     // A label value cannot hold ':' (IPv6): the label is only a compatibility copy, so skip it then.
     if is_label_value(&vip) {
-        out.changes
+        out.changes_mut(role)
             .labels
             .push((ANNOTATION_INGRESS_VIP.to_owned(), vip.clone()));
     }
     if declares_var && var.and_then(Value::as_str) != Some(vip.as_str()) {
-        out.changes
+        out.changes_mut(role)
             .variables
             .push((role.variable().to_owned(), json!(vip)));
     }
@@ -330,7 +382,12 @@ fn claimed_vip(
         return Some((vip, claim.created));
     }
     if let Some(ref_name) = &claim.address_ref {
-        if let Some(problem) = &snap.inputs(role).address_problem {
+        let problem = snap
+            .inputs(role)
+            .address_problem
+            .clone()
+            .or_else(|| bound_address(snap, role, claim).and_then(|a| untrusted(claim, a)));
+        if let Some(problem) = &problem {
             out.reports.push(Report {
                 role,
                 severity: Severity::Warning,
@@ -383,7 +440,7 @@ fn claimed_vip(
             .inputs(role)
             .address
             .as_ref()
-            .is_some_and(|a| a.claim_name == claim.name);
+            .is_some_and(|a| a.claim_name.as_deref() == Some(claim.name.as_str()));
         if answered {
             return None; // the address exists; `addressRef` follows
         }

@@ -90,8 +90,17 @@ pub(crate) fn address(role: Role, ip: &str) -> AddressView {
         name: role.claim_name("c1"),
         namespace: "ns".into(),
         address: ip.parse().unwrap(),
-        claim_name: role.claim_name("c1"),
-        pool_ref: None,
+        claim_name: Some(role.claim_name("c1")),
+        pool_ref: Some(PoolRef {
+            api_group: "ipam.cluster.x-k8s.io".into(),
+            kind: "GlobalInClusterIPPool".into(),
+            name: if role == Role::ControlPlane {
+                "cp-pool"
+            } else {
+                "ing-pool"
+            }
+            .into(),
+        }),
     }
 }
 
@@ -158,7 +167,7 @@ fn new_cluster_gets_both_claims_on_matching_pools() {
             },
         ]
     );
-    assert!(p.changes.is_empty() && p.reports.is_empty());
+    assert!(p.writes_nothing() && p.reports.is_empty());
 }
 
 #[test]
@@ -166,10 +175,13 @@ fn bound_claim_writes_host_default_port_and_declared_variable() {
     let mut s = snap(cluster_json());
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
     let p = plan(&s);
-    assert_eq!(p.changes.endpoint_host.as_deref(), Some("10.0.0.5"));
-    assert_eq!(p.changes.endpoint_port, Some(6443));
     assert_eq!(
-        p.changes.variables,
+        p.changes(Role::ControlPlane).endpoint_host.as_deref(),
+        Some("10.0.0.5")
+    );
+    assert_eq!(p.changes(Role::ControlPlane).endpoint_port, Some(6443));
+    assert_eq!(
+        p.changes(Role::ControlPlane).variables,
         vec![("clusterVip".to_owned(), json!("10.0.0.5"))]
     );
     assert_eq!(p.allocations.len(), 1);
@@ -182,8 +194,11 @@ fn variable_not_written_when_class_does_not_declare_it() {
     s.class = Some(class(&[]));
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
     let p = plan(&s);
-    assert!(p.changes.variables.is_empty());
-    assert_eq!(p.changes.endpoint_host.as_deref(), Some("10.0.0.5"));
+    assert!(p.changes(Role::ControlPlane).variables.is_empty());
+    assert_eq!(
+        p.changes(Role::ControlPlane).endpoint_host.as_deref(),
+        Some("10.0.0.5")
+    );
 }
 
 #[test]
@@ -192,7 +207,7 @@ fn existing_port_is_kept() {
     c["spec"]["controlPlaneEndpoint"] = json!({"host": "", "port": 7443});
     let mut s = snap(c);
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
-    assert_eq!(plan(&s).changes.endpoint_port, None);
+    assert_eq!(plan(&s).changes(Role::ControlPlane).endpoint_port, None);
 }
 
 #[test]
@@ -209,10 +224,13 @@ fn manual_endpoint_creates_no_claim_and_mirrors_into_empty_variable() {
         }
     )));
     assert_eq!(
-        p.changes.variables,
+        p.changes(Role::ControlPlane).variables,
         vec![("clusterVip".to_owned(), json!("192.168.0.10"))]
     );
-    assert!(p.changes.endpoint_host.is_none() && p.changes.endpoint_port.is_none());
+    assert!(
+        p.changes(Role::ControlPlane).endpoint_host.is_none()
+            && p.changes(Role::ControlPlane).endpoint_port.is_none()
+    );
     assert!(reasons_of(&p).contains(&"ManualEndpoint"));
 }
 
@@ -221,7 +239,10 @@ fn manual_endpoint_keeps_a_user_variable() {
     let mut c = cluster_json();
     c["spec"]["controlPlaneEndpoint"] = json!({"host": "192.168.0.10", "port": 6443});
     c["spec"]["topology"]["variables"] = json!([{"name": "clusterVip", "value": "192.168.0.11"}]);
-    assert!(plan(&snap(c)).changes.variables.is_empty());
+    assert!(plan(&snap(c))
+        .changes(Role::ControlPlane)
+        .variables
+        .is_empty());
 }
 
 #[test]
@@ -270,10 +291,10 @@ fn half_done_write_is_completed_with_the_variable() {
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
     let p = plan(&s);
     assert_eq!(
-        p.changes.variables,
+        p.changes(Role::ControlPlane).variables,
         vec![("clusterVip".to_owned(), json!("10.0.0.5"))]
     );
-    assert!(p.allocations.is_empty() && p.changes.endpoint_host.is_none());
+    assert!(p.allocations.is_empty() && p.changes(Role::ControlPlane).endpoint_host.is_none());
 }
 
 #[test]
@@ -283,15 +304,15 @@ fn ingress_vip_goes_to_annotation_label_and_declared_variable() {
     bound(&mut s, Role::Ingress, "10.0.1.5");
     let p = plan(&s);
     assert_eq!(
-        p.changes.annotations,
+        p.changes(Role::Ingress).annotations,
         vec![(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())]
     );
     assert_eq!(
-        p.changes.labels,
+        p.changes(Role::Ingress).labels,
         vec![(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())]
     );
     assert_eq!(
-        p.changes.variables,
+        p.changes(Role::Ingress).variables,
         vec![("ingressVip".to_owned(), json!("10.0.1.5"))]
     );
     assert!(p.allocations.iter().any(|a| a.role == Role::Ingress));
@@ -303,10 +324,10 @@ fn ipv6_ingress_vip_gets_no_label() {
     bound(&mut s, Role::Ingress, "fd00::15");
     let p = plan(&s);
     assert_eq!(
-        p.changes.annotations,
+        p.changes(Role::Ingress).annotations,
         vec![(ANNOTATION_INGRESS_VIP.to_owned(), "fd00::15".to_owned())]
     );
-    assert!(p.changes.labels.is_empty());
+    assert!(p.changes(Role::Ingress).labels.is_empty());
 }
 
 #[test]
@@ -315,7 +336,10 @@ fn missing_ingress_pool_never_blocks_the_control_plane() {
     s.pools.retain(|p| p.name == "cp-pool");
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
     let p = plan(&s);
-    assert_eq!(p.changes.endpoint_host.as_deref(), Some("10.0.0.5"));
+    assert_eq!(
+        p.changes(Role::ControlPlane).endpoint_host.as_deref(),
+        Some("10.0.0.5")
+    );
     let r = p.reports.iter().find(|r| r.role == Role::Ingress).unwrap();
     assert_eq!(
         (r.reason, r.severity, r.is_error),
@@ -424,7 +448,7 @@ fn claim_controlled_by_another_uid_is_never_used() {
         ..Default::default()
     };
     let p = plan(&s);
-    assert!(p.changes.endpoint_host.is_none());
+    assert!(p.changes(Role::ControlPlane).endpoint_host.is_none());
     assert!(!p.steps.iter().any(|s| matches!(
         s,
         Step::CreateClaim {
@@ -448,7 +472,10 @@ fn ownerless_claim_is_adopted_and_used() {
         role: Role::ControlPlane,
         name: "vip-cp-c1".into()
     }));
-    assert_eq!(p.changes.endpoint_host.as_deref(), Some("10.0.0.5"));
+    assert_eq!(
+        p.changes(Role::ControlPlane).endpoint_host.as_deref(),
+        Some("10.0.0.5")
+    );
 }
 
 #[test]
@@ -517,7 +544,10 @@ fn bound_claim_is_used_even_if_its_pool_no_longer_matches() {
     s.pools.clear();
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
     let p = plan(&s);
-    assert_eq!(p.changes.endpoint_host.as_deref(), Some("10.0.0.5"));
+    assert_eq!(
+        p.changes(Role::ControlPlane).endpoint_host.as_deref(),
+        Some("10.0.0.5")
+    );
     assert!(!p
         .steps
         .iter()
@@ -534,7 +564,97 @@ fn address_of_another_claim_is_ignored() {
         address: Some(address(Role::ControlPlane, "10.0.0.5")),
         ..Default::default()
     };
-    assert!(plan(&s).changes.endpoint_host.is_none());
+    assert!(plan(&s).changes(Role::ControlPlane).endpoint_host.is_none());
+}
+
+#[test]
+fn address_that_does_not_name_our_claim_or_pool_is_not_trusted() {
+    type Forgery = fn(&mut AddressView);
+    let forged: [(&str, Forgery); 4] = [
+        ("claimRef", |a| a.claim_name = Some("vip-cp-other".into())),
+        ("claimRef", |a| a.claim_name = None),
+        ("poolRef", |a| {
+            a.pool_ref.as_mut().unwrap().name = "attacker-pool".into()
+        }),
+        ("poolRef", |a| a.pool_ref = None),
+    ];
+    for (what, forge) in forged {
+        let mut s = snap(cluster_json());
+        bound(&mut s, Role::ControlPlane, "10.0.0.5");
+        forge(s.control_plane.address.as_mut().unwrap());
+        let p = plan(&s);
+        assert!(
+            p.changes(Role::ControlPlane).endpoint_host.is_none(),
+            "{what}"
+        );
+        assert!(p.allocations.is_empty(), "{what}");
+        let r = p
+            .reports
+            .iter()
+            .find(|r| r.role == Role::ControlPlane)
+            .expect("a report");
+        assert_eq!(
+            (r.reason, r.severity),
+            ("AddressInvalid", Severity::Warning),
+            "{what}"
+        );
+        assert!(r.note.contains(what), "{what}: {}", r.note);
+    }
+    // An empty apiGroup (v1beta1) names the IPAM group.
+    let mut s = snap(cluster_json());
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    s.control_plane
+        .address
+        .as_mut()
+        .unwrap()
+        .pool_ref
+        .as_mut()
+        .unwrap()
+        .api_group = String::new();
+    assert_eq!(
+        plan(&s)
+            .changes(Role::ControlPlane)
+            .endpoint_host
+            .as_deref(),
+        Some("10.0.0.5")
+    );
+}
+
+#[test]
+fn manual_ingress_annotation_withdraws_our_pending_claim_and_says_so() {
+    let mut c = cluster_json();
+    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_VIP: "192.168.5.5"});
+    let mut s = snap(c);
+    s.ingress.claim = Some(claim(Role::Ingress, Some("uid-1"), "ing-pool", false));
+    let p = plan(&s);
+    assert!(p.steps.contains(&Step::DeleteClaim {
+        role: Role::Ingress,
+        name: "vip-ingress-c1".into(),
+        uid: "claim-vip-ingress-c1".into(),
+    }));
+    let r = p
+        .reports
+        .iter()
+        .find(|r| r.role == Role::Ingress)
+        .expect("a report");
+    assert_eq!((r.reason, r.severity), ("ManualEndpoint", Severity::Normal));
+    assert!(
+        r.note.contains("192.168.5.5") && r.note.contains("ingress"),
+        "{}",
+        r.note
+    );
+    // A bound claim of ours is kept and named.
+    let mut s = s.clone();
+    bound(&mut s, Role::Ingress, "10.0.1.5");
+    let p = plan(&s);
+    assert!(!p
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::DeleteClaim { .. })));
+    assert!(p
+        .reports
+        .iter()
+        .any(|r| r.reason == "ManualEndpoint" && r.note.contains("vip-ingress-c1")));
 }
 
 #[test]
@@ -548,7 +668,7 @@ fn deleting_claim_is_waited_for() {
         ..Default::default()
     };
     let p = plan(&s);
-    assert!(p.changes.endpoint_host.is_none());
+    assert!(p.changes(Role::ControlPlane).endpoint_host.is_none());
     assert!(!p.steps.iter().any(|s| matches!(
         s,
         Step::CreateClaim {
@@ -573,7 +693,7 @@ fn manual_ingress_annotation_is_respected() {
         }
     )));
     assert_eq!(
-        p.changes.variables,
+        p.changes(Role::Ingress).variables,
         vec![("ingressVip".to_owned(), json!("192.168.5.5"))]
     );
 }
@@ -623,7 +743,7 @@ fn exhaustion_is_not_reported_when_the_address_already_exists() {
     let p = plan(&s);
     assert!(p.reports.iter().all(|r| r.reason != "PoolExhausted"));
     assert!(
-        p.changes.endpoint_host.is_none(),
+        p.changes(Role::ControlPlane).endpoint_host.is_none(),
         "the VIP is written only once addressRef is set"
     );
 }
@@ -651,7 +771,7 @@ fn manual_endpoint_keeps_a_bound_claim_of_ours() {
         "{}",
         r.note
     );
-    assert!(p.changes.endpoint_host.is_none());
+    assert!(p.changes(Role::ControlPlane).endpoint_host.is_none());
 }
 
 #[test]
@@ -663,7 +783,7 @@ fn malformed_address_is_reported_and_nothing_is_written() {
         address_problem: Some("spec.address \"10.0.0.999\" is not an IP address".into()),
     };
     let p = plan(&s);
-    assert!(p.changes.endpoint_host.is_none());
+    assert!(p.changes(Role::ControlPlane).endpoint_host.is_none());
     let report = p
         .reports
         .iter()
@@ -674,7 +794,7 @@ fn malformed_address_is_reported_and_nothing_is_written() {
     assert!(report.note.contains("10.0.0.999"), "{}", report.note);
     // The ingress VIP is unaffected by a broken control-plane address.
     bound(&mut s, Role::Ingress, "10.0.1.5");
-    let annotations = plan(&s).changes.annotations;
+    let annotations = plan(&s).changes(Role::Ingress).annotations.clone();
     assert!(
         annotations.contains(&(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())),
         "{annotations:?}"
@@ -696,7 +816,7 @@ fn host_equal_to_our_claims_address_is_ours_not_manual() {
         assert!(p.reports.is_empty(), "{written}: {:?}", p.reports);
         assert!(p.steps.is_empty() && p.allocations.is_empty(), "{p:?}");
         assert_eq!(
-            p.changes,
+            *p.changes(Role::ControlPlane),
             ClusterChanges {
                 variables: vec![("clusterVip".to_owned(), json!(written))],
                 ..Default::default()
@@ -714,7 +834,7 @@ fn host_differing_from_our_claims_address_stays_manual() {
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
     let p = plan(&s);
     assert_eq!(reasons_of(&p), vec!["ManualEndpoint"]);
-    assert!(p.changes.endpoint_host.is_none() && p.allocations.is_empty());
+    assert!(p.changes(Role::ControlPlane).endpoint_host.is_none() && p.allocations.is_empty());
 }
 
 /// Our claim is bound but its IPAddress is not cached yet: the host is not judged until it is.
@@ -748,12 +868,16 @@ fn ingress_annotation_equal_to_our_claims_address_is_ours() {
     assert!(p.reports.is_empty() && p.steps.is_empty() && p.allocations.is_empty());
     // Missing pieces only: both variables and the ingress label copy.
     assert_eq!(
-        p.changes,
+        *p.changes(Role::ControlPlane),
         ClusterChanges {
-            variables: vec![
-                ("clusterVip".to_owned(), json!("10.0.0.5")),
-                ("ingressVip".to_owned(), json!("10.0.1.5")),
-            ],
+            variables: vec![("clusterVip".to_owned(), json!("10.0.0.5"))],
+            ..Default::default()
+        }
+    );
+    assert_eq!(
+        *p.changes(Role::Ingress),
+        ClusterChanges {
+            variables: vec![("ingressVip".to_owned(), json!("10.0.1.5"))],
             labels: vec![(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())],
             ..Default::default()
         }
@@ -765,11 +889,14 @@ fn ingress_annotation_equal_to_our_claims_address_is_ours() {
             .collect(),
     );
     let p = plan(&s);
-    assert!(p.changes.annotations.is_empty() && p.changes.labels.is_empty());
+    assert!(
+        p.changes(Role::Ingress).annotations.is_empty()
+            && p.changes(Role::Ingress).labels.is_empty()
+    );
     assert!(p.steps.is_empty() && p.allocations.is_empty());
     // The empty variable mirrors the user's address, as for any manual ingress VIP.
     assert!(p
-        .changes
+        .changes(Role::Ingress)
         .variables
         .contains(&("ingressVip".to_owned(), json!("192.168.5.5"))));
 }
