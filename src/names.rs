@@ -11,6 +11,14 @@ pub const LABEL_ROLE: &str = "vip.capi.gorizond.io/role";
 pub const ANNOTATION_INGRESS_ENABLED: &str = "vip.capi.gorizond.io/ingress-enabled";
 /// Cluster annotation (and, for IPv4 values, label) carrying the allocated ingress VIP.
 pub const ANNOTATION_INGRESS_VIP: &str = "vip.capi.gorizond.io/ingress-vip";
+/// Cluster annotation recording the control-plane VIP we allocated, as `<claim name>/<address>`: written with the
+/// VIP, it tells our VIP from a hand-set host even when the claim has lost its status (`clusterctl move`, restore)
+/// or was deleted.
+pub const ANNOTATION_CONTROL_PLANE_CLAIM: &str = "vip.capi.gorizond.io/control-plane-claim";
+/// Cluster annotation recording the ingress VIP we allocated, as `<claim name>/<address>`.
+pub const ANNOTATION_INGRESS_CLAIM: &str = "vip.capi.gorizond.io/ingress-claim";
+/// clusterctl's annotation on source objects of a move that are about to be deleted: left alone.
+pub const ANNOTATION_DELETE_FOR_MOVE: &str = "clusterctl.cluster.x-k8s.io/delete-for-move";
 /// The class- or role-label value that redirects the list to the pool annotation of the same key (label values
 /// cannot hold commas, so a real API server only accepts multi-item lists in the annotation).
 pub const LIST_IN_ANNOTATION: &str = "true";
@@ -66,6 +74,9 @@ pub mod reasons {
     pub const CLAIM_REPLACED: &str = "ClaimReplaced";
     /// Warning: the IPAddress answering our claim carries no usable address (`spec.address` is not an IP).
     pub const ADDRESS_INVALID: &str = "AddressInvalid";
+    /// Warning: the claim of a VIP the Cluster still uses was deleted (or now holds another address): the IPAM
+    /// provider may hand the address to another Cluster.
+    pub const VIP_RELEASED: &str = "VIPReleased";
     /// All reasons, for docs and tests.
     pub const ALL: &[&str] = &[
         VIP_ALLOCATED,
@@ -79,6 +90,7 @@ pub mod reasons {
         MANUAL_ENDPOINT,
         CLAIM_REPLACED,
         ADDRESS_INVALID,
+        VIP_RELEASED,
     ];
 }
 

@@ -10,28 +10,17 @@ use common::{annotation, host, variable, Env, Operator};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use testbed::{Profile, Testbed, TestbedOptions};
+use testbed::{Profile, TestbedOptions};
 
 const OPERATOR_AGENT: &str = "capi-vip-allocator/";
 
 /// The operator on a testbed whose simulated IPAM provider is off: the test plays the provider.
 async fn env_without_ipam(profile: Profile) -> Env {
-    let tb = Testbed::start(TestbedOptions {
+    let opts = TestbedOptions {
         ipam: false,
         ..TestbedOptions::profile(profile)
-    })
-    .await
-    .expect("testbed starts");
-    let client = tb.client();
-    let mut op = Operator::spawn(tb.kubeconfig_path(), &[]);
-    op.wait_ready().await;
-    Env {
-        tb,
-        op,
-        client,
-        profile,
-        shapes: common::shapes(profile),
-    }
+    };
+    Env::start_opts(profile, opts, &[]).await
 }
 
 /// Creates a ClusterClass whose variables have these schemas.

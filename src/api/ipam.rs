@@ -68,6 +68,8 @@ pub struct ClaimView {
     pub resource_version: String,
     /// Every ownerReference, as stored (kept by the adoption patch).
     pub owner_references: Vec<OwnerReference>,
+    /// Annotated `clusterctl.cluster.x-k8s.io/delete-for-move`: a move is taking it away.
+    pub moving: bool,
 }
 
 impl ClaimView {
@@ -95,6 +97,10 @@ impl ClaimView {
                 .cloned(),
             resource_version: meta.resource_version.clone().unwrap_or_default(),
             owner_references: meta.owner_references.clone().unwrap_or_default(),
+            moving: meta
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(crate::names::ANNOTATION_DELETE_FOR_MOVE)),
         })
     }
 

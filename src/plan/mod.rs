@@ -15,8 +15,9 @@ pub use rules::plan;
 use crate::{
     api::{AddressView, ClaimView, ClassView, ClusterView, PoolRef, PoolView},
     names::{
-        reasons, CLAIM_PREFIX_CONTROL_PLANE, CLAIM_PREFIX_INGRESS, ROLE_CONTROL_PLANE,
-        ROLE_INGRESS, VARIABLE_CLUSTER_VIP, VARIABLE_INGRESS_VIP,
+        reasons, ANNOTATION_CONTROL_PLANE_CLAIM, ANNOTATION_INGRESS_CLAIM,
+        CLAIM_PREFIX_CONTROL_PLANE, CLAIM_PREFIX_INGRESS, ROLE_CONTROL_PLANE, ROLE_INGRESS,
+        VARIABLE_CLUSTER_VIP, VARIABLE_INGRESS_VIP,
     },
 };
 
@@ -70,6 +71,14 @@ impl Role {
         match self {
             Role::ControlPlane => VARIABLE_CLUSTER_VIP,
             Role::Ingress => VARIABLE_INGRESS_VIP,
+        }
+    }
+
+    /// The Cluster annotation recording where our VIP of this role came from (`<claim>/<address>`).
+    pub fn provenance_annotation(self) -> &'static str {
+        match self {
+            Role::ControlPlane => ANNOTATION_CONTROL_PLANE_CLAIM,
+            Role::Ingress => ANNOTATION_INGRESS_CLAIM,
         }
     }
 
@@ -200,6 +209,8 @@ pub enum Skip {
     Paused,
     /// Being deleted.
     Deleting,
+    /// Being moved away by `clusterctl move` (annotated `delete-for-move`): the target's operator takes over.
+    MovingAway,
 }
 
 /// What to do for one Cluster.

@@ -9,7 +9,10 @@ use super::{
 };
 use crate::{
     api::{AddressView, ClaimView, PoolRef, PoolView},
-    names::{reasons, ANNOTATION_INGRESS_ENABLED, ANNOTATION_INGRESS_VIP, IPAM_GROUP},
+    names::{
+        reasons, ANNOTATION_DELETE_FOR_MOVE, ANNOTATION_INGRESS_ENABLED, ANNOTATION_INGRESS_VIP,
+        IPAM_GROUP,
+    },
 };
 
 /// Decides what to do for the Cluster in `snap`.
@@ -22,6 +25,12 @@ pub fn plan(snap: &Snapshot) -> Plan {
         Some(Skip::Paused)
     } else if cluster.class.is_none() {
         Some(Skip::NoTopology)
+    } else if cluster.annotation(ANNOTATION_DELETE_FOR_MOVE).is_some()
+        || Role::ALL
+            .iter()
+            .any(|r| snap.inputs(*r).claim.as_ref().is_some_and(|c| c.moving))
+    {
+        Some(Skip::MovingAway)
     } else {
         None
     };
@@ -153,6 +162,98 @@ fn is_empty_value(v: Option<&Value>) -> bool {
     }
 }
 
+/// The value of our provenance annotation for a VIP: `<claim>/<address>`.
+fn provenance(claim: &str, vip: &str) -> String {
+    format!("{claim}/{vip}")
+}
+
+/// Records where our VIP of `role` came from, when the Cluster does not say so already (one more key in the same
+/// write as the VIP, or a one-time write for a VIP allocated before the annotation existed).
+fn record_provenance(snap: &Snapshot, role: Role, vip: &str, out: &mut Plan) {
+    let value = provenance(&role.claim_name(&snap.cluster.name), vip);
+    if snap.cluster.annotation(role.provenance_annotation()) != Some(value.as_str()) {
+        out.changes_mut(role)
+            .annotations
+            .push((role.provenance_annotation().to_owned(), value));
+    }
+}
+
+/// What a VIP already written on the Cluster (`written`: the host, or the ingress annotation) is, when it is not
+/// our bound claim's address.
+enum Written<'a> {
+    /// Our claim lost its status (`clusterctl move`, a restore) while its IPAddress, named like it, still carries
+    /// `written`: the IPAM provider binds them again. Deleting the "pending" claim would free a running VIP.
+    Rebinding(&'a ClaimView),
+    /// We allocated `written` (our provenance annotation says so), but its claim is gone or now holds another
+    /// address: the IPAM provider may give `written` to another Cluster.
+    Released(String),
+    /// Set by someone else.
+    Manual,
+}
+
+fn judge_written<'a>(snap: &'a Snapshot, role: Role, written: &str) -> Written<'a> {
+    let inputs = snap.inputs(role);
+    let claim_name = role.claim_name(&snap.cluster.name);
+    if let Some(c) = inputs.claim.as_ref().filter(|c| {
+        !c.deleting
+            && c.address_ref.is_none()
+            && !matches!(ownership(snap, c), Ownership::Foreign(_))
+    }) {
+        let answered = inputs.address.as_ref().is_some_and(|a| {
+            a.name == c.name
+                && a.namespace == c.namespace
+                && untrusted(c, a).is_none()
+                && same_address(&a.address.to_string(), written)
+        });
+        if answered {
+            return Written::Rebinding(c);
+        }
+    }
+    let recorded = snap
+        .cluster
+        .annotation(role.provenance_annotation())
+        .and_then(|v| v.rsplit_once('/'))
+        .is_some_and(|(claim, vip)| claim == claim_name && same_address(vip, written));
+    if !recorded {
+        return Written::Manual;
+    }
+    match inputs.claim.as_ref() {
+        None => Written::Released(format!(
+            "IPAddressClaim {claim_name}, which holds {written} for this Cluster, was deleted; the IPAM provider may \
+             give {written} to another Cluster. Keep the claims of running Clusters (the address stays in use here)"
+        )),
+        Some(c) if !c.deleting && c.address_ref.is_some() && vip_of(snap, role, c).is_some() => {
+            Written::Released(format!(
+                "IPAddressClaim {claim_name} now holds {} but this Cluster still uses {written}, which went back to \
+                 the pool and may be given to another Cluster",
+                vip_of(snap, role, c).unwrap_or_default()
+            ))
+        }
+        // Being deleted, pending or waiting for its IPAddress: nothing is decided about the address yet.
+        Some(c) => Written::Rebinding(c),
+    }
+}
+
+/// A moved or restored claim of ours: adopted if it lost its owner, never deleted, nothing reported.
+fn wait_for_rebinding(snap: &Snapshot, claim: &ClaimView, role: Role, out: &mut Plan) {
+    if matches!(ownership(snap, claim), Ownership::Ownerless(_)) && !claim.deleting {
+        out.steps.push(Step::AdoptClaim {
+            role,
+            name: claim.name.clone(),
+        });
+    }
+}
+
+fn released(role: Role, note: String, out: &mut Plan) {
+    out.reports.push(Report {
+        role,
+        severity: Severity::Warning,
+        reason: reasons::VIP_RELEASED,
+        note,
+        is_error: true,
+    });
+}
+
 /// A VIP set by hand (or by another controller): our pending claim is withdrawn so no address is burned, a bound one
 /// is kept and named (its address may still be in use somewhere; the user decides), and a Normal `ManualEndpoint`
 /// says so.
@@ -196,8 +297,9 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
 
     if let Some(host) = host {
         let var = cluster.variable(role.variable());
-        if our_vip.as_deref().is_some_and(|v| same_address(v, &host)) {
-            // Our VIP is in place: keep the port and variable in line (a retry of a half-done write).
+        if let Some(vip) = our_vip.as_deref().filter(|v| same_address(v, &host)) {
+            // Our VIP is in place: keep the port, variable and provenance in line (a retry of a half-done write).
+            record_provenance(snap, role, vip, out);
             if port_unset {
                 out.changes_mut(role).endpoint_port = Some(snap.default_port);
             }
@@ -212,6 +314,11 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
             // Our claim is bound but its IPAddress is not cached yet: the host may well be our own VIP. The
             // address watch brings it; deciding now would report our own allocation as a manual endpoint.
             return;
+        }
+        match judge_written(snap, role, &host) {
+            Written::Rebinding(c) => return wait_for_rebinding(snap, c, role, out),
+            Written::Released(note) => return released(role, note, out),
+            Written::Manual => {}
         }
         // Manual endpoint: no claim, mirror the host into an empty (or our stale) variable.
         let stale_ours = our_vip.is_some() && var.and_then(Value::as_str) == our_vip.as_deref();
@@ -234,6 +341,7 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
         return;
     };
     out.changes_mut(role).endpoint_host = Some(vip.0.clone());
+    record_provenance(snap, role, &vip.0, out);
     if port_unset {
         out.changes_mut(role).endpoint_port = Some(snap.default_port);
     }
@@ -271,6 +379,11 @@ fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
             .as_deref()
             .is_some_and(|v| same_address(v, &current))
         {
+            match judge_written(snap, role, &current) {
+                Written::Rebinding(c) => return wait_for_rebinding(snap, c, role, out),
+                Written::Released(note) => return released(role, note, out),
+                Written::Manual => {}
+            }
             // Set by someone else: respect it, never claim.
             if declares_var && is_empty_value(var) {
                 out.changes_mut(role)
@@ -289,7 +402,8 @@ fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
             );
             return;
         }
-        // Ours and written: finish a half-done write (label, variable).
+        // Ours and written: finish a half-done write (label, variable, provenance).
+        record_provenance(snap, role, &current, out);
         if is_label_value(&current)
             && cluster.label(ANNOTATION_INGRESS_VIP) != Some(current.as_str())
         {
@@ -311,6 +425,7 @@ fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
     out.changes_mut(role)
         .annotations
         .push((ANNOTATION_INGRESS_VIP.to_owned(), vip.clone()));
+    record_provenance(snap, role, &vip, out);
     // A label value cannot hold ':' (IPv6): the label is only a compatibility copy, so skip it then.
     if is_label_value(&vip) {
         out.changes_mut(role)

@@ -9,7 +9,10 @@ use serde_json::{json, Value};
 use super::*;
 use crate::{
     api::{AddressView, ClaimView, ClassView, ClusterView, PoolView},
-    names::{ANNOTATION_INGRESS_ENABLED, ANNOTATION_INGRESS_VIP, LABEL_CLUSTER_CLASS, LABEL_ROLE},
+    names::{
+        ANNOTATION_CONTROL_PLANE_CLAIM, ANNOTATION_DELETE_FOR_MOVE, ANNOTATION_INGRESS_CLAIM,
+        ANNOTATION_INGRESS_ENABLED, ANNOTATION_INGRESS_VIP, LABEL_CLUSTER_CLASS, LABEL_ROLE,
+    },
 };
 
 pub(crate) fn cluster_json() -> Value {
@@ -82,6 +85,7 @@ pub(crate) fn claim(role: Role, owner_uid: Option<&str>, pool: &str, bound: bool
             })
             .into_iter()
             .collect(),
+        moving: false,
     }
 }
 
@@ -264,7 +268,8 @@ fn already_allocated_cluster_needs_nothing() {
     let mut c = cluster_json();
     c["spec"]["controlPlaneEndpoint"] = json!({"host": "10.0.0.5", "port": 6443});
     c["spec"]["topology"]["variables"] = json!([{"name": "clusterVip", "value": "10.0.0.5"}]);
-    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_VIP: "10.0.1.5"});
+    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_VIP: "10.0.1.5",
+        ANNOTATION_CONTROL_PLANE_CLAIM: "vip-cp-c1/10.0.0.5", ANNOTATION_INGRESS_CLAIM: "vip-ingress-c1/10.0.1.5"});
     c["metadata"]["labels"] = json!({ANNOTATION_INGRESS_VIP: "10.0.1.5"});
     let mut s = snap(c);
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
@@ -305,7 +310,13 @@ fn ingress_vip_goes_to_annotation_label_and_declared_variable() {
     let p = plan(&s);
     assert_eq!(
         p.changes(Role::Ingress).annotations,
-        vec![(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())]
+        vec![
+            (ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned()),
+            (
+                ANNOTATION_INGRESS_CLAIM.to_owned(),
+                "vip-ingress-c1/10.0.1.5".to_owned()
+            )
+        ]
     );
     assert_eq!(
         p.changes(Role::Ingress).labels,
@@ -325,7 +336,13 @@ fn ipv6_ingress_vip_gets_no_label() {
     let p = plan(&s);
     assert_eq!(
         p.changes(Role::Ingress).annotations,
-        vec![(ANNOTATION_INGRESS_VIP.to_owned(), "fd00::15".to_owned())]
+        vec![
+            (ANNOTATION_INGRESS_VIP.to_owned(), "fd00::15".to_owned()),
+            (
+                ANNOTATION_INGRESS_CLAIM.to_owned(),
+                "vip-ingress-c1/fd00::15".to_owned()
+            )
+        ]
     );
     assert!(p.changes(Role::Ingress).labels.is_empty());
 }
@@ -819,6 +836,11 @@ fn host_equal_to_our_claims_address_is_ours_not_manual() {
             *p.changes(Role::ControlPlane),
             ClusterChanges {
                 variables: vec![("clusterVip".to_owned(), json!(written))],
+                // A VIP written before provenance was recorded gets its record (once).
+                annotations: vec![(
+                    ANNOTATION_CONTROL_PLANE_CLAIM.to_owned(),
+                    format!("vip-cp-c1/{claimed}")
+                )],
                 ..Default::default()
             }
         );
@@ -871,6 +893,10 @@ fn ingress_annotation_equal_to_our_claims_address_is_ours() {
         *p.changes(Role::ControlPlane),
         ClusterChanges {
             variables: vec![("clusterVip".to_owned(), json!("10.0.0.5"))],
+            annotations: vec![(
+                ANNOTATION_CONTROL_PLANE_CLAIM.to_owned(),
+                "vip-cp-c1/10.0.0.5".to_owned()
+            )],
             ..Default::default()
         }
     );
@@ -878,6 +904,10 @@ fn ingress_annotation_equal_to_our_claims_address_is_ours() {
         *p.changes(Role::Ingress),
         ClusterChanges {
             variables: vec![("ingressVip".to_owned(), json!("10.0.1.5"))],
+            annotations: vec![(
+                ANNOTATION_INGRESS_CLAIM.to_owned(),
+                "vip-ingress-c1/10.0.1.5".to_owned()
+            )],
             labels: vec![(ANNOTATION_INGRESS_VIP.to_owned(), "10.0.1.5".to_owned())],
             ..Default::default()
         }
@@ -924,4 +954,116 @@ fn nothing_is_decided_on_partial_caches() {
     );
     s.caches_synced = true;
     assert_eq!(reasons_of(&plan(&s)), vec!["ClusterClassNotFound"]);
+}
+
+/// A Cluster as `clusterctl move` (or a restore) recreates it: host and provenance set, our claim without status.
+fn moved(owner: Option<&str>) -> Snapshot {
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": "10.0.0.5", "port": 6443});
+    c["spec"]["topology"]["variables"] = json!([{"name": "clusterVip", "value": "10.0.0.5"}]);
+    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_ENABLED: "false",
+        ANNOTATION_CONTROL_PLANE_CLAIM: "vip-cp-c1/10.0.0.5"});
+    let mut s = snap(c);
+    s.control_plane = RoleInputs {
+        claim: Some(claim(Role::ControlPlane, owner, "cp-pool", false)),
+        address: Some(address(Role::ControlPlane, "10.0.0.5")),
+        ..Default::default()
+    };
+    s
+}
+
+#[test]
+fn moved_claim_without_status_is_waited_for_never_deleted() {
+    let p = plan(&moved(Some("uid-1")));
+    assert_eq!(
+        p,
+        Plan::default(),
+        "no delete, no write, no Event: the IPAM provider re-binds"
+    );
+    // Restored without its owner reference: adopted, still never deleted.
+    let p = plan(&moved(None));
+    assert_eq!(
+        p.steps,
+        vec![Step::AdoptClaim {
+            role: Role::ControlPlane,
+            name: "vip-cp-c1".into()
+        }]
+    );
+    assert!(p.reports.is_empty() && p.writes_nothing());
+    // Without a provenance annotation (a Cluster allocated by an older version): the IPAddress named like the
+    // claim, carrying the host, is enough.
+    let mut s = moved(Some("uid-1"));
+    s.cluster.annotations = Some(
+        [(ANNOTATION_INGRESS_ENABLED.to_owned(), "false".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    assert_eq!(plan(&s), Plan::default());
+    // Provenance alone (the IPAddress not restored yet): still waited for.
+    let mut s = moved(Some("uid-1"));
+    s.control_plane.address = None;
+    assert_eq!(plan(&s), Plan::default());
+}
+
+#[test]
+fn deleted_claim_of_a_running_vip_is_reported_released_not_manual() {
+    let mut s = moved(Some("uid-1"));
+    s.control_plane = RoleInputs::default();
+    let p = plan(&s);
+    let r = p
+        .reports
+        .iter()
+        .find(|r| r.role == Role::ControlPlane)
+        .expect("a report");
+    assert_eq!(
+        (r.reason, r.severity, r.is_error),
+        ("VIPReleased", Severity::Warning, true)
+    );
+    assert!(
+        r.note.contains("vip-cp-c1") && r.note.contains("10.0.0.5"),
+        "{}",
+        r.note
+    );
+    assert!(p.steps.is_empty() && p.writes_nothing(), "{p:?}");
+    // Recreated and bound to another address: also released, and that other address is not written.
+    let mut s = moved(Some("uid-1"));
+    bound(&mut s, Role::ControlPlane, "10.0.0.6");
+    let p = plan(&s);
+    assert_eq!(reasons_of(&p), vec!["VIPReleased"]);
+    assert!(p.writes_nothing());
+    // A host nobody recorded stays manual.
+    let mut s = moved(Some("uid-1"));
+    s.control_plane = RoleInputs::default();
+    s.cluster.annotations = None;
+    assert_eq!(reasons_of(&plan(&s)), vec!["ManualEndpoint"]);
+}
+
+#[test]
+fn objects_being_moved_away_are_left_alone() {
+    let mut c = cluster_json();
+    c["metadata"]["annotations"] = json!({ANNOTATION_DELETE_FOR_MOVE: ""});
+    assert_eq!(plan(&snap(c)).skip, Some(Skip::MovingAway));
+    let mut s = snap(cluster_json());
+    let mut pending = claim(Role::Ingress, Some("uid-1"), "ing-pool", false);
+    pending.moving = true;
+    s.ingress.claim = Some(pending);
+    assert_eq!(plan(&s).skip, Some(Skip::MovingAway));
+}
+
+#[test]
+fn allocation_records_its_provenance_in_the_same_write() {
+    let mut s = snap(cluster_json());
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    let p = plan(&s);
+    assert_eq!(
+        p.changes(Role::ControlPlane).annotations,
+        vec![(
+            ANNOTATION_CONTROL_PLANE_CLAIM.to_owned(),
+            "vip-cp-c1/10.0.0.5".to_owned()
+        )]
+    );
+    assert_eq!(
+        p.changes(Role::ControlPlane).endpoint_host.as_deref(),
+        Some("10.0.0.5")
+    );
 }

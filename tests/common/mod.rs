@@ -208,9 +208,12 @@ impl Env {
 
     /// Same, with extra operator flags.
     pub async fn start_with(profile: Profile, extra: &[&str]) -> Env {
-        let tb = Testbed::start(TestbedOptions::profile(profile))
-            .await
-            .expect("testbed starts");
+        Self::start_opts(profile, TestbedOptions::profile(profile), extra).await
+    }
+
+    /// Same, on a testbed started with `opts` (which must load `profile`'s CRDs).
+    pub async fn start_opts(profile: Profile, opts: TestbedOptions, extra: &[&str]) -> Env {
+        let tb = Testbed::start(opts).await.expect("testbed starts");
         let client = tb.client();
         let mut op = Operator::spawn(tb.kubeconfig_path(), extra);
         op.wait_ready().await;
