@@ -46,9 +46,8 @@ docker-build: ## Build the image with Docker/BuildKit: $(IMG):$(TAG)
 	docker build --build-arg VERSION=$(TAG) -t $(IMG):$(TAG) .
 
 .PHONY: bench
-bench: ## Benchmarks of the release operator on the testbed (BENCH_QUICK=1: ~1 min subset); writes target/bench/results.{md,json}
-	cargo build --release --bin capi-vip-allocator
-	cargo bench --bench bench
+bench: ## Benchmarks of the shipped (static musl) operator on the testbed (BENCH_QUICK=1: ~1 min subset); writes target/bench/results.{md,json}
+	bash hack/bench.sh
 
 .PHONY: chaos
 chaos: ## Long fault run: 500 Clusters, 10 operator kills, API faults (CHAOS_CLUSTERS/CHAOS_KILLS override); prints a summary table

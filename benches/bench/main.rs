@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     } else {
         ("full", "make bench")
     };
-    let mut report = Report::new(mode, command);
+    let mut report = Report::new(mode, command, &opts.operator_bin);
     let started = Instant::now();
     let outcome = runtime.block_on(run(&opts, &mut report));
     report.duration_seconds = started.elapsed().as_secs_f64();

@@ -116,3 +116,29 @@ pub fn load_average() -> f64 {
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(f64::NAN)
 }
+
+/// How an ELF binary is linked: `static` when it has no program interpreter (`PT_INTERP`), as the image's musl
+/// build; `dynamic` otherwise (the glibc build). Read from the file's ELF64 program headers.
+pub fn linkage(path: &std::path::Path) -> Result<&'static str, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let not_elf = || format!("{}: not a little-endian ELF64 file", path.display());
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return Err(not_elf());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bytes[0x20..0x28].try_into().map_err(|_| not_elf())?) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    const PT_INTERP: u32 = 3;
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        let kind = bytes
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(not_elf)?;
+        if kind == PT_INTERP {
+            return Ok("dynamic");
+        }
+    }
+    Ok("static")
+}

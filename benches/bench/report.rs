@@ -77,6 +77,8 @@ pub struct Report {
     pub mode: String,
     pub machine: Machine,
     pub command: String,
+    /// The operator binary measured and how it is linked (the image ships the static musl build).
+    pub binary: String,
     pub started_at: String,
     pub duration_seconds: f64,
     /// 1-minute load average at the start and the end (other work on the machine distorts the figures).
@@ -90,11 +92,21 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(mode: &str, command: &str) -> Report {
+    pub fn new(mode: &str, command: &str, binary: &std::path::Path) -> Report {
+        let linkage = crate::procfs::linkage(binary).unwrap_or_else(|e| {
+            eprintln!("bench: {e}");
+            "unknown"
+        });
+        let shipped = if linkage == "static" {
+            "as shipped in the image"
+        } else {
+            "NOT the shipped binary: the image ships the static musl build"
+        };
         Report {
             mode: mode.into(),
             machine: Machine::describe(),
             command: command.into(),
+            binary: format!("{} ({linkage}; {shipped})", binary.display()),
             started_at: jiff::Timestamp::now()
                 .round(jiff::Unit::Second)
                 .map(|t| t.to_string())
@@ -224,6 +236,7 @@ impl Report {
         let _ = writeln!(s, "## capi-vip-allocator benchmark ({})\n", self.mode);
         let _ = writeln!(s, "Machine: {}  ", self.machine.line());
         let _ = writeln!(s, "Command: `{}`  ", self.command);
+        let _ = writeln!(s, "Operator binary: {}  ", self.binary);
         let _ = writeln!(
             s,
             "Started {}, took {:.0} s; load average {:.2} at the start, {:.2} at the end \
