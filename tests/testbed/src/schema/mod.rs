@@ -93,7 +93,7 @@ mod prune;
 mod validate;
 
 pub use prune::prune_and_default;
-pub use validate::validate;
+pub use validate::{validate, validate_value};
 
 #[cfg(test)]
 pub(crate) fn test_schema() -> Value {

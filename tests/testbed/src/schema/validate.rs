@@ -59,6 +59,14 @@ pub fn validate(schema: &Value, obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// Validates a standalone value (not a resource) against a schema; field paths are relative to the value (`""`
+/// for the value itself, `host`, `[0]`…) and messages have the shapes kube-openapi gives a root value.
+pub fn validate_value(schema: &Value, v: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    check(schema, v, "", &mut causes);
+    causes
+}
+
 fn num(s: &Value, k: &str) -> Option<f64> {
     s.get(k).and_then(Value::as_f64)
 }
