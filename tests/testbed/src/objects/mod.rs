@@ -228,7 +228,12 @@ impl Shared {
             }
         }
         if !causes.is_empty() {
-            return Err(ApiError::invalid(&info.subject(&name), causes));
+            let mut subject = info.subject(&name);
+            if info.storage.group.is_empty() {
+                // Built-ins are validated as their internal type: events.k8s.io Events are core Events.
+                subject.group = "";
+            }
+            return Err(ApiError::invalid(&subject, causes));
         }
         Ok(warnings)
     }

@@ -128,7 +128,8 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
         Value::String(s) => {
             if let Some(f) = schema.get("format").and_then(Value::as_str) {
                 if !format_ok(f, s) {
-                    causes.push(Cause::invalid(
+                    // kube-openapi reports a bad format as an invalid type (FieldValueTypeInvalid).
+                    causes.push(Cause::type_invalid(
                         path,
                         v,
                         &format!("{path} in body must be of type {f}: {v}"),
