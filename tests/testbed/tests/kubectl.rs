@@ -59,11 +59,22 @@ impl Server {
             "ready line: {line:?}"
         );
         assert!(line.trim_end().ends_with(&kubeconfig.display().to_string()));
-        Server {
+        let s = Server {
             child,
             dir,
             kubeconfig,
+        };
+        // CAPI's Cluster webhook (on by default) refuses updates of Clusters whose ClusterClass is missing and
+        // variables the class does not declare: serve `cluster_yaml`'s class.
+        let profile = extra.iter().find_map(|a| {
+            ["capi-v1.10", "capi-v1.12"]
+                .into_iter()
+                .find(|p| a.ends_with(p))
+        });
+        if let (Some(profile), false) = (profile, extra.contains(&"--fault-error-rate")) {
+            s.apply_yaml(&class_yaml(profile), &[]);
         }
+        s
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -137,6 +148,35 @@ spec:
   prefix: 24
   gateway: 10.20.0.1
 ";
+
+/// The ClusterClass `demo` of `cluster_yaml`, declaring the variables the tests set.
+fn class_yaml(profile: &str) -> String {
+    let version = if profile == "capi-v1.10" {
+        "v1beta1"
+    } else {
+        "v1beta2"
+    };
+    format!(
+        "apiVersion: cluster.x-k8s.io/{version}
+kind: ClusterClass
+metadata:
+  name: demo
+  namespace: default
+spec:
+  variables:
+  - name: kubeVipInterface
+    required: false
+    schema:
+      openAPIV3Schema:
+        type: string
+  - name: clusterVip
+    required: false
+    schema:
+      openAPIV3Schema:
+        type: string
+"
+    )
+}
 
 fn cluster_yaml(profile: &str, name: &str) -> String {
     let (version, class) = match profile {
