@@ -90,6 +90,7 @@ fn join(path: &str, field: &str) -> String {
 }
 
 mod prune;
+mod regex;
 mod validate;
 
 pub use prune::prune_and_default;

@@ -136,6 +136,16 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
                     ));
                 }
             }
+            if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
+                // A pattern our matcher cannot parse is not checked.
+                if super::regex::Regex::new(p).is_some_and(|re| !re.is_match(s)) {
+                    causes.push(Cause::invalid(
+                        path,
+                        v,
+                        &format!("{path} in body should match '{p}'"),
+                    ));
+                }
+            }
             let len = s.chars().count() as f64;
             if let Some(min) = num(schema, "minLength") {
                 if len < min {

@@ -179,6 +179,11 @@ async fn vars_class(tb: &Testbed, p: Profile) {
             ("iface", false, json!({"type": "string", "default": "eth0"})),
             ("short", false, json!({"type": "string", "maxLength": 3})),
             ("port", false, json!({"type": "integer", "minimum": 1})),
+            (
+                "nic",
+                false,
+                json!({"type": "string", "pattern": "^(ens|eth)[0-9]+$"}),
+            ),
         ],
     );
     create(&api(tb, &clusterclasses(p), Some(NS)), class).await;
@@ -302,6 +307,21 @@ async fn capi_webhook_refuses_undefined_and_invalid_variables_on_every_write() {
         assert!(
             e.message
                 .contains(r#"Unsupported value: "\"c\"": supported values: "a", "b""#),
+            "{}",
+            e.message
+        );
+        let e = api_err(
+            api.patch(
+                "c1",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"topology": {"variables": [{"name": "nic", "value": "wlan0"}]}}})),
+            )
+            .await,
+        );
+        assert!(
+            e.message.ends_with(
+                r#"spec.topology.variables[nic].value: Invalid value: "\"wlan0\"": should match '^(ens|eth)[0-9]+$'"#
+            ),
             "{}",
             e.message
         );
