@@ -359,6 +359,50 @@ fn kubectl_server_side_apply_twice_and_conflicts() {
 }
 
 #[test]
+fn kubectl_sees_real_server_refusals() {
+    let s = Server::start(&["--crds", &crds("capi-v1.12"), "--no-ipam"]);
+    s.apply_yaml(&cluster_yaml("capi-v1.12", "r"), &[]);
+    s.ok(&[
+        "patch",
+        "cluster",
+        "r",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"topology":{"variables":[{"name":"kubeVipInterface","value":"a&b"}]}}}"#,
+    ]);
+    // kubectl re-encodes the patch with Go's encoder (yaml.ToJSON), so its "a&b" reaches the server as
+    // "a\u0026b" and passes the byte-wise `test` that the same text sent by a serde client fails
+    // (tests/conformance/fidelity.rs).
+    let guard = r#"[{"op":"test","path":"/spec/topology/variables/0/value","value":"a&b"}]"#;
+    s.ok(&["patch", "cluster", "r", "--type", "json", "-p", guard]);
+    let wrong = r#"[{"op":"test","path":"/spec/topology/variables/0/value","value":"zzz"},{"op":"add","path":"/metadata/labels","value":{"x":"y"}}]"#;
+    let out = s.run(&["patch", "cluster", "r", "--type", "json", "-p", wrong]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the server rejected our request due to an error in our request"),
+        "{err}"
+    );
+    // CAPI's webhook: a variable the ClusterClass does not declare.
+    let out = s.run(&[
+        "patch",
+        "cluster",
+        "r",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/topology/variables/-","value":{"name":"nope","value":"x"}}]"#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"The Cluster "r" is invalid"#) && err.contains("variable is not defined"),
+        "{err}"
+    );
+}
+
+#[test]
 fn kubectl_patch_merge_and_json() {
     let s = Server::start(&["--crds", &crds("capi-v1.12")]);
     s.apply_yaml(&cluster_yaml("capi-v1.12", "p"), &[]);

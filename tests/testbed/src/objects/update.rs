@@ -230,7 +230,7 @@ impl Shared {
             let mode = match ptype {
                 PatchType::Json => {
                     patch::json_patch(&mut new, body, self.fidelity.bytewise_json_patch_test)
-                        .map_err(|e| json_patch_error(info, name, e))?;
+                        .map_err(|e| json_patch_error(info, name, ctx.validation, e))?;
                     Mode::Update
                 }
                 PatchType::Merge => {
@@ -281,8 +281,21 @@ impl Shared {
 
 /// kube-apiserver's answer to a JSON patch it cannot decode (400) or apply (422 from `NewGenericServerResponse`:
 /// the generic message, `details` empty — evanphx's text is not sent to the client, only logged here).
-fn json_patch_error(info: &ResourceInfo, name: &str, e: patch::JsonPatchError) -> ApiError {
+/// With `fieldValidation` Warn (the default) or Strict the body is first decoded strictly as a list of operations.
+fn json_patch_error(
+    info: &ResourceInfo,
+    name: &str,
+    validation: Validation,
+    e: patch::JsonPatchError,
+) -> ApiError {
     match e {
+        patch::JsonPatchError::Decode(msg) if validation != Validation::Ignore => {
+            ApiError::bad_request(format!(
+                "error decoding patch: {}",
+                msg.replace("jsonpatch.Patch", "[]handlers.jsonPatchOp")
+                    .replace("jsonpatch.Operation", "handlers.jsonPatchOp")
+            ))
+        }
         patch::JsonPatchError::Decode(msg) => ApiError::bad_request(msg),
         patch::JsonPatchError::Apply(msg) => {
             tracing::debug!(resource = %info.plural, %name, error = %msg, "JSON patch refused");
