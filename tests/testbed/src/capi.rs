@@ -12,7 +12,8 @@
 //!   from the Cluster are added, nested defaults filled; every variable must be defined in `status.variables`
 //!   ("variable is not defined"), required ones must be set, each value must match its `openAPIV3Schema` and carry
 //!   no undeclared fields. Every variable is validated on every write (the old value only feeds CEL transition
-//!   rules, which are not run here).
+//!   rules, which are not run here). Variable overrides of the control plane, MachineDeployments and
+//!   MachinePools are checked the same way, without the required check and without adding new variables.
 
 use serde_json::{json, Value};
 
@@ -120,8 +121,8 @@ fn value_at<'a>(v: &'a Value, rel: &str) -> Option<&'a Value> {
 
 /// One variable's value against its schema, with CAPI's rewriting of kube-openapi's errors: the bad value is the
 /// variable's raw JSON, a leading " in body " is trimmed from the detail.
-fn validate_variable(name: &str, value: &Value, schema: &Value) -> Vec<Cause> {
-    let base = format!("{VARS}[{name}]");
+fn validate_variable(list: &str, name: &str, value: &Value, schema: &Value) -> Vec<Cause> {
+    let base = format!("{list}[{name}]");
     let vpath = format!("{base}.value");
     let raw = raw_quoted(value);
     let mut out = Vec::new();
@@ -194,7 +195,7 @@ struct Definition {
 }
 
 /// `status.variables` by name; errors when a variable has no or conflicting definitions.
-fn definitions(class: &Value) -> Result<Vec<(String, Definition)>, Cause> {
+fn definitions(class: &Value, list_path: &str) -> Result<Vec<(String, Definition)>, Cause> {
     let mut out = Vec::new();
     let mut errs = Vec::new();
     let list = class
@@ -253,7 +254,7 @@ fn definitions(class: &Value) -> Result<Vec<(String, Definition)>, Cause> {
     };
     Err(Cause {
         reason: "FieldValueTypeInvalid",
-        field: VARS.into(),
+        field: list_path.into(),
         message: format!(
             "Invalid value: {}: variable definitions in the ClusterClass not valid: {aggregate}",
             gojson::quote(&format!("[{}]", names.join(",")))
@@ -262,14 +263,14 @@ fn definitions(class: &Value) -> Result<Vec<(String, Definition)>, Cause> {
 }
 
 /// Duplicate names in the Cluster's variables.
-fn duplicates(values: &[Value]) -> Vec<Cause> {
+fn duplicates(values: &[Value], list: &str) -> Vec<Cause> {
     let mut seen: Vec<&str> = Vec::new();
     let mut causes = Vec::new();
     for v in values {
         let name = v.get("name").and_then(Value::as_str).unwrap_or("");
         if seen.contains(&name) {
             causes.push(invalid_raw(
-                &format!("{VARS}[{name}]"),
+                &format!("{list}[{name}]"),
                 v.get("value").unwrap_or(&Value::Null),
                 &format!("variable {} is set more than once", gojson::quote(name)),
             ));
@@ -279,13 +280,64 @@ fn duplicates(values: &[Value]) -> Vec<Cause> {
     causes
 }
 
-/// `DefaultVariables` then `ValidateClusterVariables` of the defaulting webhook; mutates `cluster` on success.
+/// `DefaultVariables` then `Validate{Cluster,ControlPlane,Machine}Variables` of the defaulting webhook, for
+/// `spec.topology.variables` and the variable overrides of the control plane, MachineDeployments and
+/// MachinePools; mutates `cluster` (defaults) only when nothing is wrong with a list.
 fn default_and_validate(cluster: &mut Value, class: &Value) -> Vec<Cause> {
-    let values: Vec<Value> = cluster
-        .pointer("/spec/topology/variables")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let mut causes = Vec::new();
+    let mut lists: Vec<(String, String, bool)> =
+        vec![("/spec/topology/variables".into(), VARS.into(), true)];
+    lists.push((
+        "/spec/topology/controlPlane/variables/overrides".into(),
+        "spec.topology.controlPlane.variables.overrides".into(),
+        false,
+    ));
+    for kind in ["machineDeployments", "machinePools"] {
+        let workers = cluster
+            .pointer(&format!("/spec/topology/workers/{kind}"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (i, w) in workers.iter().enumerate() {
+            let name = w.get("name").and_then(Value::as_str).unwrap_or("");
+            lists.push((
+                format!("/spec/topology/workers/{kind}/{i}/variables/overrides"),
+                format!("spec.topology.workers.{kind}[{name}].variables.overrides"),
+                false,
+            ));
+        }
+    }
+    for (pointer, path, cluster_wide) in lists {
+        let values = cluster.pointer(&pointer).and_then(Value::as_array).cloned();
+        if !cluster_wide && values.as_ref().is_none_or(Vec::is_empty) {
+            continue;
+        }
+        let values = values.unwrap_or_default();
+        let (defaulted, errs) = default_and_validate_list(&values, class, &path, cluster_wide);
+        causes.extend(errs);
+        if let Some(d) = defaulted.filter(|d| *d != values) {
+            if let Some(slot) = cluster.pointer_mut(&pointer) {
+                *slot = Value::Array(d);
+            } else if cluster_wide
+                && cluster
+                    .pointer("/spec/topology")
+                    .is_some_and(Value::is_object)
+            {
+                cluster["spec"]["topology"]["variables"] = Value::Array(d);
+            }
+        }
+    }
+    causes
+}
+
+/// One variables list: defaulting (new variables only for the cluster-wide list), then validation (required
+/// variables only for the cluster-wide list). Returns the defaulted list when defaulting succeeded.
+fn default_and_validate_list(
+    values: &[Value],
+    class: &Value,
+    list: &str,
+    cluster_wide: bool,
+) -> (Option<Vec<Value>>, Vec<Cause>) {
     let name_of = |v: &Value| {
         v.get("name")
             .and_then(Value::as_str)
@@ -293,26 +345,25 @@ fn default_and_validate(cluster: &mut Value, class: &Value) -> Vec<Cause> {
             .to_string()
     };
     let value_of = |v: &Value| v.get("value").cloned().unwrap_or(Value::Null);
-    let dups = duplicates(&values);
+    let dups = duplicates(values, list);
     if !dups.is_empty() {
         let mut all = dups.clone();
         all.extend(dups);
-        return all;
+        return (None, all);
     }
-    let defs = match definitions(class) {
+    let defs = match definitions(class, list) {
         Ok(d) => d,
-        Err(c) => return vec![c.clone(), c],
+        Err(c) => return (None, vec![c.clone(), c]),
     };
     let def = |n: &str| defs.iter().find(|(k, _)| k == n).map(|(_, d)| d);
     let mut causes = Vec::new();
     // Defaulting: top-level defaults for missing variables, nested defaults inside set ones.
     let mut defaulted: Vec<Value> = Vec::new();
-    let mut default_errs = Vec::new();
-    for v in &values {
+    for v in values {
         let name = name_of(v);
         match def(&name) {
-            None => default_errs.push(invalid_raw(
-                &format!("{VARS}[{name}]"),
+            None => causes.push(invalid_raw(
+                &format!("{list}[{name}]"),
                 &value_of(v),
                 "variable is not defined",
             )),
@@ -332,48 +383,48 @@ fn default_and_validate(cluster: &mut Value, class: &Value) -> Vec<Cause> {
             }
         }
     }
-    for (name, d) in &defs {
-        if values.iter().any(|v| name_of(v) == *name) {
-            continue;
-        }
-        if let Some(default) = d.schema.get("default") {
-            defaulted.push(json!({"name": name, "value": default}));
+    if cluster_wide {
+        for (name, d) in &defs {
+            if values.iter().any(|v| name_of(v) == *name) {
+                continue;
+            }
+            if let Some(default) = d.schema.get("default") {
+                defaulted.push(json!({"name": name, "value": default}));
+            }
         }
     }
-    causes.extend(default_errs);
-    let values = if causes.is_empty() {
-        if defaulted != values {
-            cluster["spec"]["topology"]["variables"] = Value::Array(defaulted.clone());
-        }
-        defaulted
+    let (values, result) = if causes.is_empty() {
+        (defaulted.clone(), Some(defaulted))
     } else {
-        values
+        (values.to_vec(), None)
     };
     // Validation.
-    for (name, d) in &defs {
-        if d.required && !values.iter().any(|v| name_of(v) == *name) {
-            causes.push(Cause {
-                reason: "FieldValueRequired",
-                field: VARS.into(),
-                message: format!(
-                    "Required value: required variable {} must be set",
-                    gojson::quote(name)
-                ),
-            });
+    if cluster_wide {
+        for (name, d) in &defs {
+            if d.required && !values.iter().any(|v| name_of(v) == *name) {
+                causes.push(Cause {
+                    reason: "FieldValueRequired",
+                    field: list.into(),
+                    message: format!(
+                        "Required value: required variable {} must be set",
+                        gojson::quote(name)
+                    ),
+                });
+            }
         }
     }
     for v in &values {
         let name = name_of(v);
         match def(&name) {
             None => causes.push(invalid_raw(
-                &format!("{VARS}[{name}]"),
+                &format!("{list}[{name}]"),
                 &value_of(v),
                 "variable is not defined",
             )),
-            Some(d) => causes.extend(validate_variable(&name, &value_of(v), &d.schema)),
+            Some(d) => causes.extend(validate_variable(list, &name, &value_of(v), &d.schema)),
         }
     }
-    causes
+    (result, causes)
 }
 
 /// Adds fields of `defaulted` missing from `v` (objects only).
@@ -696,6 +747,15 @@ mod tests {
         assert_eq!(
             causes[0].message,
             r#"Invalid value: "{\"extra\":1,\"port\":11}": port in body should be less than or equal to 10"#
+        );
+        let mut overrides = cluster(json!([{"name": "must", "value": {}}]));
+        overrides["spec"]["topology"]["workers"] = json!({"machineDeployments": [{"name": "md-0", "class": "w",
+            "variables": {"overrides": [{"name": "nope", "value": 1}, {"name": "clusterVip", "value": "fd00::2"}]}}]});
+        let causes = default_and_validate(&mut overrides, &class());
+        assert_eq!(causes.len(), 2, "{causes:?}");
+        assert_eq!(
+            causes[0].field,
+            "spec.topology.workers.machineDeployments[md-0].variables.overrides[nope]"
         );
         let mut extra = cluster(json!([{"name": "must", "value": {"extra": 1}}]));
         let causes = default_and_validate(&mut extra, &class());
