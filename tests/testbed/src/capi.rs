@@ -428,6 +428,31 @@ fn default_and_validate_list(
 }
 
 /// Adds fields of `defaulted` missing from `v` (objects only).
+/// blang/semver `Parse`: `MAJOR.MINOR.PATCH[-pre][+build]`, numbers without leading zeros.
+fn is_semver(v: &str) -> bool {
+    let num = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'))
+    };
+    let ident =
+        |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let (rest, build) = match v.split_once('+') {
+        Some((r, b)) => (r, Some(b)),
+        None => (v, None),
+    };
+    let (core, pre) = match rest.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (rest, None),
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| num(p))
+        && pre.is_none_or(|p| {
+            p.split('.')
+                .all(|i| ident(i) && (!i.bytes().all(|b| b.is_ascii_digit()) || num(i)))
+        })
+        && build.is_none_or(|b| b.split('.').all(ident))
+}
+
 fn merge_defaults(v: &mut Value, defaulted: &Value) {
     match (v, defaulted) {
         (Value::Object(m), Value::Object(d)) => {
@@ -450,78 +475,130 @@ fn merge_defaults(v: &mut Value, defaulted: &Value) {
 }
 
 impl Shared {
-    /// CAPI's Cluster webhooks for a main-resource create (`old` None) or update of a Cluster in storage shape.
-    /// Returns the webhook warnings; may add defaulted variables to `obj`.
-    pub(crate) fn capi_cluster_admission(
+    fn capi_cluster<'a>(
+        &self,
+        info: &'a ResourceInfo,
+        obj: &Value,
+    ) -> Option<(String, String, String)> {
+        if !self.fidelity.capi_cluster_webhook || info.group != GROUP || info.kind != "Cluster" {
+            return None;
+        }
+        let (ns, class) = class_key(obj)?;
+        Some((ns, class, meta_str(obj, "name").unwrap_or("").to_string()))
+    }
+
+    /// CAPI's defaulting webhook (`default.cluster.cluster.x-k8s.io`) on a main-resource create (`old` None) or
+    /// update of a Cluster in storage shape: `v` prefix of the version, class name required, variables defaulted
+    /// and validated when the class exists and is reconciled. Runs before schema validation.
+    pub(crate) fn capi_cluster_defaulting(
         &self,
         info: &ResourceInfo,
         obj: &mut Value,
-        old: Option<&Value>,
-    ) -> Result<Vec<String>, ApiError> {
-        if !self.fidelity.capi_cluster_webhook || info.group != GROUP || info.kind != "Cluster" {
-            return Ok(Vec::new());
-        }
-        let Some((ns, class)) = class_key(obj) else {
-            return Ok(Vec::new());
+    ) -> Result<(), ApiError> {
+        let Some((ns, class, name)) = self.capi_cluster(info, obj) else {
+            return Ok(());
         };
-        let name = meta_str(obj, "name").unwrap_or("").to_string();
-        let subject = info.subject(&name);
         let subject = crate::errors::Subject {
             kind: "Cluster",
-            ..subject
+            ..info.subject(&name)
         };
+        if let Some(v) = obj
+            .pointer("/spec/topology/version")
+            .and_then(Value::as_str)
+            .filter(|v| !v.starts_with('v'))
+        {
+            obj["spec"]["topology"]["version"] = json!(format!("v{v}"));
+        }
         if class.is_empty() {
-            let field = if obj.pointer("/spec/topology/classRef").is_some() {
-                "spec.topology.classRef.name"
-            } else {
-                "spec.topology.class"
-            };
             return Err(denied(
                 DEFAULTING_WEBHOOK,
                 ApiError::invalid(
                     &subject,
                     vec![Cause {
                         reason: "FieldValueRequired",
-                        field: field.into(),
+                        field: "spec.topology.classRef.name".into(),
                         message: "Required value: cannot be empty".into(),
                     }],
                 ),
+            ));
+        }
+        let gr = GroupResource::new(GROUP, "clusterclasses");
+        if let Some(cc) = self.store.get(&gr, &ns, &class).filter(|cc| reconciled(cc)) {
+            let causes = default_and_validate(obj, &cc);
+            if !causes.is_empty() {
+                return Err(denied(
+                    DEFAULTING_WEBHOOK,
+                    ApiError::invalid(&subject, causes),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// CAPI's validating webhook (`validation.cluster.cluster.x-k8s.io`), after schema validation: the Cluster
+    /// name is a label value, the version is semver, the class exists on update. Returns its warnings (class
+    /// missing on create, or not reconciled).
+    pub(crate) fn capi_cluster_validation(
+        &self,
+        info: &ResourceInfo,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<Vec<String>, ApiError> {
+        let Some((ns, class, name)) = self.capi_cluster(info, obj) else {
+            return Ok(Vec::new());
+        };
+        let subject = crate::errors::Subject {
+            kind: "Cluster",
+            ..info.subject(&name)
+        };
+        let mut causes = Vec::new();
+        for msg in crate::metadata::label_value_errors(&name) {
+            causes.push(Cause::invalid(
+                "metadata.name",
+                &json!(name),
+                &format!("must be a valid label value {msg}"),
+            ));
+        }
+        let version = obj
+            .pointer("/spec/topology/version")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !version.starts_with('v') {
+            causes.push(Cause::invalid(
+                "spec.topology.version",
+                &json!(version),
+                "must start with v",
+            ));
+        }
+        if !is_semver(version.trim_start_matches('v')) {
+            causes.push(Cause::invalid(
+                "spec.topology.version",
+                &json!(version),
+                "version must be a valid semantic version",
             ));
         }
         let key = format!("{ns}/{class}");
         let gr = GroupResource::new(GROUP, "clusterclasses");
         let mut warnings = Vec::new();
         match self.store.get(&gr, &ns, &class) {
-            None => {
-                if old.is_some() {
-                    return Err(denied(
-                        VALIDATING_WEBHOOK,
-                        ApiError::invalid(
-                            &subject,
-                            vec![Cause {
-                                reason: "InternalError",
-                                field: "spec.topology.class".into(),
-                                message: format!("Internal error: ClusterClass {key} not found"),
-                            }],
-                        ),
-                    ));
-                }
-                warnings.push(format!(
-                    "Cluster refers to ClusterClass {key}, but this ClusterClass does not exist. Cluster topology has not been fully validated. The ClusterClass must be created to reconcile the Cluster"
-                ));
-            }
+            None if old.is_some() => causes.push(Cause {
+                reason: "InternalError",
+                field: "spec.topology.class".into(),
+                message: format!("Internal error: ClusterClass {key} not found"),
+            }),
+            None => warnings.push(format!(
+                "Cluster refers to ClusterClass {key}, but this ClusterClass does not exist. Cluster topology has not been fully validated. The ClusterClass must be created to reconcile the Cluster"
+            )),
             Some(cc) if !reconciled(&cc) => warnings.push(format!(
                 "Cluster refers to ClusterClass {key}, but this ClusterClass hasn't been successfully reconciled. Cluster topology has not been fully validated. Please take a look at the ClusterClass status"
             )),
-            Some(cc) => {
-                let causes = default_and_validate(obj, &cc);
-                if !causes.is_empty() {
-                    return Err(denied(
-                        DEFAULTING_WEBHOOK,
-                        ApiError::invalid(&subject, causes),
-                    ));
-                }
-            }
+            Some(_) => {}
+        }
+        if !causes.is_empty() {
+            return Err(denied(
+                VALIDATING_WEBHOOK,
+                ApiError::invalid(&subject, causes),
+            ));
         }
         Ok(warnings)
     }
@@ -687,6 +764,12 @@ mod tests {
     fn cluster(vars: Value) -> Value {
         json!({"metadata": {"name": "c1", "namespace": "default"},
             "spec": {"topology": {"classRef": {"name": "cc"}, "variables": vars}}})
+    }
+
+    #[test]
+    fn semver_like_blang() {
+        assert!(is_semver("1.32.0") && is_semver("1.32.0-rc.1+build.5"));
+        assert!(!is_semver("1.32") && !is_semver("01.2.3") && !is_semver("1.2.3-01"));
     }
 
     #[test]

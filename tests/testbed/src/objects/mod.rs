@@ -182,7 +182,7 @@ impl Shared {
         let mut causes = Vec::new();
         if !status_only {
             // Mutating admission (CAPI's defaulting webhook) runs before schema validation.
-            warnings.extend(self.capi_cluster_admission(info, obj, old)?);
+            self.capi_cluster_defaulting(info, obj)?;
         }
         if let Some(s) = &info.schema {
             let mut unknown = Vec::new();
@@ -234,6 +234,10 @@ impl Shared {
                 subject.group = "";
             }
             return Err(ApiError::invalid(&subject, causes));
+        }
+        if !status_only {
+            // Validating admission (CAPI's validating webhook) runs after schema validation.
+            warnings.extend(self.capi_cluster_validation(info, obj, old)?);
         }
         Ok(warnings)
     }

@@ -354,6 +354,25 @@ async fn capi_webhook_required_missing_and_unreconciled_classes() {
         e.message,
         r#"admission webhook "default.cluster.cluster.x-k8s.io" denied the request: Cluster.cluster.x-k8s.io "r1" is invalid: spec.topology.variables: Required value: required variable "must" must be set"#
     );
+    // The validating webhook: Cluster names are label values, versions semver; the defaulting one adds the `v`.
+    let mut long = cluster_json(P, &"l".repeat(64), json!([]));
+    long["spec"]["topology"]["version"] = json!("1.32");
+    let e = api_err(cls.create(&PostParams::default(), &dynobj(long)).await);
+    let causes = e.details.unwrap().causes;
+    assert_eq!(
+        (causes[0].field.as_str(), causes[1].field.as_str()),
+        ("metadata.name", "spec.topology.version")
+    );
+    assert!(
+        e.message.starts_with(r#"admission webhook "validation.cluster.cluster.x-k8s.io" denied the request: "#)
+            && e.message.contains(r#"spec.topology.version: Invalid value: "v1.32": version must be a valid semantic version"#),
+        "{}",
+        e.message
+    );
+    let mut bare = cluster_json(P, "bare", json!([]));
+    bare["spec"]["topology"]["version"] = json!("1.32.0");
+    let c = create(&cls, bare).await;
+    assert_eq!(c.data["spec"]["topology"]["version"], "v1.32.0");
     // A missing class: create is allowed with a warning, variables unchecked; updates are refused.
     let body = with_class(
         cluster_json(P, "early", json!([{"name": "anything", "value": 1}])),
