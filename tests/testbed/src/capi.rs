@@ -475,11 +475,7 @@ fn merge_defaults(v: &mut Value, defaulted: &Value) {
 }
 
 impl Shared {
-    fn capi_cluster<'a>(
-        &self,
-        info: &'a ResourceInfo,
-        obj: &Value,
-    ) -> Option<(String, String, String)> {
+    fn capi_cluster(&self, info: &ResourceInfo, obj: &Value) -> Option<(String, String, String)> {
         if !self.fidelity.capi_cluster_webhook || info.group != GROUP || info.kind != "Cluster" {
             return None;
         }
