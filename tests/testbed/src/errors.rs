@@ -77,7 +77,7 @@ impl Cause {
     }
 }
 
-fn short_value(v: &Value) -> String {
+pub(crate) fn short_value(v: &Value) -> String {
     match v {
         Value::Object(_) => "\"object\"".into(),
         Value::Array(_) => "\"array\"".into(),
@@ -176,7 +176,13 @@ impl ApiError {
         }
     }
     pub fn invalid(s: &Subject, causes: Vec<Cause>) -> Self {
-        let rendered: Vec<String> = causes.iter().map(Cause::render).collect();
+        // Like field.ErrorList.ToAggregate: the message lists each distinct error once (causes keep them all).
+        let mut rendered: Vec<String> = Vec::new();
+        for r in causes.iter().map(Cause::render) {
+            if !rendered.contains(&r) {
+                rendered.push(r);
+            }
+        }
         let list = if rendered.len() == 1 {
             rendered[0].clone()
         } else {

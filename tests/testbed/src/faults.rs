@@ -43,6 +43,64 @@ impl ErrorRate {
     }
 }
 
+/// A verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`, or `*`) and
+/// optionally a resource plural (`events`, `clusters`…; any resource when absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerbResource {
+    pub verb: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+}
+
+impl VerbResource {
+    pub fn new(verb: &str, resource: Option<&str>) -> Self {
+        VerbResource {
+            verb: verb.to_string(),
+            resource: resource.map(String::from),
+        }
+    }
+
+    /// Parses `VERB[:RESOURCE]`, e.g. `create:events`.
+    pub fn parse(s: &str) -> Result<VerbResource, String> {
+        let (verb, resource) = match s.split_once(':') {
+            Some((v, r)) => (v, Some(r)),
+            None => (s, None),
+        };
+        if verb.is_empty() || resource.is_some_and(str::is_empty) {
+            return Err(format!("expected VERB[:RESOURCE], got {s:?}"));
+        }
+        Ok(VerbResource::new(verb, resource))
+    }
+
+    fn matches(&self, verb: &str, resource: &str) -> bool {
+        (self.verb == verb || self.verb == "*")
+            && self.resource.as_deref().is_none_or(|r| r == resource)
+    }
+}
+
+/// Requests matching `target` are answered `delay_ms` later (on top of `latency_ms`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlowRule {
+    #[serde(flatten)]
+    pub target: VerbResource,
+    pub delay_ms: u64,
+}
+
+impl SlowRule {
+    /// Parses `VERB[:RESOURCE]=MS`, e.g. `patch:clusters=500`.
+    pub fn parse(s: &str) -> Result<SlowRule, String> {
+        let (target, ms) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected VERB[:RESOURCE]=MS, got {s:?}"))?;
+        Ok(SlowRule {
+            target: VerbResource::parse(target)?,
+            delay_ms: ms
+                .parse()
+                .map_err(|_| format!("bad delay {ms:?} (milliseconds)"))?,
+        })
+    }
+}
+
 /// The faults in force. The default injects nothing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -56,6 +114,11 @@ pub struct FaultConfig {
     pub watch_cut_seconds: Option<u64>,
     /// Answer the next watch request with an ERROR event (410 Expired).
     pub next_watch_gone: bool,
+    /// Requests that are read but never answered and never applied (a black hole, e.g. behind a broken proxy):
+    /// the connection stays open until the client gives up or the testbed shuts down.
+    pub black_holes: Vec<VerbResource>,
+    /// Per verb/resource delays, added to `latency_ms`.
+    pub slow: Vec<SlowRule>,
 }
 
 pub struct FaultState {
@@ -107,6 +170,29 @@ impl FaultState {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .latency_ms,
+        )
+    }
+
+    /// Whether this request falls into a black hole.
+    pub(crate) fn black_holed(&self, verb: &str, resource: &str) -> bool {
+        self.cfg
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .black_holes
+            .iter()
+            .any(|b| b.matches(verb, resource))
+    }
+
+    /// The extra delay of this request (the largest matching rule).
+    pub(crate) fn slow_for(&self, verb: &str, resource: &str) -> Duration {
+        let cfg = self.cfg.lock().unwrap_or_else(|e| e.into_inner());
+        Duration::from_millis(
+            cfg.slow
+                .iter()
+                .filter(|r| r.target.matches(verb, resource))
+                .map(|r| r.delay_ms)
+                .max()
+                .unwrap_or(0),
         )
     }
 
@@ -168,7 +254,27 @@ impl FaultHandle {
             .unwrap_or_else(|e| e.into_inner())
             .next_watch_gone = true;
     }
-    /// Removes every fault.
+    /// Requests with this verb (`*`: any) on this resource plural (None: any) are never answered nor applied.
+    pub fn black_hole(&self, verb: &str, resource: Option<&str>) {
+        let rule = VerbResource::new(verb, resource);
+        let mut cfg = self.0.cfg.lock().unwrap_or_else(|e| e.into_inner());
+        if !cfg.black_holes.contains(&rule) {
+            cfg.black_holes.push(rule);
+        }
+    }
+    /// Delays requests with this verb on this resource (None: any) by `delay` (zero removes the rule).
+    pub fn slow(&self, verb: &str, resource: Option<&str>, delay: Duration) {
+        let target = VerbResource::new(verb, resource);
+        let mut cfg = self.0.cfg.lock().unwrap_or_else(|e| e.into_inner());
+        cfg.slow.retain(|r| r.target != target);
+        if !delay.is_zero() {
+            cfg.slow.push(SlowRule {
+                target,
+                delay_ms: delay.as_millis() as u64,
+            });
+        }
+    }
+    /// Removes every fault (black holes and slow rules included; requests already held stay held).
     pub fn clear(&self) {
         self.set(FaultConfig::default());
     }
@@ -208,5 +314,35 @@ mod tests {
         assert!((60..140).contains(&hits), "about half fail: {hits}");
         let s = FaultState::new(FaultConfig::default(), 1);
         assert_eq!(s.error_for("get"), None);
+    }
+
+    #[test]
+    fn black_holes_and_slow_rules_parse_and_match() {
+        assert_eq!(
+            VerbResource::parse("create:events").unwrap(),
+            VerbResource::new("create", Some("events"))
+        );
+        assert!(VerbResource::parse("create:").is_err());
+        let slow = SlowRule::parse("patch:clusters=250").unwrap();
+        assert_eq!(slow.delay_ms, 250);
+        assert!(SlowRule::parse("patch").is_err());
+        let s = FaultState::new(FaultConfig::default(), 1);
+        let h = FaultHandle(Arc::new(s));
+        h.black_hole("create", Some("events"));
+        h.slow("*", None, Duration::from_millis(5));
+        h.slow("patch", Some("clusters"), Duration::from_millis(250));
+        assert!(h.0.black_holed("create", "events"));
+        assert!(!h.0.black_holed("create", "leases"));
+        assert_eq!(
+            h.0.slow_for("patch", "clusters"),
+            Duration::from_millis(250)
+        );
+        assert_eq!(h.0.slow_for("get", "leases"), Duration::from_millis(5));
+        let json = serde_json::to_value(h.get()).unwrap();
+        assert_eq!(json["black_holes"][0]["resource"], "events");
+        assert_eq!(json["slow"][1]["delay_ms"], 250);
+        h.clear();
+        assert!(!h.0.black_holed("create", "events"));
+        assert!(h.0.slow_for("patch", "clusters").is_zero());
     }
 }

@@ -11,15 +11,19 @@
 //! ```
 
 mod apply;
+mod capi;
 mod delete;
 mod discovery;
 mod errors;
+mod events;
 mod faults;
 mod fields;
 mod gc;
+mod gojson;
 mod handlers;
 mod http;
 pub mod ipam;
+mod jsonpatch;
 mod kubeconfig;
 mod loader;
 mod metadata;
@@ -42,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use faults::{ErrorRate, FaultConfig, FaultHandle};
+pub use faults::{ErrorRate, FaultConfig, FaultHandle, SlowRule, VerbResource};
 pub use stats::{RequestCount, Stats, WriteRecord};
 
 use state::Shared;
@@ -95,6 +99,15 @@ pub struct TestbedOptions {
     /// Run the simulated CAPI topology controller (BeforeClusterCreate hooks, TestInfraCluster renders); off when
     /// None. Its CRDs (crds/runtime-sdk, crds/test) are loaded with it.
     pub topology: Option<topology::TopologyOptions>,
+    /// JSON-patch `test` compares leaves like kube-apiserver: the Go-encoded stored bytes against the bytes the
+    /// client sent (`"a&b"` ≠ stored `"a\u0026b"`, `1.0` ≠ `1`). On by default; off compares JSON values.
+    pub bytewise_json_patch_test: bool,
+    /// CAPI's Cluster webhooks for topology variables (undefined variables, schema of each value, required
+    /// variables, defaults) and the ClusterClass variables reconcile they depend on. On by default.
+    pub capi_cluster_webhook: bool,
+    /// kube-apiserver's Event validation (note/message ≤ 1 KiB, reason/action ≤ 128, events.k8s.io/v1 required
+    /// fields). On by default.
+    pub event_validation: bool,
 }
 
 impl Default for TestbedOptions {
@@ -108,6 +121,9 @@ impl Default for TestbedOptions {
             seed: 1,
             kubeconfig_path: None,
             topology: None,
+            bytewise_json_patch_test: true,
+            capi_cluster_webhook: true,
+            event_validation: true,
         }
     }
 }
@@ -169,7 +185,13 @@ impl Testbed {
         history: usize,
     ) -> Result<Testbed, TestbedError> {
         let faults = Arc::new(faults::FaultState::new(opts.faults.clone(), opts.seed));
-        let shared = Arc::new(Shared::new(history, faults, opts.seed));
+        let mut shared = Shared::new(history, faults, opts.seed);
+        shared.fidelity = state::Fidelity {
+            bytewise_json_patch_test: opts.bytewise_json_patch_test,
+            capi_cluster_webhook: opts.capi_cluster_webhook,
+            event_validation: opts.event_validation,
+        };
+        let shared = Arc::new(shared);
         loader::create_default_namespaces(&shared);
         let mut dirs = opts.crd_dirs.clone();
         if opts.topology.is_some() {

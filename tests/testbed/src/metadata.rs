@@ -42,6 +42,54 @@ fn is_qualified_name(s: &str) -> bool {
     prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && is_label_value(name)
 }
 
+/// Go's `validation.IsValidLabelValue` messages (empty when valid).
+pub fn label_value_errors(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 63 {
+        errs.push("must be no more than 63 characters".to_string());
+    }
+    let syntax_ok = s.is_empty()
+        || (s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric());
+    if !syntax_ok {
+        errs.push("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".to_string());
+    }
+    errs
+}
+
+/// Go's `validation.IsQualifiedName` messages (empty when valid).
+pub fn qualified_name_errors(s: &str) -> Vec<String> {
+    const NAME_RULE: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+    let parts: Vec<&str> = s.split('/').collect();
+    let mut errs = Vec::new();
+    let name = match parts.as_slice() {
+        [n] => *n,
+        [p, n] => {
+            if p.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else if !is_dns_subdomain(p) {
+                errs.push("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string());
+            }
+            *n
+        }
+        _ => {
+            return vec![format!("a qualified name {NAME_RULE} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')")];
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        errs.push("name part must be no more than 63 characters".to_string());
+    }
+    if name.is_empty() || !is_label_value(name) {
+        errs.push(format!("name part {NAME_RULE}"));
+    }
+    errs
+}
+
 type ShapeCheck = fn(&Value) -> bool;
 
 /// Field errors in `metadata` (name syntax, labels, annotations keys, ownerReferences).

@@ -1,7 +1,6 @@
 //! JSON patch (RFC 6902), JSON merge patch (RFC 7386) and the strategic-merge subset the
 //! built-in kinds need.
 
-use json_patch::PatchOperation;
 use serde_json::Value;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,29 +32,20 @@ impl PatchType {
     }
 }
 
-/// Applies an RFC 6902 patch. A `test` against a missing path succeeds when the expected
-/// value is `null`, as on a real API server.
-pub fn json_patch(doc: &mut Value, body: &[u8]) -> Result<(), String> {
-    let ops: Vec<PatchOperation> =
-        serde_json::from_slice(body).map_err(|e| format!("invalid JSON patch: {e}"))?;
-    for op in ops {
-        if let PatchOperation::Test(t) = &op {
-            let actual = doc.pointer(t.path.as_str());
-            let ok = match actual {
-                Some(v) => *v == t.value,
-                None => t.value.is_null(),
-            };
-            if !ok {
-                return Err(format!(
-                    "the server rejected our request due to an error in our request: testing value {} failed",
-                    t.path
-                ));
-            }
-            continue;
-        }
-        json_patch::patch(doc, std::slice::from_ref(&op)).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+/// Why a JSON patch was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonPatchError {
+    /// The body is not a JSON patch (400 BadRequest with this text).
+    Decode(String),
+    /// Applying it failed: evanphx/json-patch's error text (kube-apiserver answers 422 with a generic message).
+    Apply(String),
+}
+
+/// Applies an RFC 6902 patch the way kube-apiserver does (evanphx/json-patch v4.12 on the Go-encoded object);
+/// see `jsonpatch.rs`. `bytewise`: leaves of `test` are compared as raw bytes (Go encoding of the stored value vs
+/// the bytes the client sent), else by JSON value.
+pub fn json_patch(doc: &mut Value, body: &[u8], bytewise: bool) -> Result<(), JsonPatchError> {
+    crate::jsonpatch::apply(doc, body, bytewise)
 }
 
 /// Applies an RFC 7386 merge patch (null deletes, arrays replace).
@@ -92,10 +82,10 @@ mod tests {
         let mut d = json!({"metadata": {"name": "x"}});
         let ok = br#"[{"op":"test","path":"/metadata/finalizers","value":null},
             {"op":"add","path":"/metadata/finalizers","value":["f"]}]"#;
-        json_patch(&mut d, ok).unwrap();
+        json_patch(&mut d, ok, true).unwrap();
         assert_eq!(d["metadata"]["finalizers"], json!(["f"]));
         let bad = br#"[{"op":"test","path":"/metadata/name","value":"y"}]"#;
-        assert!(json_patch(&mut d, bad).is_err());
+        assert!(json_patch(&mut d, bad, true).is_err());
     }
 
     #[test]

@@ -19,6 +19,18 @@ use crate::handlers::{self, ResourceRequest};
 use crate::http::{error, header, json, Body, Query};
 use crate::state::Shared;
 
+/// Marks a request caught by a black-hole fault; as an error it makes hyper close the connection unanswered.
+#[derive(Debug, Clone, Copy)]
+struct BlackHoled;
+
+impl std::fmt::Display for BlackHoled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request held by a black-hole fault")
+    }
+}
+
+impl std::error::Error for BlackHoled {}
+
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let addr = listener
         .local_addr()
@@ -42,9 +54,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 async move {
                     let (method, uri) = (req.method().clone(), req.uri().clone());
                     let started = std::time::Instant::now();
-                    let resp = route(shared, req, &addr).await;
+                    let resp = route(shared.clone(), req, &addr).await;
+                    if resp.extensions().get::<BlackHoled>().is_some() {
+                        // Never answered: held until the client goes away (hyper drops this future) or the
+                        // testbed stops (then the connection is closed without a response).
+                        tracing::debug!(%method, %uri, "request held by a black-hole fault");
+                        shared.shutdown.cancelled().await;
+                        return Err(BlackHoled);
+                    }
                     tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed = ?started.elapsed(), "request");
-                    Ok::<_, std::convert::Infallible>(resp)
+                    Ok::<_, BlackHoled>(resp)
                 }
             });
             let stop = shared_for_conn.shutdown.clone();
@@ -232,7 +251,12 @@ async fn resource(
         if status { "status" } else { "" },
         &r.user_agent,
     );
-    let latency = shared.faults.latency();
+    if shared.faults.black_holed(verb, &info.plural) {
+        let mut r = Response::new(crate::http::full(""));
+        r.extensions_mut().insert(BlackHoled);
+        return r;
+    }
+    let latency = shared.faults.latency() + shared.faults.slow_for(verb, &info.plural);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }

@@ -11,7 +11,26 @@ use crate::resources::{Registry, ResourceInfo};
 use crate::stats::Collector;
 use crate::store::{GroupResource, Store};
 
+/// Real-server behaviours that can be turned off (all on by default).
+#[derive(Debug, Clone, Copy)]
+pub struct Fidelity {
+    pub bytewise_json_patch_test: bool,
+    pub capi_cluster_webhook: bool,
+    pub event_validation: bool,
+}
+
+impl Default for Fidelity {
+    fn default() -> Self {
+        Fidelity {
+            bytewise_json_patch_test: true,
+            capi_cluster_webhook: true,
+            event_validation: true,
+        }
+    }
+}
+
 pub struct Shared {
+    pub fidelity: Fidelity,
     pub store: Store,
     pub registry: RwLock<Registry>,
     pub stats: Collector,
@@ -28,6 +47,7 @@ const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 impl Shared {
     pub fn new(history: usize, faults: Arc<FaultState>, seed: u64) -> Self {
         Shared {
+            fidelity: Fidelity::default(),
             store: Store::new(history),
             registry: RwLock::new(Registry::with_builtins()),
             stats: Collector::default(),

@@ -59,11 +59,22 @@ impl Server {
             "ready line: {line:?}"
         );
         assert!(line.trim_end().ends_with(&kubeconfig.display().to_string()));
-        Server {
+        let s = Server {
             child,
             dir,
             kubeconfig,
+        };
+        // CAPI's Cluster webhook (on by default) refuses updates of Clusters whose ClusterClass is missing and
+        // variables the class does not declare: serve `cluster_yaml`'s class.
+        let profile = extra.iter().find_map(|a| {
+            ["capi-v1.10", "capi-v1.12"]
+                .into_iter()
+                .find(|p| a.ends_with(p))
+        });
+        if let (Some(profile), false) = (profile, extra.contains(&"--fault-error-rate")) {
+            s.apply_yaml(&class_yaml(profile), &[]);
         }
+        s
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -137,6 +148,35 @@ spec:
   prefix: 24
   gateway: 10.20.0.1
 ";
+
+/// The ClusterClass `demo` of `cluster_yaml`, declaring the variables the tests set.
+fn class_yaml(profile: &str) -> String {
+    let version = if profile == "capi-v1.10" {
+        "v1beta1"
+    } else {
+        "v1beta2"
+    };
+    format!(
+        "apiVersion: cluster.x-k8s.io/{version}
+kind: ClusterClass
+metadata:
+  name: demo
+  namespace: default
+spec:
+  variables:
+  - name: kubeVipInterface
+    required: false
+    schema:
+      openAPIV3Schema:
+        type: string
+  - name: clusterVip
+    required: false
+    schema:
+      openAPIV3Schema:
+        type: string
+"
+    )
+}
 
 fn cluster_yaml(profile: &str, name: &str) -> String {
     let (version, class) = match profile {
@@ -316,6 +356,50 @@ fn kubectl_server_side_apply_twice_and_conflicts() {
     ]);
     let c = s.json(&["get", "cluster", "ssa"]);
     assert_eq!(c["spec"]["topology"]["variables"][0]["value"], "eth1");
+}
+
+#[test]
+fn kubectl_sees_real_server_refusals() {
+    let s = Server::start(&["--crds", &crds("capi-v1.12"), "--no-ipam"]);
+    s.apply_yaml(&cluster_yaml("capi-v1.12", "r"), &[]);
+    s.ok(&[
+        "patch",
+        "cluster",
+        "r",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"topology":{"variables":[{"name":"kubeVipInterface","value":"a&b"}]}}}"#,
+    ]);
+    // kubectl re-encodes the patch with Go's encoder (yaml.ToJSON), so its "a&b" reaches the server as
+    // "a\u0026b" and passes the byte-wise `test` that the same text sent by a serde client fails
+    // (tests/conformance/fidelity.rs).
+    let guard = r#"[{"op":"test","path":"/spec/topology/variables/0/value","value":"a&b"}]"#;
+    s.ok(&["patch", "cluster", "r", "--type", "json", "-p", guard]);
+    let wrong = r#"[{"op":"test","path":"/spec/topology/variables/0/value","value":"zzz"},{"op":"add","path":"/metadata/labels","value":{"x":"y"}}]"#;
+    let out = s.run(&["patch", "cluster", "r", "--type", "json", "-p", wrong]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the server rejected our request due to an error in our request"),
+        "{err}"
+    );
+    // CAPI's webhook: a variable the ClusterClass does not declare.
+    let out = s.run(&[
+        "patch",
+        "cluster",
+        "r",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/topology/variables/-","value":{"name":"nope","value":"x"}}]"#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"The Cluster "r" is invalid"#) && err.contains("variable is not defined"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -134,6 +134,26 @@ impl Bed {
         })
         .await
         .expect("testbed starts");
+        // CAPI's Cluster webhook (on by default) refuses updates of Clusters whose class is missing, the
+        // simulator's included: serve `gold`.
+        let classes: Api<DynamicObject> = Api::namespaced_with(
+            tb.client(),
+            "default",
+            &ar(
+                "cluster.x-k8s.io",
+                "v1beta2",
+                "ClusterClass",
+                "clusterclasses",
+            ),
+        );
+        let gold = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "ClusterClass",
+            "metadata": {"name": "gold", "namespace": "default"},
+            "spec": {"variables": [{"name": "clusterVip", "required": false,
+                "schema": {"openAPIV3Schema": {"type": "string"}}}]}});
+        classes
+            .create(&Default::default(), &serde_json::from_value(gold).unwrap())
+            .await
+            .expect("class created");
         Bed { tb }
     }
 

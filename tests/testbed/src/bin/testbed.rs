@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use testbed::{ErrorRate, FaultConfig, Testbed, TestbedOptions};
+use testbed::{ErrorRate, FaultConfig, SlowRule, Testbed, TestbedOptions, VerbResource};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,6 +47,24 @@ struct Args {
     /// Answer the next watch with an ERROR event (410 Expired).
     #[arg(long)]
     fault_next_watch_gone: bool,
+    /// Hold requests with this verb (and resource plural) forever, unanswered and not applied: VERB[:RESOURCE]
+    /// (e.g. create:events, patch, *:clusters); repeatable.
+    #[arg(long = "fault-black-hole", value_parser = VerbResource::parse)]
+    fault_black_hole: Vec<VerbResource>,
+    /// Delay requests with this verb (and resource plural): VERB[:RESOURCE]=MS (e.g. patch:clusters=500);
+    /// repeatable.
+    #[arg(long = "fault-slow", value_parser = SlowRule::parse)]
+    fault_slow: Vec<SlowRule>,
+    /// JSON-patch `test` compares JSON values instead of kube-apiserver's raw bytes (Go-encoded stored leaves vs
+    /// the client's bytes).
+    #[arg(long)]
+    no_bytewise_json_patch_test: bool,
+    /// Do not run CAPI's Cluster webhooks for topology variables, nor the ClusterClass variables reconcile.
+    #[arg(long)]
+    no_capi_cluster_webhook: bool,
+    /// Do not validate Events (note/message length, events.k8s.io/v1 required fields).
+    #[arg(long)]
+    no_event_validation: bool,
     /// Run the simulated CAPI topology controller (calls BeforeClusterCreate hooks of ExtensionConfigs, renders
     /// TestInfraClusters from the clusterVip variable); loads crds/runtime-sdk and crds/test.
     #[arg(long)]
@@ -94,7 +112,12 @@ async fn main() {
             watch_cut_events: args.fault_watch_cut_events,
             watch_cut_seconds: args.fault_watch_cut_seconds,
             next_watch_gone: args.fault_next_watch_gone,
+            black_holes: args.fault_black_hole,
+            slow: args.fault_slow,
         },
+        bytewise_json_patch_test: !args.no_bytewise_json_patch_test,
+        capi_cluster_webhook: !args.no_capi_cluster_webhook,
+        event_validation: !args.no_event_validation,
         seed: args.seed,
         kubeconfig_path: args.kubeconfig,
         topology: args

@@ -103,7 +103,7 @@ impl Shared {
             if info.plural == "namespaces" && labels_ok {
                 candidate["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
             }
-            let warnings = self.check_content(info, &mut candidate, ctx)?;
+            let warnings = self.check_content(info, &mut candidate, ctx, None, false)?;
             if !managed {
                 let schema = info.schema.as_deref();
                 let scope = scope_of(info, false);

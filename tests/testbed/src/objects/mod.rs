@@ -167,15 +167,23 @@ impl Shared {
     }
 
     /// Prunes, defaults and validates against the CRD schema and ObjectMeta rules.
+    /// `old`: the stored object on update; `status_only`: a `/status` write (admission webhooks of the main
+    /// resource do not see it).
     fn check_content(
         &self,
         info: &ResourceInfo,
         obj: &mut Value,
         ctx: &WriteCtx,
+        old: Option<&Value>,
+        status_only: bool,
     ) -> Result<Vec<String>, ApiError> {
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         let mut warnings = Vec::new();
         let mut causes = Vec::new();
+        if !status_only {
+            // Mutating admission (CAPI's defaulting webhook) runs before schema validation.
+            self.capi_cluster_defaulting(info, obj)?;
+        }
         if let Some(s) = &info.schema {
             let mut unknown = Vec::new();
             schema::prune_and_default(s, obj, &mut unknown);
@@ -204,13 +212,32 @@ impl Shared {
         if let Some(meta) = obj.get("metadata") {
             causes.extend(metadata::validate(meta, info.namespaced));
         }
+        if self.fidelity.event_validation
+            && info.storage.group.is_empty()
+            && info.storage.resource == "events"
+        {
+            causes.extend(crate::events::validate(
+                obj,
+                old,
+                info.view == crate::resources::View::EventsV1,
+            ));
+        }
         if info.plural == "customresourcedefinitions" {
             if let Err(e) = CrdDef::parse(obj) {
                 causes.push(Cause::invalid("spec", &Value::Null, &e));
             }
         }
         if !causes.is_empty() {
-            return Err(ApiError::invalid(&info.subject(&name), causes));
+            let mut subject = info.subject(&name);
+            if info.storage.group.is_empty() {
+                // Built-ins are validated as their internal type: events.k8s.io Events are core Events.
+                subject.group = "";
+            }
+            return Err(ApiError::invalid(&subject, causes));
+        }
+        if !status_only {
+            // Validating admission (CAPI's validating webhook) runs after schema validation.
+            warnings.extend(self.capi_cluster_validation(info, obj, old)?);
         }
         Ok(warnings)
     }
@@ -273,7 +300,8 @@ impl Shared {
         if info.plural == "customresourcedefinitions" {
             set_crd_status(&mut new);
         }
-        let warnings = self.check_content(info, &mut new, ctx)?;
+        let warnings =
+            self.check_content(info, &mut new, ctx, Some(cur), scope == Scope::Status)?;
         if metadata::spec_changed(cur, &new, info.status) {
             let gen = cur
                 .pointer("/metadata/generation")
@@ -340,6 +368,10 @@ impl Shared {
 
     /// Side effects of a stored change (CRDs start or stop being served).
     pub(crate) fn after_commit(&self, info: &ResourceInfo, stored: &Value, exists: bool) {
+        if exists && info.group == crate::capi::GROUP && info.plural == "clusterclasses" {
+            self.reconcile_cluster_class(stored);
+            return;
+        }
         if info.plural != "customresourcedefinitions" || info.group != "apiextensions.k8s.io" {
             return;
         }

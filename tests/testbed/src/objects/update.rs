@@ -229,8 +229,8 @@ impl Shared {
             let mut new = (*view).clone();
             let mode = match ptype {
                 PatchType::Json => {
-                    patch::json_patch(&mut new, body)
-                        .map_err(|e| ApiError::new(422, "Invalid", e))?;
+                    patch::json_patch(&mut new, body, self.fidelity.bytewise_json_patch_test)
+                        .map_err(|e| json_patch_error(info, name, ctx.validation, e))?;
                     Mode::Update
                 }
                 PatchType::Merge => {
@@ -274,6 +274,36 @@ impl Shared {
             let p = self.prepare(info, &cur, new, scope, ctx, mode)?;
             if let Some(w) = self.finish(info, &key, &cur, p, ctx)? {
                 return Ok(w);
+            }
+        }
+    }
+}
+
+/// kube-apiserver's answer to a JSON patch it cannot decode (400) or apply (422 from `NewGenericServerResponse`:
+/// the generic message, `details` empty — evanphx's text is not sent to the client, only logged here).
+/// With `fieldValidation` Warn (the default) or Strict the body is first decoded strictly as a list of operations.
+fn json_patch_error(
+    info: &ResourceInfo,
+    name: &str,
+    validation: Validation,
+    e: patch::JsonPatchError,
+) -> ApiError {
+    match e {
+        patch::JsonPatchError::Decode(msg) if validation != Validation::Ignore => {
+            ApiError::bad_request(format!(
+                "error decoding patch: {}",
+                msg.replace("jsonpatch.Patch", "[]handlers.jsonPatchOp")
+                    .replace("jsonpatch.Operation", "handlers.jsonPatchOp")
+            ))
+        }
+        patch::JsonPatchError::Decode(msg) => ApiError::bad_request(msg),
+        patch::JsonPatchError::Apply(msg) => {
+            tracing::debug!(resource = %info.plural, %name, error = %msg, "JSON patch refused");
+            ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: "the server rejected our request due to an error in our request".into(),
+                details: Some(json!({})),
             }
         }
     }

@@ -90,10 +90,11 @@ fn join(path: &str, field: &str) -> String {
 }
 
 mod prune;
+mod regex;
 mod validate;
 
 pub use prune::prune_and_default;
-pub use validate::validate;
+pub use validate::{validate, validate_value};
 
 #[cfg(test)]
 pub(crate) fn test_schema() -> Value {

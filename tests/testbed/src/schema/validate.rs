@@ -59,6 +59,14 @@ pub fn validate(schema: &Value, obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// Validates a standalone value (not a resource) against a schema; field paths are relative to the value (`""`
+/// for the value itself, `host`, `[0]`…) and messages have the shapes kube-openapi gives a root value.
+pub fn validate_value(schema: &Value, v: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    check(schema, v, "", &mut causes);
+    causes
+}
+
 fn num(s: &Value, k: &str) -> Option<f64> {
     s.get(k).and_then(Value::as_f64)
 }
@@ -120,10 +128,21 @@ fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
         Value::String(s) => {
             if let Some(f) = schema.get("format").and_then(Value::as_str) {
                 if !format_ok(f, s) {
-                    causes.push(Cause::invalid(
+                    // kube-openapi reports a bad format as an invalid type (FieldValueTypeInvalid).
+                    causes.push(Cause::type_invalid(
                         path,
                         v,
                         &format!("{path} in body must be of type {f}: {v}"),
+                    ));
+                }
+            }
+            if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
+                // A pattern our matcher cannot parse is not checked.
+                if super::regex::Regex::new(p).is_some_and(|re| !re.is_match(s)) {
+                    causes.push(Cause::invalid(
+                        path,
+                        v,
+                        &format!("{path} in body should match '{p}'"),
                     ));
                 }
             }

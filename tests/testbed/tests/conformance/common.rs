@@ -11,18 +11,61 @@ use testbed::{Profile, Testbed, TestbedOptions};
 pub const NS: &str = "default";
 
 pub async fn start(p: Profile) -> Testbed {
-    Testbed::start(TestbedOptions::profile(p))
+    let tb = Testbed::start(TestbedOptions::profile(p))
         .await
-        .expect("testbed starts")
+        .expect("testbed starts");
+    create_demo_class(&tb, p).await;
+    tb
 }
 
 pub async fn start_without_ipam(p: Profile) -> Testbed {
-    Testbed::start(TestbedOptions {
+    let tb = Testbed::start(TestbedOptions {
         ipam: false,
         ..TestbedOptions::profile(p)
     })
     .await
-    .expect("testbed starts")
+    .expect("testbed starts");
+    create_demo_class(&tb, p).await;
+    tb
+}
+
+/// The variables `demo-class` declares (any value): CAPI's Cluster webhook refuses undeclared ones and updates of
+/// Clusters whose class is missing.
+pub const DEMO_VARIABLES: [&str; 6] = ["a", "b", "c", "x", "clusterVip", "kubeVipInterface"];
+
+pub fn clusterclasses(p: Profile) -> ApiResource {
+    ar(
+        "cluster.x-k8s.io",
+        cluster_version(p),
+        "ClusterClass",
+        "clusterclasses",
+    )
+}
+
+/// A ClusterClass in `NS` with these variables (`schema` is each variable's openAPIV3Schema).
+pub fn class_json(p: Profile, name: &str, variables: &[(&str, bool, Value)]) -> Value {
+    let vars: Vec<Value> = variables
+        .iter()
+        .map(|(n, required, schema)| {
+            json!({"name": n, "required": required, "schema": {"openAPIV3Schema": schema}})
+        })
+        .collect();
+    json!({"apiVersion": format!("cluster.x-k8s.io/{}", cluster_version(p)), "kind": "ClusterClass",
+        "metadata": {"name": name, "namespace": NS}, "spec": {"variables": vars}})
+}
+
+/// Creates `demo-class`, the class of `cluster_json`'s Clusters.
+pub async fn create_demo_class(tb: &Testbed, p: Profile) {
+    let any = json!({"x-kubernetes-preserve-unknown-fields": true});
+    let vars: Vec<(&str, bool, Value)> = DEMO_VARIABLES
+        .iter()
+        .map(|n| (*n, false, any.clone()))
+        .collect();
+    create(
+        &api(tb, &clusterclasses(p), Some(NS)),
+        class_json(p, "demo-class", &vars),
+    )
+    .await;
 }
 
 pub fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {

@@ -223,6 +223,9 @@ async fn deleting_a_namespace_removes_its_content() {
     let cl = api(&tb, &clusters(P), Some("doomed"));
     let mut v = cluster_json(P, "inside", json!([]));
     v["metadata"]["namespace"] = json!("doomed");
+    // Its class lives in `default`: CAPI refuses updates (here the finalizer removal) of a Cluster whose class is
+    // gone, and the namespace's own content is deleted in no particular order.
+    v["spec"]["topology"]["classRef"]["namespace"] = json!(NS);
     v["metadata"]["finalizers"] = json!(["example.io/hold"]);
     create(&cl, v).await;
     ns_api

@@ -4,6 +4,7 @@
 mod common;
 
 mod api;
+mod fidelity;
 mod gc;
 mod ipam;
 mod measure;

@@ -31,7 +31,10 @@ async fn stats_count_requests_by_agent_and_log_writes_in_order() {
         && r.user_agent == "testbed-client"
         && r.count == 2));
     assert_eq!(st.requests_for("create", "clusters"), 1);
-    let mine: Vec<_> = st.writes_by("testbed-client").collect();
+    let mine: Vec<_> = st
+        .writes_by("testbed-client")
+        .filter(|w| w.resource == "clusters")
+        .collect();
     assert_eq!(mine.len(), 2);
     assert_eq!((mine[0].verb.as_str(), mine[0].code), ("create", 201));
     assert_eq!(

@@ -273,7 +273,7 @@ async fn apply_requires_field_manager_and_creates_missing_objects() {
         "{}",
         r.body
     );
-    let yaml = "apiVersion: cluster.x-k8s.io/v1beta2\nkind: Cluster\nmetadata:\n  name: x\nspec:\n  topology:\n    classRef:\n      name: k\n    version: v1.32.0\n";
+    let yaml = "apiVersion: cluster.x-k8s.io/v1beta2\nkind: Cluster\nmetadata:\n  name: x\nspec:\n  topology:\n    classRef:\n      name: demo-class\n    version: v1.32.0\n";
     let r = raw(
         &tb,
         "PATCH",
