@@ -143,7 +143,9 @@ pub struct ClassView {
     pub name: String,
     /// Namespace.
     pub namespace: String,
-    /// Names in `spec.variables` and `status.variables`.
+    /// The variables a Cluster of this class may set: the names in `status.variables` once the ClusterClass
+    /// controller has written them (CAPI's Cluster webhook validates against those only: inline and
+    /// runtime-extension ones), else those of `spec.variables`.
     pub variables: BTreeSet<String>,
 }
 
@@ -156,12 +158,18 @@ impl ClassView {
             .clone()
             .ok_or_else(|| problem("ClusterClass", obj, "no metadata.name"))?;
         let namespace = obj.metadata.namespace.clone().unwrap_or_default();
-        let mut variables = BTreeSet::new();
-        for path in [["spec", "variables"], ["status", "variables"]] {
-            if let Some(list) = at(&obj.data, &path).and_then(Value::as_array) {
-                variables.extend(list.iter().filter_map(|v| str_at(v, &["name"])));
-            }
-        }
+        let names = |path: [&str; 2]| -> BTreeSet<String> {
+            at(&obj.data, &path)
+                .and_then(Value::as_array)
+                .map(|list| list.iter().filter_map(|v| str_at(v, &["name"])).collect())
+                .unwrap_or_default()
+        };
+        let reconciled = names(["status", "variables"]);
+        let variables = if reconciled.is_empty() {
+            names(["spec", "variables"])
+        } else {
+            reconciled
+        };
         Ok(Self {
             name,
             namespace,
@@ -268,14 +276,25 @@ mod tests {
     }
 
     #[test]
-    fn class_variables_come_from_spec_and_status() {
-        let c = ClassView::parse(&obj(
-            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "ClusterClass",
-            "metadata": {"name": "gold", "namespace": "n"},
-            "spec": {"variables": [{"name": "clusterVip", "required": false, "schema": {}}]},
-            "status": {"variables": [{"name": "ingressVip", "definitions": []}]}}),
-        ))
-        .unwrap();
+    fn class_variables_come_from_status_once_reconciled_else_from_spec() {
+        let class = |status: Value| {
+            ClassView::parse(&obj(
+                json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "ClusterClass",
+                "metadata": {"name": "gold", "namespace": "n"},
+                "spec": {"variables": [{"name": "clusterVip", "required": false, "schema": {}}]},
+                "status": status}),
+            ))
+            .unwrap()
+        };
+        // Reconciled: inline and runtime-extension variables, as CAPI's webhook sees them.
+        let c = class(json!({"variables": [
+            {"name": "clusterVip", "definitions": []}, {"name": "ingressVip", "definitions": []}]}));
         assert!(c.declares("clusterVip") && c.declares("ingressVip") && !c.declares("other"));
+        // A spec variable the controller has not published yet would be refused by the webhook.
+        let c = class(json!({"variables": [{"name": "ingressVip", "definitions": []}]}));
+        assert!(!c.declares("clusterVip") && c.declares("ingressVip"));
+        // No status yet (no ClusterClass controller): the spec.
+        let c = class(json!({}));
+        assert!(c.declares("clusterVip") && !c.declares("ingressVip"));
     }
 }

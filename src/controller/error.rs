@@ -54,8 +54,7 @@ pub enum Request {
 }
 
 /// The message kube-apiserver gives every JSON patch that does not apply to the stored object (a failed `test`, a
-/// missing path): `errors.NewGenericServerResponse(422, …)`, with evanphx/json-patch's own text only in
-/// `details.causes[].message`.
+/// missing path): `errors.NewGenericServerResponse(422, …)`, which drops evanphx/json-patch's own text (no causes).
 const PATCH_NOT_APPLICABLE: &str = "the server rejected our request due to an error in our request";
 
 /// Whether a 422 says our JSON patch did not apply to the stored object (so the cache was behind), rather than
@@ -175,6 +174,14 @@ mod tests {
 
     #[test]
     fn patch_that_did_not_apply_is_stale_as_kube_apiserver_reports_it() {
+        // kube-apiserver: NewGenericServerResponse(422, …, isUnexpectedResponse=false) carries no causes at all.
+        let e = Error::from_kube(
+            PATCH,
+            "ns/c".into(),
+            api(422, "Invalid", PATCH_NOT_APPLICABLE, &[]),
+        );
+        assert!(matches!(&e, Error::Stale(_)), "{e:?}");
+        // A server that does pass evanphx's text on as a cause without a field is read the same way.
         let e = Error::from_kube(
             PATCH,
             "ns/c".into(),

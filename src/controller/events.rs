@@ -31,7 +31,7 @@ const MAX_NAME: usize = 253;
 /// a longer one makes the whole Event refused with 422.
 pub const MAX_NOTE: usize = 1024;
 
-/// Longest `reason` the API server accepts (Event validation).
+/// Longest `reason` (and `reportingInstance`: a pod name may be longer) the API server accepts (Event validation).
 const MAX_REASON: usize = 128;
 
 /// What a cut note ends with, so a reader knows there was more (the operator's log has the whole text).
@@ -147,7 +147,7 @@ impl Publisher {
             note: Some(cut(&notice.note, MAX_NOTE, CUT_MARK)),
             action: Some(EVENT_ACTION.into()),
             reporting_controller: Some(CONTROLLER_NAME.into()),
-            reporting_instance: Some(self.instance.clone()),
+            reporting_instance: Some(cut(&self.instance, MAX_REASON, "")),
             regarding: Some(notice.regarding),
             ..Default::default()
         }
