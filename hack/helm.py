@@ -8,8 +8,8 @@ PyPI's helm-python-sdk (libhelm_c over Helm's Go SDK; pinned in hack/requirement
       like `helm lint --strict`: fails on any error or warning (info findings are printed only)
   helm.py reject   CHART -f VALUES [--expect REGEX]
       succeeds only when the values are REFUSED (schema) and the message matches REGEX (negative tests)
-  helm.py package  CHART [--destination out] [--version V] [--app-version V] [--image-repository R]
-      like `helm package`; --image-repository rewrites image.repository in a copy of values.yaml first
+  helm.py package  CHART [--destination out] [--version V] [--app-version V] [--image-repository R] [--image-tag T]
+      like `helm package`; --image-* rewrite image.repository / image.tag in a copy of values.yaml first
   helm.py version  prints the SDK and Helm engine versions
 """
 import argparse
@@ -97,17 +97,22 @@ def reject(chart, values, expect):
     return False
 
 
-def package(chart, destination, version=None, app_version=None, image_repository=None):
+def package(chart, destination, version=None, app_version=None, image_repository=None, image_tag=None):
+    """helm package; image_repository / image_tag are written into a copy of values.yaml (image.repository,
+    image.tag: the first such keys under `image:`), the chart directory itself is never edited."""
     pathlib.Path(destination).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         src = pathlib.Path(chart)
-        if image_repository:
+        if image_repository or image_tag:
             copy = pathlib.Path(tmp) / src.name
             shutil.copytree(src, copy)
             vf = copy / "values.yaml"
-            text, n = re.subn(r"(?m)^(  repository: ).*$", rf"\g<1>{image_repository}", vf.read_text(), count=1)
-            if n != 1:
-                raise SystemExit("package: image.repository line not found in values.yaml")
+            text = vf.read_text()
+            for field, value in (("repository", image_repository), ("tag", image_tag)):
+                if value:
+                    text, n = re.subn(rf"(?m)^(  {field}: ).*$", rf'\g<1>"{value}"', text, count=1)
+                    if n != 1:
+                        raise SystemExit(f"package: image.{field} line not found in values.yaml")
             vf.write_text(text)
             src = copy
         return helm.package(src, destination=destination, version=version, app_version=app_version)
@@ -139,6 +144,7 @@ def main():
     p.add_argument("--version")
     p.add_argument("--app-version")
     p.add_argument("--image-repository")
+    p.add_argument("--image-tag")
     sub.add_parser("version")
     a = ap.parse_args()
 
@@ -155,7 +161,7 @@ def main():
     elif a.cmd == "reject":
         sys.exit(0 if reject(a.chart, merged_values(a.values, None), a.expect) else 1)
     elif a.cmd == "package":
-        print(package(a.chart, a.destination, a.version, a.app_version, a.image_repository))
+        print(package(a.chart, a.destination, a.version, a.app_version, a.image_repository, a.image_tag))
 
 
 if __name__ == "__main__":
