@@ -12,7 +12,8 @@ config/ stays the kustomize source; the chart is hand-written Helm templates tha
    what the chart adds on purpose: Helm's standard labels (helm.sh/chart, app.kubernetes.io/*) and, on the
    Namespace, helm.sh/resource-policy: keep. checkov.io/skip* annotations are compared by check ID (the reason
    text may name the chart's own knob). A difference fails with a unified diff of the object.
-  2. rendered in another namespace (vip-system): every namespace reference follows the release namespace.
+  2. rendered in another namespace (vip-system): every namespace reference follows the release namespace; values
+     do what values.yaml says (leader election forced on above 1 replica, flag order, image tag/digest, ...).
   3. files/ holds byte copies of config/prometheus's rule and dashboard (the templates read them).
   4. Chart.yaml version == appVersion == the Cargo.toml version; the default image tag is v<appVersion>.
   5. Helm's lint (strict, Kubernetes v1.32) on default and all-features values.
@@ -152,6 +153,40 @@ def main():
             if NS in s:
                 fail(f"namespace vip-system: {o['kind']}/{o['metadata']['name']}{path} still says {s!r}")
     print(f"check_chart: release namespace vip-system: {len(other)} objects follow it", file=sys.stderr)
+
+    # 2b. values that change the Deployment do what values.yaml says
+    def deployment(values):
+        return next(o for o in chart(values) if o["kind"] == "Deployment")
+
+    def args(values):
+        return deployment(values)["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    behaviour = [
+        ("replicas: 2 switches --leader-elect on even with leaderElect: false",
+         "--leader-elect" in args({"replicas": 2, "leaderElect": False})),
+        ("leaderElect: false with 1 replica drops --leader-elect",
+         "--leader-elect" not in args({"leaderElect": False})),
+        ("operator flags are passed in order, extraArgs last",
+         args({"logFormat": "text", "logLevel": "debug", "poolAllowlist": ["a", "b.c"], "maxConcurrentReconciles": 4,
+               "defaultPort": 443, "extraArgs": ["--log-format=json"]})[3:] ==
+         ["--log-format=text", "--log-level=debug", "--pool-allowlist=a,b.c", "--max-concurrent-reconciles=4",
+          "--default-port=443", "--log-format=json"]),
+        ("image.tag and image.digest",
+         deployment({"image": {"tag": "v9.9.9"}})["spec"]["template"]["spec"]["containers"][0]["image"]
+         == "ghcr.io/gorizond/capi-vip-allocator:v9.9.9"
+         and deployment({"image": {"digest": "sha256:" + "a" * 64}})["spec"]["template"]["spec"]["containers"][0]
+         ["image"] == "ghcr.io/gorizond/capi-vip-allocator@sha256:" + "a" * 64),
+        ("networkPolicy.enabled: false drops the NetworkPolicy",
+         not any(o["kind"] == "NetworkPolicy" for o in chart({"networkPolicy": {"enabled": False}}))),
+        ("all-features values reach the pod spec",
+         all(k in deployment(all_values)["spec"]["template"]["spec"] for k in
+             ("imagePullSecrets", "nodeSelector", "tolerations", "affinity", "topologySpreadConstraints",
+              "priorityClassName"))),
+    ]
+    for what, ok in behaviour:
+        if not ok:
+            fail(f"behaviour: {what}")
+    print(f"check_chart: {sum(ok for _, ok in behaviour)}/{len(behaviour)} value behaviours hold", file=sys.stderr)
 
     # 3. byte copies of config/prometheus
     for name in ("prometheus_rule.yaml", "capi-vip-allocator-dashboard.json"):
