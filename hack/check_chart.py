@@ -14,7 +14,8 @@ config/ stays the kustomize source; the chart is hand-written Helm templates tha
    text may name the chart's own knob). A difference fails with a unified diff of the object.
   2. rendered in another namespace (vip-system): every namespace reference follows the release namespace; values
      do what values.yaml says (leader election forced on above 1 replica, flag order, image tag/digest, ...).
-  3. files/ holds byte copies of config/prometheus's rule and dashboard (the templates read them).
+  3. files/ holds byte copies of config/prometheus's rule and dashboard (the templates read them); Rancher's
+     questions.yaml names real values with their values.yaml defaults.
   4. Chart.yaml version == appVersion == the Cargo.toml version; the default image tag is v<appVersion>.
   5. Helm's lint (strict, Kubernetes v1.32) on default and all-features values.
   6. Every values file in charts/capi-vip-allocator/tests/invalid/ is refused by values.schema.json with the
@@ -193,6 +194,15 @@ def main():
         if (CHART / "files" / name).read_bytes() != (ROOT / "config" / "prometheus" / name).read_bytes():
             fail(f"charts/capi-vip-allocator/files/{name} is not a copy of config/prometheus/{name}: "
                  f"cp config/prometheus/{name} charts/capi-vip-allocator/files/")
+
+    # 3b. Rancher's questions.yaml: every variable exists in values.yaml with the same default
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    for q in yaml.safe_load((CHART / "questions.yaml").read_text())["questions"]:
+        node = defaults
+        for part in q["variable"].split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node != q.get("default"):
+            fail(f"questions.yaml {q['variable']}: default {q.get('default')!r} != values.yaml {node!r}")
 
     # 4. versions
     meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
