@@ -22,7 +22,7 @@ test: ## cargo test --workspace + offline manifest validation
 	$(MAKE) validate
 
 .PHONY: validate
-validate: ## Offline validation: CRDs, rendered manifests, examples, PromQL, checkov (Python tools in .venv/)
+validate: ## Offline validation: CRDs, rendered manifests, examples, PromQL, checkov, the Helm chart (Python tools in .venv/)
 	bash hack/validate.sh
 
 .PHONY: venv
@@ -30,7 +30,7 @@ venv: ## Create .venv/ with the pinned Python tools (hack/requirements.txt)
 	bash hack/venv.sh >/dev/null
 
 .PHONY: release-manifests
-release-manifests: ## Write out/addon-components.yaml, out/capi-vip-allocator.yaml, out/metadata.yaml with image tag $(TAG)
+release-manifests: ## Write out/addon-components.yaml, out/capi-vip-allocator.yaml, out/metadata.yaml (+ monitoring, gate) and the Helm chart out/capi-vip-allocator-<version>.tgz with image tag $(TAG)
 	bash hack/release-manifests.sh
 
 .PHONY: image

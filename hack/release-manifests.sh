@@ -6,6 +6,8 @@
 #   out/capi-vip-allocator-monitoring.yaml  the Prometheus Operator kit (config/prometheus)
 #   out/capi-vip-allocator-runtime-extension.yaml  the install with the BeforeClusterCreate gate
 #                               (config/runtime-extension; needs cert-manager and CAPI's RuntimeSDK feature gate)
+#   out/capi-vip-allocator-<version>.tgz  the Helm chart (charts/capi-vip-allocator), version = TAG without its
+#                               leading v when that is SemVer (else the Cargo.toml version), image IMG:TAG
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG="${TAG:-v$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}"
@@ -40,5 +42,22 @@ grep -q "image: $IMG:$TAG\$" out/capi-vip-allocator-runtime-extension.yaml \
 
 grep -q "image: $IMG:$TAG\$" out/addon-components.yaml \
   || { echo "release-manifests: image $IMG:$TAG not found in out/addon-components.yaml" >&2; exit 1; }
+
+# The Helm chart, packaged by the Helm v4 engine of helm-python-sdk (hack/helm.py; no helm binary needed).
+PY="$(bash hack/venv.sh)/bin/python"
+CARGO_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+CHART_VERSION="${TAG#v}"
+SEMVER='^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$'
+[[ "$CHART_VERSION" =~ $SEMVER ]] || CHART_VERSION="$CARGO_VERSION"
+chart_args=(--destination out --version "$CHART_VERSION" --app-version "$CHART_VERSION")
+[ "$IMG" = ghcr.io/gorizond/capi-vip-allocator ] || chart_args+=(--image-repository "$IMG")
+[ "$TAG" = "v$CHART_VERSION" ] || chart_args+=(--image-tag "$TAG")
+chart_tgz="$("$PY" hack/helm.py package charts/capi-vip-allocator "${chart_args[@]}")"
+[ "$chart_tgz" = "out/capi-vip-allocator-$CHART_VERSION.tgz" ] \
+  || { echo "release-manifests: helm package wrote '$chart_tgz', not out/capi-vip-allocator-$CHART_VERSION.tgz" >&2; exit 1; }
+"$PY" hack/helm.py render "$chart_tgz" | grep -q "image: $IMG:$TAG\$" \
+  || { echo "release-manifests: image $IMG:$TAG not found in the render of $chart_tgz" >&2; exit 1; }
+
 echo "release-manifests: wrote out/addon-components.yaml, out/capi-vip-allocator.yaml, out/metadata.yaml," \
-     "out/capi-vip-allocator-monitoring.yaml, out/capi-vip-allocator-runtime-extension.yaml (image $IMG:$TAG)" >&2
+     "out/capi-vip-allocator-monitoring.yaml, out/capi-vip-allocator-runtime-extension.yaml," \
+     "$chart_tgz (image $IMG:$TAG)" >&2

@@ -4,7 +4,10 @@
 #   2. release manifests rendered from config/ (make release-manifests) and every example: built-in kinds with
 #      kubernetes-validate, custom resources against crds/capi-v1.12, metadata rules (hack/validate_manifests.py);
 #   3. every PromQL expression of config/prometheus parses and uses only operator metrics (hack/check_promql.py);
-#   4. checkov on config/, the rendered release and the Dockerfile: zero failed checks (skips are justified inline).
+#   4. checkov on config/, the rendered release and the Dockerfile: zero failed checks (skips are justified inline);
+#   5. the Helm chart (charts/capi-vip-allocator, Helm v4 engine from helm-python-sdk, no helm binary): renders equal
+#      to config/ (hack/check_chart.py), strict lint, bad values refused by values.schema.json, renders with default
+#      and all-features values through kubernetes-validate, hack/validate_manifests.py and checkov; packages.
 # Custom-resource examples are also applied to the testbed by tests/examples.rs (cargo test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,4 +47,18 @@ CHECKOV=("$VENV/bin/checkov" --skip-download --quiet --compact)
 "${CHECKOV[@]}" -f out/addon-components.yaml --framework kubernetes
 "${CHECKOV[@]}" -f out/capi-vip-allocator-runtime-extension.yaml --framework kubernetes
 "${CHECKOV[@]}" -f Dockerfile --framework dockerfile
+
+step "Helm chart (charts/capi-vip-allocator)"
+chart_t0=$SECONDS
+"$PY" hack/check_chart.py   # writes out/chart/default.yaml and out/chart/all-features.yaml
+"$VENV/bin/kubernetes-validate" --quiet --strict -k "$K8S_VERSION" out/chart/default.yaml
+"$PY" hack/validate_manifests.py --k8s "$K8S_VERSION" --crds crds/capi-v1.12 --crds crds/runtime-sdk \
+  out/chart/default.yaml out/chart/all-features.yaml
+"${CHECKOV[@]}" -f out/chart/default.yaml --framework kubernetes
+"${CHECKOV[@]}" -f out/chart/all-features.yaml --framework kubernetes
+# The package release-manifests wrote (above; it checked the image) passes lint and renders valid objects too.
+chart_tgz="$(ls -t out/capi-vip-allocator-*.tgz | head -1)"
+"$PY" hack/helm.py lint "$chart_tgz"
+"$PY" hack/helm.py render "$chart_tgz" | "$PY" hack/validate_manifests.py --k8s "$K8S_VERSION" /dev/stdin
+echo "validate: Helm chart checks took $((SECONDS - chart_t0))s" >&2
 step "OK"
