@@ -439,3 +439,43 @@ async fn manual_ingress_annotation_withdraws_the_pending_claim() {
     );
     env.tb.shutdown().await;
 }
+
+/// An API server that accepts Event creates and never answers them (a stuck proxy, an overloaded aggregator):
+/// Events are told in the background, so 40 Clusters all get their VIPs, promptly.
+#[tokio::test]
+async fn black_holed_events_never_hold_back_a_vip() {
+    let env = Env::start(Profile::Capi112).await;
+    let ns = env.namespace("rs-bh").await;
+    env.class(&ns, "bh", &["clusterVip"]).await;
+    env.pool(
+        "rs-bh-cp",
+        &["10.210.8.10-10.210.8.250"],
+        24,
+        "bh",
+        "control-plane",
+    )
+    .await;
+    env.tb.faults().black_hole("create", Some("events"));
+    let started = std::time::Instant::now();
+    let names: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
+    for n in &names {
+        env.cluster(&ns, n, "bh").await;
+    }
+    let mut vips = std::collections::BTreeSet::new();
+    for n in &names {
+        vips.insert(env.wait_cp_vip(&ns, n).await);
+    }
+    assert_eq!(vips.len(), names.len(), "40 distinct VIPs");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "Events that never return must not delay the VIPs: {:?}",
+        started.elapsed()
+    );
+    let writes = env.tb.stats();
+    assert!(
+        writes.requests_for("create", "events") >= 40,
+        "every VIPAllocated Event was attempted"
+    );
+    env.tb.faults().clear();
+    env.tb.shutdown().await;
+}
