@@ -325,7 +325,10 @@ pub async fn run(
     };
     let terms = async {
         match leading {
-            None => term(&ctx, &slot, &health, shutdown.clone(), &shutdown, None).await,
+            None => {
+                let fault = health::fault_abort_reconciler_after();
+                term(&ctx, &slot, &health, shutdown.clone(), &shutdown, fault).await
+            }
             Some(mut leading) => {
                 let mut fault = health::fault_abort_reconciler_after();
                 loop {
