@@ -265,7 +265,8 @@ async fn leadership_arriving_mid_paginated_cluster_list_loses_no_cluster() {
     proxy.wait_matched(&page2, 1, common::WAIT).await;
     proxy.remove(&lease);
     wait_log(&env.op, "became leader", common::WAIT).await;
-    wait_log(&env.op, "reconciler started", common::WAIT).await;
+    // The term starts right after; give it a moment, with the second page still held.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.remove(&page2);
     let start = Instant::now();
     wait_all_vips(&env, &ns, N, Duration::from_secs(120)).await;
@@ -281,31 +282,38 @@ async fn leadership_arriving_mid_paginated_cluster_list_loses_no_cluster() {
     );
 }
 
-/// A Cluster created while the Cluster watch is down, then seen only through the relist that a 410 forces, used
-/// to be dropped as "not found" (its request raced the store's swap); every completed Cluster relist now
-/// re-checks every Cluster.
+/// A Cluster created while the Cluster watch is down is seen only through the relist that a 410 forces. Its
+/// request comes with the relist's first page, while the store still serves the old list (a relist is swapped in
+/// only when complete), so the reconciler dropped it as "not found" and nothing asked again. Every completed
+/// Cluster relist now re-checks every Cluster. (501 Clusters make the relist two pages; the second is held so the
+/// first page's requests are handled before the swap, deterministically.)
 async fn cluster_created_during_a_watch_gap_is_reconciled(leader: bool) {
+    const N: usize = 501;
     let (mut env, proxy) = bed(Profile::Capi112).await;
-    let ns = setup(&env, 10).await;
+    let ns = setup(&env, N as u32 + 10).await;
+    for i in 0..N {
+        env.cluster(&ns, &format!("c-{i:03}"), "gold").await;
+    }
     let flags: &[&str] = if leader { &LE } else { &[] };
     run(&mut env, &proxy, flags, SpawnOptions::default());
     env.op.wait_ready().await;
-    if leader {
-        wait_log(&env.op, "reconciler started", common::WAIT).await;
-    }
-    env.cluster(&ns, "before", "gold").await;
-    env.wait_cp_vip(&ns, "before").await;
+    wait_all_vips(&env, &ns, N, Duration::from_secs(120)).await;
 
     // Hold the Cluster watch's reconnect, cut every watch, and make the held request the next watch to arrive.
     let gap = proxy.add(&["GET"], &["/clusters?", "watch=true"], Action::Hold);
+    let page2 = proxy.add(&["GET"], &["/clusters?", "continue="], Action::Hold);
     let seen = gap.matched();
     env.tb.faults().cut_watches();
     proxy.wait_matched(&gap, seen + 1, common::WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the other kinds re-watched
     env.tb.faults().force_next_watch_gone();
-    env.cluster(&ns, "in-gap", "gold").await;
+    // Sorts first, so it is on the relist's first page.
+    env.cluster(&ns, "a-in-gap", "gold").await;
     proxy.remove(&gap);
-    env.wait_cp_vip(&ns, "in-gap").await;
+    proxy.wait_matched(&page2, 1, common::WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // the first page's requests are handled meanwhile
+    proxy.remove(&page2);
+    env.wait_cp_vip(&ns, "a-in-gap").await;
     let logs = env.op.logs();
     assert!(
         logs.contains("watch relisted; re-checking every Cluster"),
@@ -336,7 +344,8 @@ async fn leadership_loss_cancels_in_flight_reconciles() {
         SpawnOptions::default().env("CAPI_VIP_ALLOCATOR_RECONCILE_TIMEOUT", "600s"),
     );
     env.op.wait_ready().await;
-    wait_log(&env.op, "reconciler started", common::WAIT).await;
+    wait_log(&env.op, "became leader", common::WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let hole = proxy.add(&WRITES, &["ipaddressclaims"], Action::Swallow);
     env.cluster(&ns, "stuck", "gold").await;
     proxy.wait_matched(&hole, 1, common::WAIT).await;
@@ -348,12 +357,8 @@ async fn leadership_loss_cancels_in_flight_reconciles() {
         common::WAIT,
     )
     .await;
-    let cancelled = wait_log(
-        &env.op,
-        "leadership lost: reconciler stopped, in-flight reconciles cancelled",
-        common::WAIT,
-    )
-    .await;
+    // (The line's prefix is the same before and after the change, so the old code fails on the wait, not the text.)
+    let cancelled = wait_log(&env.op, "leadership lost: reconciler stopped", common::WAIT).await;
     eprintln!(
         "lease renewals black-holed: leadership dropped after {:.2} s, the stuck write cancelled {:.3} s later",
         lost.as_secs_f64(),
@@ -380,7 +385,8 @@ async fn sigterm_with_a_stuck_write_exits_within_the_grace() {
             .env("CAPI_VIP_ALLOCATOR_SHUTDOWN_GRACE", "2s"),
     );
     env.op.wait_ready().await;
-    wait_log(&env.op, "reconciler started", common::WAIT).await;
+    wait_log(&env.op, "became leader", common::WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let hole = proxy.add(&WRITES, &["ipaddressclaims"], Action::Swallow);
     env.cluster(&ns, "stuck", "gold").await;
     proxy.wait_matched(&hole, 1, common::WAIT).await;

@@ -435,6 +435,85 @@ mod tests {
         );
     }
 
+    /// Sets its flag when dropped (the reconcile future was cancelled or finished).
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn stuck_reconcile(
+        dropped: &Arc<AtomicBool>,
+    ) -> impl std::future::Future<
+        Output = Result<kube::runtime::controller::Action, super::super::Error>,
+    > + Send
+           + 'static {
+        let flag = DropFlag(dropped.clone());
+        async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+            Ok(kube::runtime::controller::Action::await_change())
+        }
+    }
+
+    async fn eventually(flag: &AtomicBool) -> bool {
+        for _ in 0..100 {
+            if flag.load(Ordering::SeqCst) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_past_its_deadline_is_aborted_and_reported_transient() {
+        let h = Arc::new(Health::new(limits()));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let res = super::super::spawned(
+            stuck_reconcile(&dropped),
+            h.clone(),
+            Duration::from_millis(50),
+            "ns/c".to_owned(),
+        )
+        .await;
+        match res {
+            Err(e @ super::super::Error::Transient { .. }) => {
+                assert!(e.to_string().contains("reconcile ns/c"), "{e}")
+            }
+            other => panic!("expected a transient error, got {other:?}"),
+        }
+        assert!(eventually(&dropped).await, "the reconcile task was aborted");
+        assert_eq!(
+            h.reconcile_counts(),
+            (1, 1),
+            "finished counts the abandoned one"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_reconcile_future_aborts_its_task() {
+        let h = Arc::new(Health::new(limits()));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let fut = super::super::spawned(
+            stuck_reconcile(&dropped),
+            h.clone(),
+            Duration::from_secs(600),
+            "ns/c".to_owned(),
+        );
+        // What a cancelled term does to its in-flight reconciles.
+        assert!(tokio::time::timeout(Duration::from_millis(20), fut)
+            .await
+            .is_err());
+        assert!(
+            eventually(&dropped).await,
+            "the spawned reconcile did not outlive its owner"
+        );
+        assert_eq!(h.reconcile_counts(), (1, 1));
+    }
+
     #[test]
     fn limits_come_from_the_environment_with_liveness_twice_the_deadline() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {

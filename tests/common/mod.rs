@@ -273,7 +273,12 @@ impl Drop for Operator {
 
 /// Minimal HTTP/1.0 GET on localhost.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    http_get_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path).await
+}
+
+/// Minimal HTTP/1.0 GET on `addr`.
+pub async fn http_get_at(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .ok()?;
