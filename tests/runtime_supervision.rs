@@ -408,3 +408,28 @@ async fn sigterm_with_a_stuck_write_exits_within_the_grace() {
         took.as_secs_f64()
     );
 }
+
+/// kube 5's client has no read timeout; ours does. A discovery request that never gets an answer fails at the
+/// request timeout and is retried, instead of keeping the operator unready forever.
+#[tokio::test]
+async fn a_black_holed_request_fails_at_the_client_read_timeout() {
+    let (mut env, proxy) = bed(Profile::Capi112).await;
+    let hole = proxy.add(&["GET"], &["/apis/cluster.x-k8s.io/"], Action::Swallow);
+    run(
+        &mut env,
+        &proxy,
+        &[],
+        SpawnOptions::default().env("CAPI_VIP_ALLOCATOR_REQUEST_TIMEOUT", "1s"),
+    );
+    proxy.wait_matched(&hole, 1, common::WAIT).await;
+    let swallowed_at = Instant::now();
+    let failed = wait_log(&env.op, "discovery failed", common::WAIT).await;
+    proxy.remove(&hole);
+    env.op.wait_ready().await;
+    eprintln!(
+        "black-holed discovery GET failed {:.2} s after it was sent (request timeout 1 s); ready {:.2} s after",
+        failed.as_secs_f64(),
+        swallowed_at.elapsed().as_secs_f64()
+    );
+    assert!(failed < Duration::from_secs(5), "failed after {failed:?}");
+}
