@@ -42,8 +42,12 @@ pub const ENV_REQUEST_TIMEOUT: &str = "CAPI_VIP_ALLOCATOR_REQUEST_TIMEOUT";
 /// only fires for a list or watch request whose answer never comes.
 pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How long HTTP servers get to finish open connections once the controller has stopped.
-const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long HTTP servers get to finish open connections once the controller has stopped (they have been draining
+/// since the signal).
+const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Bound on releasing the Lease at shutdown (it expires on its own otherwise), to fit the pod's grace period.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Start-up failures (everything later is handled and logged).
 #[derive(Debug, thiserror::Error)]
@@ -228,11 +232,16 @@ async fn run_when_leading(
     };
     stop_elector.cancel();
     match elector_task.await {
-        Ok(mut elector) => {
-            if let Err(e) = elector.release().await {
-                tracing::warn!(error = %e, "cannot release the leader lease; it expires on its own");
+        Ok(mut elector) => match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot release the leader lease; it expires on its own")
             }
-        }
+            Err(_) => tracing::warn!(
+                timeout = ?RELEASE_TIMEOUT,
+                "releasing the leader lease timed out; it expires on its own"
+            ),
+        },
         Err(e) => tracing::warn!(error = %e, "leader election task failed"),
     }
     result

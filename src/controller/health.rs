@@ -14,8 +14,10 @@ use std::{
 /// Default per-reconcile deadline: a reconcile is a handful of requests, each bounded by the request timeout.
 pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Default grace for in-flight reconciles on SIGTERM (the pod's default grace period is 30 s).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// Default grace for in-flight reconciles on SIGTERM. The shipped Deployment gives the pod 10 s
+/// (`terminationGracePeriodSeconds`): 5 s of draining, at most 2 s to release the Lease and 1 s for the HTTP
+/// servers leave room.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Default time a watch may fail or relist before the replica reports not ready.
 pub const WATCH_STALL: Duration = Duration::from_secs(60);
