@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     host,
-    proxy::{Action, Proxy},
+    proxy::{Action, Proxy, RuleHandle},
     Env, Operator, SpawnOptions,
 };
 use kube::api::ListParams;
@@ -45,6 +45,33 @@ async fn bed(profile: Profile) -> (Env, Proxy) {
 /// Replaces the operator with one talking through the proxy.
 fn run(env: &mut Env, proxy: &Proxy, flags: &[&str], opts: SpawnOptions) {
     env.op = Operator::spawn_debug(proxy.kubeconfig(), flags, opts);
+}
+
+/// Starts the operator through the proxy and waits until it is ready (and, with `LE`, leads).
+async fn start(env: &mut Env, proxy: &Proxy, flags: &[&str], opts: SpawnOptions) {
+    run(env, proxy, flags, opts);
+    env.op.wait_ready().await;
+    if flags.contains(&"--leader-elect") {
+        wait_log(&env.op, "became leader", common::WAIT).await;
+        // The term starts right after.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A testbed with class `gold` and a small pool, and the operator started through the proxy; the namespace.
+async fn started(flags: &[&str], opts: SpawnOptions) -> (Env, Proxy, String) {
+    let (mut env, proxy) = bed(Profile::Capi112).await;
+    let ns = setup(&env, 10).await;
+    start(&mut env, &proxy, flags, opts).await;
+    (env, proxy, ns)
+}
+
+/// Swallows claim writes from now on, creates Cluster `stuck` and waits until its claim create is swallowed.
+async fn stuck_claim_create(env: &Env, proxy: &Proxy, ns: &str) -> RuleHandle {
+    let hole = proxy.add(&WRITES, &["ipaddressclaims"], Action::Swallow);
+    env.cluster(ns, "stuck", "gold").await;
+    proxy.wait_matched(&hole, 1, common::WAIT).await;
+    hole
 }
 
 /// A namespace with class `gold` and a control-plane pool of `size` addresses.
@@ -120,18 +147,12 @@ async fn wait_log(op: &Operator, needle: &str, within: Duration) -> Duration {
 /// and the retry (with backoff) allocates. Without the deadline the slot is pinned forever.
 #[tokio::test]
 async fn a_black_holed_write_is_abandoned_at_the_reconcile_deadline_and_retried() {
-    let (mut env, proxy) = bed(Profile::Capi112).await;
-    let ns = setup(&env, 10).await;
-    let hole = proxy.add(&WRITES, &["ipaddressclaims"], Action::Swallow);
-    run(
-        &mut env,
-        &proxy,
+    let (env, proxy, ns) = started(
         &["--max-concurrent-reconciles=1"],
         SpawnOptions::default().env("CAPI_VIP_ALLOCATOR_RECONCILE_TIMEOUT", "2s"),
-    );
-    env.op.wait_ready().await;
-    env.cluster(&ns, "stuck", "gold").await;
-    proxy.wait_matched(&hole, 1, common::WAIT).await;
+    )
+    .await;
+    let hole = stuck_claim_create(&env, &proxy, &ns).await;
     let swallowed_at = Instant::now();
     proxy.remove(&hole);
     // A second Cluster needs the same single slot.
@@ -159,21 +180,15 @@ async fn a_black_holed_write_is_abandoned_at_the_reconcile_deadline_and_retried(
 /// the bound so the stall is visible); before, it was a constant "ok".
 #[tokio::test]
 async fn healthz_fails_when_the_reconciler_makes_no_progress() {
-    let (mut env, proxy) = bed(Profile::Capi112).await;
-    let ns = setup(&env, 10).await;
-    let hole = proxy.add(&WRITES, &["ipaddressclaims"], Action::Swallow);
-    run(
-        &mut env,
-        &proxy,
+    let (env, proxy, ns) = started(
         &[],
         SpawnOptions::default()
             .env("CAPI_VIP_ALLOCATOR_RECONCILE_TIMEOUT", "600s")
             .env("CAPI_VIP_ALLOCATOR_LIVENESS_BOUND", "2s"),
-    );
-    env.op.wait_ready().await;
+    )
+    .await;
     assert_eq!(env.op.probe("/healthz").await.map(|(s, _)| s), Some(200));
-    env.cluster(&ns, "stuck", "gold").await;
-    proxy.wait_matched(&hole, 1, common::WAIT).await;
+    stuck_claim_create(&env, &proxy, &ns).await;
     let took = wait_probe(&env.op, "/healthz", 503, common::WAIT).await;
     let (_, body) = env.op.probe("/healthz").await.unwrap_or_default();
     assert!(body.contains("no progress"), "{body}");
@@ -217,13 +232,13 @@ async fn a_killed_reconciler_ends_the_process_with_a_non_zero_code() {
 #[tokio::test]
 async fn readyz_is_withdrawn_while_watches_keep_failing() {
     let (mut env, proxy) = bed(Profile::Capi112).await;
-    run(
+    start(
         &mut env,
         &proxy,
         &[],
         SpawnOptions::default().env("CAPI_VIP_ALLOCATOR_WATCH_STALL", "2s"),
-    );
-    env.op.wait_ready().await;
+    )
+    .await;
     env.tb.faults().set_error_rate("watch", 1.0, 500);
     env.tb.faults().set_error_rate("list", 1.0, 500);
     env.tb.faults().cut_watches();
@@ -295,8 +310,7 @@ async fn cluster_created_during_a_watch_gap_is_reconciled(leader: bool) {
         env.cluster(&ns, &format!("c-{i:03}"), "gold").await;
     }
     let flags: &[&str] = if leader { &LE } else { &[] };
-    run(&mut env, &proxy, flags, SpawnOptions::default());
-    env.op.wait_ready().await;
+    start(&mut env, &proxy, flags, SpawnOptions::default()).await;
     wait_all_vips(&env, &ns, N, Duration::from_secs(120)).await;
 
     // Hold the Cluster watch's reconnect, cut every watch, and make the held request the next watch to arrive.
@@ -335,20 +349,12 @@ async fn cluster_created_during_a_watch_gap_is_reconciled_after_the_relist_with_
 /// could land after another replica took over); before, the term waited for the in-flight reconcile forever.
 #[tokio::test]
 async fn leadership_loss_cancels_in_flight_reconciles() {
-    let (mut env, proxy) = bed(Profile::Capi112).await;
-    let ns = setup(&env, 10).await;
-    run(
-        &mut env,
-        &proxy,
+    let (env, proxy, ns) = started(
         &LE,
         SpawnOptions::default().env("CAPI_VIP_ALLOCATOR_RECONCILE_TIMEOUT", "600s"),
-    );
-    env.op.wait_ready().await;
-    wait_log(&env.op, "became leader", common::WAIT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let hole = proxy.add(&WRITES, &["ipaddressclaims"], Action::Swallow);
-    env.cluster(&ns, "stuck", "gold").await;
-    proxy.wait_matched(&hole, 1, common::WAIT).await;
+    )
+    .await;
+    let hole = stuck_claim_create(&env, &proxy, &ns).await;
     // Renewals now never get an answer: the elector's bounded requests fail and the renew deadline (2 s) passes.
     let renewals = proxy.add(&["PUT", "GET"], &["/leases"], Action::Swallow);
     let lost = wait_log(
@@ -372,25 +378,17 @@ async fn leadership_loss_cancels_in_flight_reconciles() {
 }
 
 /// SIGTERM while a write is stuck: in-flight work gets the shutdown grace, then is abandoned, and the process
-/// exits 0 well within a pod's 30 s grace period; before, it waited for the stuck write forever.
+/// exits 0 well within the Deployment's 10 s grace period; before, it waited for the stuck write forever.
 #[tokio::test]
 async fn sigterm_with_a_stuck_write_exits_within_the_grace() {
-    let (mut env, proxy) = bed(Profile::Capi112).await;
-    let ns = setup(&env, 10).await;
-    run(
-        &mut env,
-        &proxy,
+    let (mut env, proxy, ns) = started(
         &LE,
         SpawnOptions::default()
             .env("CAPI_VIP_ALLOCATOR_RECONCILE_TIMEOUT", "600s")
             .env("CAPI_VIP_ALLOCATOR_SHUTDOWN_GRACE", "2s"),
-    );
-    env.op.wait_ready().await;
-    wait_log(&env.op, "became leader", common::WAIT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let hole = proxy.add(&WRITES, &["ipaddressclaims"], Action::Swallow);
-    env.cluster(&ns, "stuck", "gold").await;
-    proxy.wait_matched(&hole, 1, common::WAIT).await;
+    )
+    .await;
+    stuck_claim_create(&env, &proxy, &ns).await;
     let op = std::mem::replace(
         &mut env.op,
         Operator::spawn(env.tb.kubeconfig_path(), &["--enable-reconciler=false"]),
