@@ -71,7 +71,13 @@ async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     match s.health.why_not_ready(Instant::now()) {
         None => (StatusCode::OK, "ok".to_owned()),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+        Some(why) => {
+            if s.health.synced() {
+                // Before the first sync this is expected; afterwards it is news.
+                tracing::warn!(reason = %why, "readiness probe failing");
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, why)
+        }
     }
 }
 

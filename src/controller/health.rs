@@ -147,6 +147,15 @@ pub enum WatchSignal {
 /// Number of watches the health tracks (one per kind).
 pub const WATCH_COUNT: usize = 5;
 
+/// The kinds of the watches, by index (the order `triggers` numbers them in), for `/readyz` answers.
+const WATCH_KINDS: [&str; WATCH_COUNT] = [
+    "Cluster",
+    "IPAddressClaim",
+    "IPAddress",
+    "ClusterClass",
+    "pool",
+];
+
 /// Probe state shared by the controller, the HTTP server and the hook server.
 #[derive(Debug)]
 pub struct Health {
@@ -209,11 +218,12 @@ impl Health {
             return Some("controller not running".to_owned());
         }
         let watches = self.watches.lock().ok()?;
-        for (i, w) in watches.iter().enumerate() {
+        for (w, kind) in watches.iter().zip(WATCH_KINDS) {
             if let Some(since) = w.listing_since {
                 if now.saturating_duration_since(since) >= self.limits.watch_stall {
                     return Some(format!(
-                        "watch {i} has been relisting for {:?}",
+                        "the {} watch has been relisting for {:?}",
+                        kind,
                         now.saturating_duration_since(since)
                     ));
                 }
@@ -222,7 +232,8 @@ impl Health {
                 let recent = now.saturating_duration_since(last) < ERROR_RUN_QUIET;
                 if recent && now.saturating_duration_since(since) >= self.limits.watch_stall {
                     return Some(format!(
-                        "watch {i} has been failing for {:?}",
+                        "the {} watch has been failing for {:?}",
+                        kind,
                         now.saturating_duration_since(since)
                     ));
                 }

@@ -22,7 +22,7 @@ fn a_watch_relisting_or_failing_too_long_withdraws_readiness() {
     h.watch_at(3, WatchSignal::ListStarted, t0);
     assert_eq!(h.why_not_ready(t0 + Duration::from_secs(9)), None);
     let why = h.why_not_ready(t0 + Duration::from_secs(10));
-    assert!(why.is_some_and(|w| w.contains("watch 3 has been relisting")));
+    assert!(why.is_some_and(|w| w.contains("the ClusterClass watch has been relisting")));
     h.watch_at(3, WatchSignal::ListDone, t0 + Duration::from_secs(11));
     assert_eq!(h.why_not_ready(t0 + Duration::from_secs(11)), None);
 
