@@ -165,6 +165,14 @@ async fn a_black_holed_write_is_abandoned_at_the_reconcile_deadline_and_retried(
         logs.contains("reconcile deadline passed"),
         "the stuck reconcile was cancelled at its deadline:\n{logs}"
     );
+    let errors = common::metric_value(
+        &env.op.metrics().await,
+        "capi_vip_allocator_reconcile_total{cluster_class=\"gold\",result=\"error\"}",
+    );
+    assert!(
+        errors.is_some_and(|n| n >= 1.0),
+        "the cancelled reconcile is counted as an error: {errors:?}"
+    );
     eprintln!(
         "black-holed claim create abandoned and the Cluster allocated {:.2} s after the request was swallowed \
          (deadline 2 s)",

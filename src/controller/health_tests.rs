@@ -123,6 +123,7 @@ async fn a_reconcile_past_its_deadline_is_aborted_and_reported_transient() {
         h.clone(),
         Duration::from_millis(50),
         "ns/c".to_owned(),
+        |_| {},
     )
     .await;
     match res {
@@ -148,6 +149,7 @@ async fn dropping_the_reconcile_future_aborts_its_task() {
         h.clone(),
         Duration::from_secs(600),
         "ns/c".to_owned(),
+        |_| {},
     );
     // What a cancelled term does to its in-flight reconciles.
     assert!(tokio::time::timeout(Duration::from_millis(20), fut)

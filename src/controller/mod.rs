@@ -438,11 +438,21 @@ async fn term(
                 obj.metadata.namespace.as_deref().unwrap_or_default(),
                 obj.metadata.name.as_deref().unwrap_or_default()
             );
+            // A reconcile cut off at its deadline never reports itself; count it as reconcile does an error.
+            let class = ClusterView::parse(&obj)
+                .ok()
+                .and_then(|c| c.class.map(|r| r.name))
+                .unwrap_or_default();
+            let metrics = ctx.metrics.clone();
+            let on_timeout = move |seconds: f64| {
+                metrics.reconciled(&class, crate::names::results::ERROR, seconds)
+            };
             Box::pin(spawned(
                 reconcile(obj, ctx),
                 reconcile_health.clone(),
                 deadline,
                 cluster,
+                on_timeout,
             ))
         },
         error_policy,
@@ -520,6 +530,7 @@ async fn spawned(
     health: Arc<Health>,
     deadline: Duration,
     cluster: String,
+    on_timeout: impl FnOnce(f64),
 ) -> Result<Action, Error> {
     let _in_flight = health.reconcile_started();
     let mut task = health::AbortOnDrop(tokio::spawn(fut));
@@ -528,6 +539,7 @@ async fn spawned(
         Ok(Err(e)) => Err(Error::Stale(format!("reconcile task failed: {e}"))),
         Err(_) => {
             task.0.abort();
+            on_timeout(deadline.as_secs_f64());
             tracing::warn!(%cluster, ?deadline, "reconcile deadline passed; cancelled, retrying with backoff");
             Err(Error::Transient {
                 action: format!("reconcile {cluster}"),
