@@ -1,4 +1,10 @@
-//! Wiring: client, discovery, HTTP servers and the controller, all stopped by one cancellation token.
+//! Wiring: client, discovery, HTTP servers and the controller, all stopped by one cancellation token, and
+//! supervised: any of them ending before shutdown ends the process with a non-zero code.
+//!
+//! Every request is bounded. kube 5 sets no read timeout, so the operator builds two clients from one config:
+//! requests (gets, writes, Events, discovery, the Lease) get a [`REQUEST_TIMEOUT`] read timeout; watches, whose
+//! streams legitimately stay quiet until the server closes them after `timeoutSeconds=290`, get
+//! [`WATCH_READ_TIMEOUT`], just above kube's own watch idle timeout (290 s + 5 s), which bounds their list requests.
 
 use std::{
     sync::{Arc, Mutex},
@@ -25,6 +31,23 @@ use crate::{
         CacheGauges, Metrics,
     },
 };
+
+/// Read timeout of the request client: no single get or write of ours waits longer for an answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Environment variable overriding [`REQUEST_TIMEOUT`] (Go duration).
+pub const ENV_REQUEST_TIMEOUT: &str = "CAPI_VIP_ALLOCATOR_REQUEST_TIMEOUT";
+
+/// Read timeout of the watch client: above the watch's server-side 290 s and kube's 295 s idle timeout, so it
+/// only fires for a list or watch request whose answer never comes.
+pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long HTTP servers get to finish open connections once the controller has stopped (they have been draining
+/// since the signal).
+const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Bound on releasing the Lease at shutdown (it expires on its own otherwise), to fit the pod's grace period.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Start-up failures (everything later is handled and logged).
 #[derive(Debug, thiserror::Error)]
@@ -54,13 +77,19 @@ pub fn user_agent() -> String {
     format!("{CONTROLLER_NAME}/{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Builds the client from `--kubeconfig`, else `KUBECONFIG`/`~/.kube/config`/in-cluster.
+/// Builds the request client from `--kubeconfig`, else `KUBECONFIG`/`~/.kube/config`/in-cluster.
 pub async fn client(args: &Args) -> Result<Client, AppError> {
     client_as(args, &user_agent()).await
 }
 
 /// [`client`] with an explicit user agent (with leader election: `capi-vip-allocator/<version> (<identity>)`).
 pub async fn client_as(args: &Args, agent: &str) -> Result<Client, AppError> {
+    let (requests, _) = clients_as(args, agent).await?;
+    Ok(requests)
+}
+
+/// The request client and the watch client (see the module comment for their timeouts).
+pub async fn clients_as(args: &Args, agent: &str) -> Result<(Client, Client), AppError> {
     let mut config = match &args.kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
@@ -76,7 +105,23 @@ pub async fn client_as(args: &Args, agent: &str) -> Result<Client, AppError> {
     let ua = HeaderValue::from_str(agent).map_err(|e| AppError::Client(e.to_string()))?;
     config.headers.retain(|(k, _)| k != USER_AGENT);
     config.headers.push((USER_AGENT, ua));
-    Client::try_from(config).map_err(|e| AppError::Client(e.to_string()))
+    let request_timeout = match std::env::var(ENV_REQUEST_TIMEOUT) {
+        Ok(v) if !v.trim().is_empty() => crate::cli::parse_go_duration(&v)
+            .map_err(|e| AppError::Flag(format!("{ENV_REQUEST_TIMEOUT}: {e}")))?,
+        _ => REQUEST_TIMEOUT,
+    };
+    let with_read_timeout = |timeout: Duration| {
+        let mut c = config.clone();
+        c.read_timeout = Some(timeout);
+        c.write_timeout = Some(timeout);
+        // Count from when the request was sent, not from when its pooled connection went idle.
+        c.reset_reader_on_write = true;
+        Client::try_from(c).map_err(|e| AppError::Client(e.to_string()))
+    };
+    Ok((
+        with_read_timeout(request_timeout)?,
+        with_read_timeout(WATCH_READ_TIMEOUT)?,
+    ))
 }
 
 struct SharedStores(Arc<Mutex<Option<Stores>>>);
@@ -165,26 +210,41 @@ fn leader_config(args: &Args) -> Result<Option<LeaderConfig>, AppError> {
 
 /// Runs the watches on every replica and the reconciler only while this replica leads. Followers keep their caches
 /// (hooks and gauges answer from them) and report ready once synced. The lease is released only after the
-/// reconciler has stopped, so no write of ours can follow the release.
+/// reconciler has stopped, so no write of ours can follow the release. The elector ending on its own is a failure.
 async fn run_when_leading(
     elector: Elector,
     runtime: controller::Runtime,
     shutdown: CancellationToken,
-) {
+) -> Result<(), AppError> {
     let (tx, leading) = watch::channel(false);
     let stop_elector = CancellationToken::new();
     tracing::info!(identity = %elector.identity(), "leader election on; waiting for the lease");
-    let elector_task = tokio::spawn(elector.run(tx, stop_elector.clone()));
-    controller::run(runtime, shutdown, Some(leading)).await;
+    let mut elector_task = tokio::spawn(elector.run(tx, stop_elector.clone()));
+    let result = tokio::select! {
+        r = controller::run(runtime, shutdown, Some(leading)) => r.map_err(|e| AppError::Stopped(e.to_string())),
+        r = &mut elector_task => {
+            let why = match r {
+                Ok(_) => controller::Stopped::Elector.to_string(),
+                Err(e) => format!("{}: {e}", controller::Stopped::Elector),
+            };
+            return Err(AppError::Stopped(why));
+        }
+    };
     stop_elector.cancel();
     match elector_task.await {
-        Ok(mut elector) => {
-            if let Err(e) = elector.release().await {
-                tracing::warn!(error = %e, "cannot release the leader lease; it expires on its own");
+        Ok(mut elector) => match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot release the leader lease; it expires on its own")
             }
-        }
+            Err(_) => tracing::warn!(
+                timeout = ?RELEASE_TIMEOUT,
+                "releasing the leader lease timed out; it expires on its own"
+            ),
+        },
         Err(e) => tracing::warn!(error = %e, "leader election task failed"),
     }
+    result
 }
 
 /// Binds the BeforeClusterCreate hook server; it answers from the controller's caches.
@@ -204,7 +264,9 @@ async fn hook_server(
         handler: crate::hook::handler_name(&args.runtime_extension_name),
         retry_after_seconds: args.runtime_extension_retry_after_seconds,
     };
-    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], args.runtime_extension_port));
+    // Every interface of both families (dual-stack, see `http::bind_any_family`).
+    let addr =
+        std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, args.runtime_extension_port));
     Ok(crate::hook::HookServer::bind(
         addr,
         &args.runtime_extension_cert_dir,
@@ -218,17 +280,21 @@ async fn hook_server(
 /// Runs the operator until `shutdown` is cancelled.
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError> {
     let election = leader_config(&args)?;
+    let limits = controller::Limits::from_env().map_err(AppError::Flag)?;
     let metrics_addr =
         http::parse_bind_address(&args.metrics_bind_address).map_err(AppError::Flag)?;
     let probe_addr =
         http::parse_bind_address(&args.health_probe_bind_address).map_err(AppError::Flag)?;
-    let client = match &election {
-        Some(cfg) => client_as(&args, &format!("{} ({})", user_agent(), cfg.identity)).await?,
-        None => client(&args).await?,
+    let agent = match &election {
+        Some(cfg) => format!("{} ({})", user_agent(), cfg.identity),
+        None => user_agent(),
     };
+    let (client, watch_client) = clients_as(&args, &agent).await?;
     let elector = election.map(|cfg| Elector::new(client.clone(), cfg));
     let metrics = Arc::new(Metrics::new()?);
-    let health = Arc::new(Health::default());
+    tracing::info!(reconcile_timeout = ?limits.reconcile_timeout, liveness = ?limits.liveness,
+        watch_stall = ?limits.watch_stall, shutdown_grace = ?limits.shutdown_grace, "runtime bounds");
+    let health = Arc::new(Health::new(limits));
     let gauge_stores: Arc<Mutex<Option<Stores>>> = Arc::default();
     metrics.register_gauges(CacheGauges::new(Box::new(SharedStores(
         gauge_stores.clone(),
@@ -264,13 +330,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
                 tracing::info!("--enable-reconciler=false: serving probes and metrics only");
                 health.set(true, true);
                 shutdown.cancelled().await;
-                return;
+                return Ok(());
             }
             let Some(shapes) = discover_until_served(&client, &shutdown).await else {
-                return;
+                return Ok(());
             };
             let runtime = controller::Runtime {
                 client,
+                watch_client,
                 shapes,
                 settings: Settings {
                     default_port: args.default_port,
@@ -289,7 +356,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
             };
             match elector {
                 Some(elector) => run_when_leading(elector, runtime, shutdown).await,
-                None => controller::run(runtime, shutdown, None).await,
+                None => controller::run(runtime, shutdown, None)
+                    .await
+                    .map_err(|e| AppError::Stopped(e.to_string())),
             }
         }
     };
@@ -303,13 +372,13 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
         _ = shutdown.cancelled() => {}
         res = &mut work => {
             work_done = true;
-            if !shutdown.is_cancelled() {
-                result = Err(AppError::Stopped(match res {
-                    Ok(()) => "the controller stopped on its own".to_owned(),
-                    Err(e) => format!("the controller task failed: {e}"),
-                }));
-                shutdown.cancel();
-            }
+            result = match res {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) if shutdown.is_cancelled() => Ok(()),
+                Ok(Ok(())) => Err(AppError::Stopped("the controller stopped on its own".to_owned())),
+                Err(e) => Err(AppError::Stopped(format!("the controller task failed: {e}"))),
+            };
+            shutdown.cancel();
         }
         Some(res) = http_tasks.join_next() => {
             result = match res {
@@ -322,12 +391,28 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
         }
     }
     if !work_done {
-        let _ = work.await;
-    }
-    while let Some(res) = http_tasks.join_next().await {
-        if let Ok(Err(e)) = res {
-            tracing::warn!(error = %e, "HTTP server ended with an error");
+        match work.await {
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            Err(e) if result.is_ok() => {
+                result = Err(AppError::Stopped(format!(
+                    "the controller task failed: {e}"
+                )))
+            }
+            _ => {}
         }
+    }
+    // Open keep-alive connections must not hold the process past the pod's grace period.
+    let drained = tokio::time::timeout(HTTP_SHUTDOWN_GRACE, async {
+        while let Some(res) = http_tasks.join_next().await {
+            if let Ok(Err(e)) = res {
+                tracing::warn!(error = %e, "HTTP server ended with an error");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!("HTTP connections still open after the grace; closing them");
+        http_tasks.abort_all();
     }
     result
 }

@@ -1,7 +1,15 @@
 //! HTTP endpoints: `/metrics` on the metrics address, `/healthz` and `/readyz` on the probe address; one axum
 //! server per distinct address (one serves everything when both are equal). Graceful shutdown on the token.
+//!
+//! `:PORT` listens on every interface of both families, as Go's `:PORT` does: a dual-stack `[::]` socket, plus an
+//! IPv4 `0.0.0.0` socket when the kernel makes IPv6 sockets IPv6-only, or IPv4 alone where IPv6 is absent.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    future::IntoFuture,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
 use tokio::net::TcpListener;
@@ -18,14 +26,15 @@ pub struct HttpState {
     pub health: Arc<Health>,
 }
 
-/// Parses a Go-style bind address: `:8080` (all interfaces), `host:port`, `[::1]:8080`; `0` or empty = disabled.
+/// Parses a Go-style bind address: `:8080` (all interfaces of both families, returned as `[::]:8080`; see
+/// [`bind_any_family`]), `host:port`, `[::1]:8080`; `0` or empty = disabled.
 pub fn parse_bind_address(addr: &str) -> Result<Option<SocketAddr>, String> {
     let a = addr.trim();
     if a.is_empty() || a == "0" {
         return Ok(None);
     }
     let full = if a.starts_with(':') {
-        format!("0.0.0.0{a}")
+        format!("[::]{a}")
     } else {
         a.to_owned()
     };
@@ -47,38 +56,89 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    if s.health.ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "caches not synced or controller not running",
-        )
+/// `/healthz`: fails when the reconciler has work but has made no progress for the liveness bound.
+async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
+    match s.health.why_not_alive(Instant::now()) {
+        None => (StatusCode::OK, "ok".to_owned()),
+        Some(why) => {
+            tracing::warn!(reason = %why, "liveness probe failing");
+            (StatusCode::SERVICE_UNAVAILABLE, why)
+        }
     }
 }
 
-/// A bound listener and the routes it serves.
+/// `/readyz`: caches synced, every watch working, controller running.
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    match s.health.why_not_ready(Instant::now()) {
+        None => (StatusCode::OK, "ok".to_owned()),
+        Some(why) => {
+            if s.health.synced() {
+                // Before the first sync this is expected; afterwards it is news.
+                tracing::warn!(reason = %why, "readiness probe failing");
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, why)
+        }
+    }
+}
+
+/// Binds `addr`. The unspecified IPv6 address `[::]` means every interface of both families: one dual-stack socket
+/// where the kernel allows IPv4 on IPv6 sockets (Linux's default `net.ipv6.bindv6only=0`), else an extra IPv4
+/// socket on the same port; where IPv6 is absent, `0.0.0.0` alone.
+pub async fn bind_any_family(addr: SocketAddr) -> std::io::Result<Vec<TcpListener>> {
+    if addr.ip() != IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        return Ok(vec![TcpListener::bind(addr).await?]);
+    }
+    let v4_addr = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let v6 = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(e),
+        Err(e) => {
+            tracing::info!(%addr, error = %e, "no IPv6 here; listening on IPv4 only");
+            return Ok(vec![TcpListener::bind(v4_addr(addr.port())).await?]);
+        }
+    };
+    let port = v6.local_addr()?.port();
+    match TcpListener::bind(v4_addr(port)).await {
+        // The IPv6 socket is IPv6-only: IPv4 needs its own.
+        Ok(v4) => Ok(vec![v6, v4]),
+        // Our dual-stack socket holds the IPv4 port already, so IPv4 arrives on it.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(vec![v6]),
+        Err(e) => {
+            tracing::debug!(port, error = %e, "no separate IPv4 socket");
+            Ok(vec![v6])
+        }
+    }
+}
+
+/// Bound listeners (one address, one or two sockets) and the routes they serve.
 pub struct Server {
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     router: Router,
 }
 
 impl Server {
-    /// The bound address.
+    /// The bound address (of the first socket).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
+        self.listeners.first().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Every bound socket's address.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// Serves until `shutdown`.
     pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        let router = self.router;
+        let serving = self.listeners.into_iter().map(|l| {
+            axum::serve(l, router.clone())
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future()
+        });
+        futures::future::try_join_all(serving).await.map(|_| ())
     }
 }
 
@@ -102,10 +162,12 @@ pub async fn bind(
     }
     let mut servers = Vec::new();
     for (addr, router) in plan {
-        let listener = TcpListener::bind(addr).await?;
-        tracing::info!(addr = %listener.local_addr()?, "HTTP server listening");
+        let listeners = bind_any_family(addr).await?;
+        for l in &listeners {
+            tracing::info!(addr = %l.local_addr()?, "HTTP server listening");
+        }
         servers.push(Server {
-            listener,
+            listeners,
             router: router.with_state(state.clone()),
         });
     }
@@ -179,7 +241,8 @@ mod tests {
     fn go_style_addresses_parse() {
         assert_eq!(
             parse_bind_address(":8080").unwrap(),
-            Some("0.0.0.0:8080".parse().unwrap())
+            Some("[::]:8080".parse().unwrap()),
+            "`:PORT` is every interface of both families"
         );
         assert_eq!(
             parse_bind_address("127.0.0.1:9").unwrap(),
@@ -214,5 +277,28 @@ mod tests {
         token.cancel();
         task.await.unwrap().unwrap();
         assert!(bind(None, None, state).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unspecified_ipv6_answers_on_both_loopbacks() {
+        let state = HttpState {
+            metrics: Arc::new(Metrics::new().unwrap()),
+            health: Arc::new(Health::default()),
+        };
+        let addr = parse_bind_address(":0").unwrap();
+        let servers = bind(addr, addr, state).await.unwrap();
+        let port = servers[0].local_addr().unwrap().port();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(servers.into_iter().next().unwrap().serve(token.clone()));
+        for ip in ["127.0.0.1", "::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(
+                get(SocketAddr::new(ip, port), "/healthz").await.0,
+                200,
+                "{ip}"
+            );
+        }
+        token.cancel();
+        task.await.unwrap().unwrap();
     }
 }

@@ -157,3 +157,49 @@ fn serving_certs() -> std::path::PathBuf {
     std::fs::write(dir.join("tls.key"), cert.key_pair.serialize_pem()).unwrap();
     dir
 }
+
+/// Go's `:PORT` listens on every family; so do ours: in an IPv6-only cluster the kubelet probes `[::1]`-style
+/// addresses, elsewhere IPv4. Both loopbacks answer on the probe, metrics and hook ports.
+#[tokio::test]
+async fn go_style_port_only_addresses_answer_on_ipv4_and_ipv6() {
+    let tb = Testbed::start(TestbedOptions::profile(Profile::Capi112))
+        .await
+        .expect("testbed");
+    let (probe, metrics, hook) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let certs = serving_certs();
+    let mut op = Operator::spawn_opts(
+        &Operator::binary(),
+        tb.kubeconfig_path(),
+        &[
+            "--enable-runtime-extension=true",
+            &format!("--runtime-extension-port={hook}"),
+            &format!("--runtime-extension-cert-dir={}", certs.display()),
+        ],
+        common::SpawnOptions {
+            probe_bind: Some(format!(":{probe}")),
+            metrics_bind: Some(format!(":{metrics}")),
+            ..Default::default()
+        },
+    );
+    op.wait_ready().await;
+    for host in ["127.0.0.1", "::1"] {
+        for (port, path) in [
+            (probe, "/healthz"),
+            (probe, "/readyz"),
+            (metrics, "/metrics"),
+        ] {
+            let addr = std::net::SocketAddr::new(host.parse().unwrap(), port);
+            let status = common::http_get_at(addr, path).await.map(|(s, _)| s);
+            assert_eq!(status, Some(200), "{path} on {addr}\n{}", op.logs());
+        }
+        let addr = std::net::SocketAddr::new(host.parse().unwrap(), hook);
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_ok(),
+            "the hook port accepts on {addr}"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 mod act;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod memory;
 pub mod stores;
 mod triggers;
@@ -11,10 +12,7 @@ pub mod trim;
 pub mod views;
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -31,6 +29,7 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error;
+pub use health::{Health, Limits, Stopped};
 use memory::{Memory, Slot};
 pub use stores::Stores;
 
@@ -81,26 +80,6 @@ pub struct Settings {
     pub pool_allowlist: Vec<String>,
     /// `--max-concurrent-reconciles`.
     pub max_concurrent_reconciles: u16,
-}
-
-/// Readiness flags shared with `/readyz`.
-#[derive(Debug, Default)]
-pub struct Health {
-    synced: AtomicBool,
-    running: AtomicBool,
-}
-
-impl Health {
-    /// Caches synced and controller running.
-    pub fn ready(&self) -> bool {
-        self.synced.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst)
-    }
-
-    /// Marks readiness (used when the reconciler is disabled, and by the controller).
-    pub fn set(&self, synced: bool, running: bool) {
-        self.synced.store(synced, Ordering::SeqCst);
-        self.running.store(running, Ordering::SeqCst);
-    }
 }
 
 /// Everything reconcile needs, shared by `Arc`.
@@ -268,15 +247,17 @@ fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Acti
 /// What the controller runs with; cheap to clone so a leadership gate can start it again.
 #[derive(Clone)]
 pub struct Runtime {
-    /// API client.
+    /// API client for reads and writes (bounded read timeout).
     pub client: Client,
+    /// API client for the watches (read timeout longer than a watch's server-side timeout).
+    pub watch_client: Client,
     /// Served versions.
     pub shapes: ApiShapes,
     /// Flags.
     pub settings: Settings,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Readiness flags.
+    /// Probe state, and the runtime's bounds.
     pub health: Arc<Health>,
     /// Where the scrape-time gauges find the current caches.
     pub gauge_stores: Arc<Mutex<Option<Stores>>>,
@@ -294,10 +275,18 @@ type RequestSlot = Arc<Mutex<Option<futures::channel::mpsc::UnboundedSender<Requ
 ///
 /// The caches are kept on every replica (followers answer Runtime SDK hooks and serve gauges from them); only
 /// reconciles, the sole writers, are gated. Each leadership term gets its own reconciler, started with every cached
-/// Cluster and stopped (in-flight reconciles finished) as soon as leadership is lost or on shutdown.
-pub async fn run(rt: Runtime, shutdown: CancellationToken, leading: Leadership) {
+/// Cluster; when leadership is lost its in-flight reconciles are cancelled at once (no write of a former leader
+/// lands after it noticed the loss); on shutdown they get [`Limits::shutdown_grace`] to finish.
+///
+/// Returns an error when the watches, the reconciler or the elector end before `shutdown`: the caller exits.
+pub async fn run(
+    rt: Runtime,
+    shutdown: CancellationToken,
+    leading: Leadership,
+) -> Result<(), Stopped> {
     let Runtime {
         client,
+        watch_client,
         shapes,
         settings,
         metrics,
@@ -321,7 +310,8 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken, leading: Leadership) 
         memory: Memory::default(),
         trimmer: trim::Trimmer::default(),
     });
-    let trimming = ctx.trimmer.clone().run(shutdown.clone());
+    let trim_stop = shutdown.child_token();
+    let trimming = ctx.trimmer.clone().run(trim_stop.clone());
 
     let (relisted, relists) = futures::channel::mpsc::unbounded();
     let tracker = Arc::new(triggers::SyncTracker {
@@ -330,79 +320,176 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken, leading: Leadership) 
         relisted,
         trimmer: ctx.trimmer.clone(),
     });
-    let mut triggers = triggers::triggers(&client, &shapes, writers, &ctx, &tracker);
+    let mut triggers = triggers::triggers(&watch_client, &shapes, writers, &ctx, &tracker);
     triggers.push(triggers::on_relist(relists, &ctx));
 
     // The watches are polled for the whole run (that is what keeps the caches current); their reconcile requests
-    // reach the reconciler of the current term, and are dropped while there is none.
+    // reach the reconciler of the current term, and are dropped while there is none (each term starts with every
+    // cached Cluster, and every completed Cluster relist or sync re-checks them all).
     let slot: RequestSlot = Arc::default();
     let pump = {
         let slot = slot.clone();
-        stream::select_all(triggers)
-            .take_until(shutdown.clone().cancelled_owned())
-            .for_each(move |req| {
-                if let Some(tx) = slot.lock().ok().as_ref().and_then(|s| s.as_ref()) {
-                    let _ = tx.unbounded_send(req);
-                }
-                future::ready(())
-            })
+        let health = health.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            stream::select_all(triggers)
+                .take_until(shutdown.clone().cancelled_owned())
+                .for_each(|req| {
+                    if let Some(tx) = slot.lock().ok().as_ref().and_then(|s| s.as_ref()) {
+                        if tx.unbounded_send(req).is_ok() {
+                            health.request_queued();
+                        }
+                    }
+                    future::ready(())
+                })
+                .await;
+            if shutdown.is_cancelled() {
+                Ok(())
+            } else {
+                Err(Stopped::Watches)
+            }
+        }
     };
     let terms = async {
         match leading {
-            None => term(&ctx, &slot, shutdown.clone()).await,
-            Some(mut leading) => loop {
-                let lead = tokio::select! {
-                    _ = shutdown.cancelled() => false,
-                    r = leading.wait_for(|l| *l) => r.is_ok(),
-                };
-                if !lead {
-                    break;
-                }
-                let stop = shutdown.child_token();
-                let mut reconciler = std::pin::pin!(term(&ctx, &slot, stop.clone()));
-                tokio::select! {
-                    _ = &mut reconciler => {}
-                    // The elector only sends transitions: any change during a term ends it, so each term starts
-                    // afresh (even a loss followed at once by re-election).
-                    _ = leading.changed() => {
-                        stop.cancel();
-                        reconciler.await;
-                        tracing::info!("leadership lost: reconciler stopped");
+            None => {
+                let fault = health::fault_abort_reconciler_after();
+                term(&ctx, &slot, &health, shutdown.clone(), &shutdown, fault).await
+            }
+            Some(mut leading) => {
+                let mut fault = health::fault_abort_reconciler_after();
+                loop {
+                    let lead = tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        r = leading.wait_for(|l| *l) => r.is_ok(),
+                    };
+                    if !lead {
+                        return Err(Stopped::Elector);
+                    }
+                    let stop = shutdown.child_token();
+                    let mut reconciler = std::pin::pin!(term(
+                        &ctx,
+                        &slot,
+                        &health,
+                        stop.clone(),
+                        &shutdown,
+                        fault.take()
+                    ));
+                    tokio::select! {
+                        r = &mut reconciler => r?,
+                        // The elector only sends transitions: any change during a term ends it, so each term
+                        // starts afresh (even a loss followed at once by re-election).
+                        _ = leading.changed() => {
+                            stop.cancel();
+                            reconciler.await?;
+                            tracing::info!("leadership lost: reconciler stopped, in-flight reconciles cancelled");
+                        }
+                    }
+                    if shutdown.is_cancelled() {
+                        return Ok(());
                     }
                 }
-                if shutdown.is_cancelled() {
-                    break;
-                }
-            },
+            }
         }
     };
-    futures::join!(pump, terms, trimming);
+    let work = async {
+        let mut pump = std::pin::pin!(pump);
+        let mut terms = std::pin::pin!(terms);
+        // Whichever ends first decides; an error ends the other at once.
+        let result = tokio::select! {
+            r = &mut pump => match r {
+                Ok(()) => terms.await,
+                Err(e) => Err(e),
+            },
+            r = &mut terms => match r {
+                Ok(()) => pump.await,
+                Err(e) => Err(e),
+            },
+        };
+        trim_stop.cancel();
+        result
+    };
+    let (result, ()) = futures::join!(work, trimming);
     health.set(false, false);
-    tracing::info!("controller stopped");
+    match &result {
+        Ok(()) => tracing::info!("controller stopped"),
+        Err(e) => tracing::error!(error = %e, "controller failed"),
+    }
+    result
 }
 
 /// One reconciler term: every cached Cluster once (work may have been left by a previous leader, and requests were
-/// dropped while not leading), then every request the watches produce, until `stop`.
-async fn term(ctx: &Arc<Context>, slot: &RequestSlot, stop: CancellationToken) {
+/// dropped while not leading), then every request the watches produce, until `stop`. The reconciler runs as its
+/// own task: when it ends before `stop` (panic, abort) the term fails. On `stop` during shutdown, in-flight
+/// reconciles get the shutdown grace; on `stop` for a lost leadership they are cancelled at once.
+async fn term(
+    ctx: &Arc<Context>,
+    slot: &RequestSlot,
+    health: &Arc<Health>,
+    stop: CancellationToken,
+    shutdown: &CancellationToken,
+    fault_abort_after: Option<Duration>,
+) -> Result<(), Stopped> {
+    let limits = health.limits();
     let (tx, rx) = futures::channel::mpsc::unbounded();
-    for c in ctx.stores.clusters.state() {
+    // The slot first: a list that completes from now on re-checks every Cluster through it, so none falls between
+    // the snapshot below and the slot.
+    if let Ok(mut s) = slot.lock() {
+        *s = Some(tx.clone());
+    }
+    let clusters = ctx.stores.clusters.state();
+    tracing::info!(
+        clusters = clusters.len(),
+        caches_synced = health.synced(),
+        "reconciler started"
+    );
+    if !health.synced() {
+        tracing::info!(
+            "reconciler waiting for the caches to sync; every Cluster is re-checked once they are"
+        );
+    }
+    for c in clusters {
         let _ = tx.unbounded_send(Ok(ReconcileRequest::from(ObjectRef::from_obj_with(
             c.as_ref(),
             ctx.shapes.cluster.clone(),
         ))));
     }
-    if let Ok(mut s) = slot.lock() {
-        *s = Some(tx);
-    }
-    applier(
-        |obj, ctx| Box::pin(spawned(reconcile(obj, ctx))),
+    drop(tx);
+    let deadline = limits.reconcile_timeout;
+    let reconcile_health = health.clone();
+    let progress_health = health.clone();
+    let reconciler = applier(
+        move |obj, ctx| {
+            let cluster = format!(
+                "{}/{}",
+                obj.metadata.namespace.as_deref().unwrap_or_default(),
+                obj.metadata.name.as_deref().unwrap_or_default()
+            );
+            // A reconcile cut off at its deadline never reports itself; count it as reconcile does an error.
+            let class = ClusterView::parse(&obj)
+                .ok()
+                .and_then(|c| c.class.map(|r| r.name))
+                .unwrap_or_default();
+            let metrics = ctx.metrics.clone();
+            let on_timeout = move |seconds: f64| {
+                metrics.reconciled(&class, crate::names::results::ERROR, seconds)
+            };
+            Box::pin(spawned(
+                reconcile(obj, ctx),
+                reconcile_health.clone(),
+                deadline,
+                cluster,
+                on_timeout,
+            ))
+        },
         error_policy,
         ctx.clone(),
         ctx.stores.clusters.clone(),
-        rx.take_until(stop.cancelled_owned()),
+        rx.take_until(stop.clone().cancelled_owned()),
         kube::runtime::Config::default().concurrency(ctx.settings.max_concurrent_reconciles),
     )
-    .for_each(|res| {
+    .for_each(move |res| {
+        progress_health.reconciler_progressed();
         match res {
             Ok((obj, _)) => tracing::trace!(cluster = %obj.name, "reconciled"),
             Err(kube::runtime::controller::Error::ObjectNotFound(r)) => {
@@ -414,19 +501,79 @@ async fn term(ctx: &Arc<Context>, slot: &RequestSlot, stop: CancellationToken) {
             Err(e) => tracing::warn!(error = %e, "controller error"),
         }
         future::ready(())
-    })
-    .await;
+    });
+    let mut task = health::AbortOnDrop(tokio::spawn(reconciler));
+    let _fault = fault_abort_after.map(|after| {
+        let handle = task.0.abort_handle();
+        health::AbortOnDrop(tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            tracing::warn!(
+                env = health::ENV_FAULT_ABORT_RECONCILER,
+                "fault injection: aborting the reconciler task"
+            );
+            handle.abort();
+        }))
+    });
+    let ended = tokio::select! {
+        r = &mut task.0 => Some(r),
+        _ = stop.cancelled() => None,
+    };
     if let Ok(mut s) = slot.lock() {
         *s = None;
     }
+    let result = match ended {
+        Some(_) if stop.is_cancelled() => Ok(()),
+        Some(Ok(())) => Err(Stopped::Reconciler("its request stream ended".to_owned())),
+        Some(Err(e)) => Err(Stopped::Reconciler(e.to_string())),
+        None if shutdown.is_cancelled() => {
+            // Shutdown: no new requests; in-flight reconciles get the grace, then are abandoned.
+            match tokio::time::timeout(limits.shutdown_grace, &mut task.0).await {
+                Ok(_) => {}
+                Err(_) => {
+                    let (started, finished) = health.reconcile_counts();
+                    tracing::warn!(grace = ?limits.shutdown_grace, in_flight = started.saturating_sub(finished),
+                        "shutdown grace passed; abandoning in-flight reconciles");
+                    task.0.abort();
+                }
+            }
+            Ok(())
+        }
+        None => {
+            // Leadership lost: cancel in-flight reconciles (their requests are dropped) instead of finishing them.
+            task.0.abort();
+            let _ = (&mut task.0).await;
+            Ok(())
+        }
+    };
+    health.reconciler_progressed();
+    result
 }
 
-/// Runs the reconcile on the multi-threaded runtime; a panic becomes a transient error, not a dead controller.
+/// Runs the reconcile on the multi-threaded runtime, bounded by `deadline`. A panic becomes a stale-cache error
+/// (retried soon), a reconcile past its deadline a transient one (retried with backoff); either way the reconcile
+/// task is aborted, so none of its requests outlives it, and dropping this future (a cancelled term) aborts it too.
 async fn spawned(
     fut: impl std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+    health: Arc<Health>,
+    deadline: Duration,
+    cluster: String,
+    on_timeout: impl FnOnce(f64),
 ) -> Result<Action, Error> {
-    match tokio::spawn(fut).await {
-        Ok(r) => r,
-        Err(e) => Err(Error::Stale(format!("reconcile task failed: {e}"))),
+    let _in_flight = health.reconcile_started();
+    let mut task = health::AbortOnDrop(tokio::spawn(fut));
+    match tokio::time::timeout(deadline, &mut task.0).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(Error::Stale(format!("reconcile task failed: {e}"))),
+        Err(_) => {
+            task.0.abort();
+            on_timeout(deadline.as_secs_f64());
+            tracing::warn!(%cluster, ?deadline, "reconcile deadline passed; cancelled, retrying with backoff");
+            Err(Error::Transient {
+                action: format!("reconcile {cluster}"),
+                source: Box::new(kube::Error::Service(Box::new(health::DeadlineExceeded(
+                    deadline,
+                )))),
+            })
+        }
     }
 }

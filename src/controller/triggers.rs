@@ -36,8 +36,9 @@ pub(super) type Trigger =
 pub(super) struct SyncTracker {
     pub(super) seen: std::sync::atomic::AtomicU8,
     pub(super) health: Arc<Health>,
-    /// Signalled when a secondary watch relists after a gap: objects deleted meanwhile produced no event, so
-    /// every Cluster is looked at again.
+    /// Signalled when every cache has synced, and whenever a watch relists after a gap: every Cluster is looked at
+    /// again (objects deleted meanwhile produced no event; Clusters listed into the store's buffer had their
+    /// requests dropped as "not found", or while no reconciler term was running).
     pub(super) relisted: futures::channel::mpsc::UnboundedSender<()>,
     /// Asked for a trim after deletions and relists.
     pub(super) trimmer: super::trim::Trimmer,
@@ -50,14 +51,35 @@ impl SyncTracker {
     fn mark(&self, bit: u8) {
         let all = (1u8 << WATCHES) - 1;
         let before = self.seen.fetch_or(1 << bit, Ordering::SeqCst);
-        if before & (1 << bit) != 0 && bit != CLUSTER_BIT {
-            // The Cluster watch's own relist re-triggers every Cluster already.
-            let _ = self.relisted.unbounded_send(());
-        }
-        if before != all && (before | (1 << bit)) == all {
+        self.health
+            .watch(usize::from(bit), super::health::WatchSignal::ListDone);
+        let relist = before & (1 << bit) != 0;
+        let all_synced_now = before != all && (before | (1 << bit)) == all;
+        if all_synced_now {
             self.health.set(true, true);
             tracing::info!("caches synced; controller running");
         }
+        if relist {
+            tracing::debug!(watch = bit, "watch relisted; re-checking every Cluster");
+        }
+        if relist || all_synced_now {
+            let _ = self.relisted.unbounded_send(());
+        }
+    }
+
+    /// Feeds what a watch reports to the probes.
+    fn observe(&self, bit: u8, ev: &Result<watcher::Event<DynamicObject>, watcher::Error>) {
+        use super::health::WatchSignal;
+        let signal = match ev {
+            Ok(watcher::Event::Init) => WatchSignal::ListStarted,
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => WatchSignal::Event,
+            Ok(watcher::Event::InitApply(_) | watcher::Event::InitDone) => return,
+            Err(e) => {
+                tracing::debug!(watch = bit, error = %e, "watch failed");
+                WatchSignal::Error
+            }
+        };
+        self.health.watch(usize::from(bit), signal);
     }
 }
 
@@ -86,14 +108,17 @@ fn watch_into(
             }
         })
         .boxed();
-    cache(raw).inspect_ok(move |ev| match ev {
-        watcher::Event::InitDone => {
-            tracker.mark(bit);
-            trimmer.request();
-        }
-        watcher::Event::Delete(_) => trimmer.request(),
-        _ => {}
-    })
+    let observer = tracker.clone();
+    cache(raw)
+        .inspect(move |ev| observer.observe(bit, ev))
+        .inspect_ok(move |ev| match ev {
+            watcher::Event::InitDone => {
+                tracker.mark(bit);
+                trimmer.request();
+            }
+            watcher::Event::Delete(_) => trimmer.request(),
+            _ => {}
+        })
 }
 
 /// A watch feeding a kube reflector store (the kinds whose objects the controller or the rules read whole).
@@ -336,7 +361,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_after_every_initial_list_and_relists_of_secondaries_are_signalled() {
+    fn ready_after_every_initial_list_and_every_sync_or_relist_rechecks_all_clusters() {
         let (tx, mut rx) = futures::channel::mpsc::unbounded();
         let health = Arc::new(Health::default());
         let t = SyncTracker {
@@ -351,14 +376,20 @@ mod tests {
                 !health.ready(),
                 "not ready before watch {bit}'s siblings listed"
             );
+            assert!(rx.try_recv().is_err(), "initial lists are not relists");
         }
         t.mark(WATCHES - 1);
         assert!(health.ready());
-        assert!(rx.try_recv().is_err(), "initial lists are not relists");
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(()),
+            "the first full sync re-checks every Cluster (a term may have started before it)"
+        );
         t.mark(CLUSTER_BIT);
-        assert!(
-            rx.try_recv().is_err(),
-            "a Cluster relist re-triggers Clusters by itself"
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(()),
+            "a Cluster relist re-checks every Cluster: requests for Clusters listed into the buffer were dropped"
         );
         t.mark(2);
         assert_eq!(

@@ -93,7 +93,8 @@ impl ClusterSource for CacheSource {
 
 /// A bound hook server.
 pub struct HookServer {
-    listener: TcpListener,
+    /// One socket, or two when `[::]` needs a separate IPv4 one (see [`crate::http::bind_any_family`]).
+    listeners: Vec<TcpListener>,
     acceptor: TlsAcceptor,
     routes: Arc<Routes>,
     source: Arc<dyn ClusterSource>,
@@ -101,7 +102,7 @@ pub struct HookServer {
 }
 
 impl HookServer {
-    /// Loads the certificate from `cert_dir` and binds `addr`.
+    /// Loads the certificate from `cert_dir` and binds `addr` (`[::]`: every interface of both families).
     pub async fn bind(
         addr: SocketAddr,
         cert_dir: &std::path::Path,
@@ -110,9 +111,9 @@ impl HookServer {
     ) -> Result<Self, HookError> {
         let certs = Arc::new(ReloadingCert::new(cert_dir)?);
         let config = tls::server_config(certs)?;
-        let listener = TcpListener::bind(addr).await?;
+        let listeners = crate::http::bind_any_family(addr).await?;
         Ok(Self {
-            listener,
+            listeners,
             acceptor: TlsAcceptor::from(Arc::new(config)),
             routes: Arc::new(routes),
             source,
@@ -128,61 +129,90 @@ impl HookServer {
 
     /// The bound address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
+        self.listeners.first().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown`; a bad connection is logged and dropped, never fatal.
     pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        tracing::info!(addr = ?self.local_addr(), path = %self.routes.before_cluster_create_path(),
-            "runtime extension serving");
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                res = self.listener.accept() => match res {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "hook accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+        let Self {
+            listeners,
+            acceptor,
+            routes,
+            source,
+            metrics,
+        } = self;
+        let loops = listeners.into_iter().map(|listener| {
+            accept_loop(
+                listener,
+                acceptor.clone(),
+                routes.clone(),
+                source.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )
+        });
+        futures::future::try_join_all(loops).await.map(|_| ())
+    }
+}
+
+/// Accepts and serves the connections of one socket until `shutdown`.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    routes: Arc<Routes>,
+    source: Arc<dyn ClusterSource>,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(addr = ?listener.local_addr().ok(), path = %routes.before_cluster_create_path(),
+        "runtime extension serving");
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            res = listener.accept() => match res {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "hook accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let routes = routes.clone();
+        let source = source.clone();
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(IO_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "hook TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
             };
-            let acceptor = self.acceptor.clone();
-            let routes = self.routes.clone();
-            let source = self.source.clone();
-            let metrics = self.metrics.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(IO_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "hook TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                let service = hyper::service::service_fn(move |req| {
-                    let routes = routes.clone();
-                    let source = source.clone();
-                    let metrics = metrics.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            respond(req, &routes, &*source, metrics.as_deref()).await,
-                        )
-                    }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(IO_TIMEOUT)
-                    .serve_connection(TokioIo::new(tls), service);
-                tokio::select! {
-                    res = conn => if let Err(e) = res {
-                        tracing::debug!(%peer, error = %e, "hook connection ended with an error");
-                    },
-                    _ = shutdown.cancelled() => {}
+            let service = hyper::service::service_fn(move |req| {
+                let routes = routes.clone();
+                let source = source.clone();
+                let metrics = metrics.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        respond(req, &routes, &*source, metrics.as_deref()).await,
+                    )
                 }
             });
-        }
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(IO_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), service);
+            tokio::select! {
+                res = conn => if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "hook connection ended with an error");
+                },
+                _ = shutdown.cancelled() => {}
+            }
+        });
     }
 }
 

@@ -23,6 +23,7 @@ use tokio::{io::AsyncReadExt, io::AsyncWriteExt, net::TcpStream, process::Child}
 
 pub mod gate;
 pub mod invariants;
+pub mod proxy;
 
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -37,9 +38,28 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// How to start the operator beyond its flags.
+#[derive(Debug, Default, Clone)]
+pub struct SpawnOptions {
+    /// Environment variables (the `CAPI_VIP_ALLOCATOR_*` bounds and fault switches).
+    pub env: Vec<(String, String)>,
+    /// `--health-probe-bind-address` (default `127.0.0.1:<free port>`); `:PORT` forms are probed on 127.0.0.1.
+    pub probe_bind: Option<String>,
+    /// `--metrics-bind-address` (default `127.0.0.1:<free port>`).
+    pub metrics_bind: Option<String>,
+}
+
+impl SpawnOptions {
+    /// With environment variable `key=value`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
 /// The operator process; killed on drop. Its stderr goes to a log file printed when a test fails.
 pub struct Operator {
-    child: Child,
+    child: std::sync::Mutex<Child>,
     /// Metrics port.
     pub metrics_port: u16,
     /// Probe port.
@@ -66,8 +86,42 @@ impl Operator {
         kubeconfig: &std::path::Path,
         flags: &[&str],
     ) -> Operator {
-        let metrics_port = free_port();
-        let probe_port = free_port();
+        Self::spawn_opts(bin, kubeconfig, flags, SpawnOptions::default())
+    }
+
+    /// The real binary with debug logs, `flags` and `opts`.
+    pub fn spawn_debug(
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        opts: SpawnOptions,
+    ) -> Operator {
+        let mut flags = vec!["--log-level=capi_vip_allocator=debug,info"];
+        flags.extend_from_slice(extra);
+        Self::spawn_opts(&Self::binary(), kubeconfig, &flags, opts)
+    }
+
+    /// [`Self::spawn_with`] with environment variables and bind addresses from `opts`.
+    pub fn spawn_opts(
+        bin: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        flags: &[&str],
+        opts: SpawnOptions,
+    ) -> Operator {
+        let port_of = |bind: &Option<String>| {
+            bind.as_deref()
+                .and_then(|b| b.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+        };
+        let metrics_port = port_of(&opts.metrics_bind).unwrap_or_else(free_port);
+        let probe_port = port_of(&opts.probe_bind).unwrap_or_else(free_port);
+        let metrics_bind = opts
+            .metrics_bind
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{metrics_port}"));
+        let probe_bind = opts
+            .probe_bind
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{probe_port}"));
         let log = std::env::temp_dir().join(format!(
             "capi-vip-allocator-test-{}-{}.log",
             std::process::id(),
@@ -76,19 +130,18 @@ impl Operator {
         let file = std::fs::File::create(&log).expect("log file");
         let child = tokio::process::Command::new(bin)
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
-            .arg(format!(
-                "--health-probe-bind-address=127.0.0.1:{probe_port}"
-            ))
+            .arg(format!("--metrics-bind-address={metrics_bind}"))
+            .arg(format!("--health-probe-bind-address={probe_bind}"))
             .args(flags)
             .env_remove("RUST_LOG")
+            .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn operator");
         Operator {
-            child,
+            child: std::sync::Mutex::new(child),
             metrics_port,
             probe_port,
             log,
@@ -113,40 +166,95 @@ impl Operator {
             .unwrap_or_default()
     }
 
+    /// The exit status, if the process has ended.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.child
+            .lock()
+            .ok()
+            .and_then(|mut c| c.try_wait().ok().flatten())
+    }
+
+    /// What a timed-out test needs to diagnose a stall: exit status, last log lines, reconcile counters.
+    pub async fn diagnostics(&self) -> String {
+        let status = match self.exit_status() {
+            Some(s) => format!("operator exited: {s}"),
+            None => "operator still running".to_owned(),
+        };
+        let logs = self.logs();
+        let lines: Vec<&str> = logs.lines().collect();
+        let tail = lines[lines.len().saturating_sub(DIAGNOSTIC_LOG_LINES)..].join("\n");
+        let metrics = self.metrics().await;
+        let counters: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("capi_vip_allocator_reconcile_total"))
+            .collect();
+        let probes = format!(
+            "healthz: {:?}; readyz: {:?}",
+            self.probe("/healthz").await,
+            self.probe("/readyz").await
+        );
+        format!(
+            "---- diagnostics ----\n{status}\n{probes}\nreconcile counters:\n{}\nlast {} log lines:\n{tail}\n---- end of diagnostics ----",
+            if counters.is_empty() { "(none scraped)".to_owned() } else { counters.join("\n") },
+            DIAGNOSTIC_LOG_LINES,
+        )
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&mut self) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("operator exited with {status}:\n{}", self.logs());
+            if let Some(status) = self.exit_status() {
+                panic!(
+                    "operator exited with {status}:\n{}",
+                    self.diagnostics().await
+                );
             }
             if let Some((200, _)) = self.probe("/readyz").await {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "operator not ready in time:\n{}",
-                self.logs()
-            );
+            if tokio::time::Instant::now() >= deadline {
+                panic!("operator not ready in time:\n{}", self.diagnostics().await);
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
+    /// Waits up to `within` for the process to exit; its status.
+    pub async fn wait_exit(&self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(s) = self.exit_status() {
+                return Some(s);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status; returns it with the operator's log.
-    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        if let Some(pid) = self.child.id() {
+    pub async fn terminate(self) -> (std::process::ExitStatus, String) {
+        if let Some(pid) = self.child.lock().ok().and_then(|c| c.id()) {
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
                 .arg(pid.to_string())
                 .status();
         }
-        let status = tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("operator exits on SIGTERM")
-            .expect("wait");
+        let status = match self.wait_exit(WAIT).await {
+            Some(s) => s,
+            None => panic!(
+                "operator did not exit on SIGTERM within {WAIT:?}:\n{}",
+                self.diagnostics().await
+            ),
+        };
         (status, self.logs())
     }
 }
+
+/// Log lines a diagnostic shows.
+const DIAGNOSTIC_LOG_LINES: usize = 40;
 
 impl Drop for Operator {
     fn drop(&mut self) {
@@ -156,14 +264,21 @@ impl Drop for Operator {
                 self.logs()
             );
         }
-        let _ = self.child.start_kill();
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.start_kill();
+        }
         let _ = std::fs::remove_file(&self.log);
     }
 }
 
 /// Minimal HTTP/1.0 GET on localhost.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    http_get_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path).await
+}
+
+/// Minimal HTTP/1.0 GET on `addr`.
+pub async fn http_get_at(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .ok()?;
@@ -475,11 +590,12 @@ impl Env {
             if pred(&text) {
                 return text;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "metrics never showed {what}:\n{text}\n{}",
-                self.op.logs()
-            );
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "metrics never showed {what}:\n{text}\n{}",
+                    self.op.diagnostics().await
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -504,7 +620,7 @@ async fn wait_for(
             let current = api.get_opt(name).await.ok().flatten();
             panic!(
                 "timed out waiting for {what} on {name}; now: {current:#?}\n{}",
-                op.logs()
+                op.diagnostics().await
             )
         }
     }
