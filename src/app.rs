@@ -35,8 +35,7 @@ use crate::{
 /// Read timeout of the request client: no single get or write of ours waits longer for an answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Environment variable overriding [`REQUEST_TIMEOUT`] (Go duration).
-pub const ENV_REQUEST_TIMEOUT: &str = "CAPI_VIP_ALLOCATOR_REQUEST_TIMEOUT";
+pub use crate::names::env::REQUEST_TIMEOUT as ENV_REQUEST_TIMEOUT;
 
 /// Read timeout of the watch client: above the watch's server-side 290 s and kube's 295 s idle timeout, so it
 /// only fires for a list or watch request whose answer never comes.

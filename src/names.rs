@@ -97,6 +97,24 @@ pub mod reasons {
 /// The `action` field of our Events.
 pub const EVENT_ACTION: &str = "AllocateVIP";
 
+/// Environment variables that override the operator's time bounds (Go durations, e.g. `30s`), and its one
+/// test-only fault switch. Documented in docs/operator.md, section "Timeouts, probes and supervision".
+pub mod env {
+    /// Overrides the read timeout of every get and write (default 30 s).
+    pub const REQUEST_TIMEOUT: &str = "CAPI_VIP_ALLOCATOR_REQUEST_TIMEOUT";
+    /// Overrides the per-reconcile deadline (default 60 s).
+    pub const RECONCILE_TIMEOUT: &str = "CAPI_VIP_ALLOCATOR_RECONCILE_TIMEOUT";
+    /// Overrides the liveness bound (default 2 × the reconcile timeout).
+    pub const LIVENESS_BOUND: &str = "CAPI_VIP_ALLOCATOR_LIVENESS_BOUND";
+    /// Overrides how long a watch may keep failing before `/readyz` is withdrawn (default 60 s).
+    pub const WATCH_STALL: &str = "CAPI_VIP_ALLOCATOR_WATCH_STALL";
+    /// Overrides the time in-flight reconciles get on SIGTERM (default 5 s).
+    pub const SHUTDOWN_GRACE: &str = "CAPI_VIP_ALLOCATOR_SHUTDOWN_GRACE";
+    /// Test-only fault injection: when set (a Go duration), the reconciler task of the first leadership term is
+    /// aborted that long after it starts, to prove that a dead reconciler ends the process with a non-zero code.
+    pub const FAULT_ABORT_RECONCILER: &str = "CAPI_VIP_ALLOCATOR_FAULT_ABORT_RECONCILER_AFTER";
+}
+
 /// Values of the `result` label of `capi_vip_allocator_reconcile_total`.
 pub mod results {
     /// The reconcile completed (whatever it had to do).
@@ -178,6 +196,15 @@ mod tests {
             super::results::SUCCESS,
             super::results::ERROR,
             super::results::SKIPPED,
+            super::ANNOTATION_CONTROL_PLANE_CLAIM,
+            super::ANNOTATION_INGRESS_CLAIM,
+            super::ANNOTATION_DELETE_FOR_MOVE,
+            super::env::REQUEST_TIMEOUT,
+            super::env::RECONCILE_TIMEOUT,
+            super::env::LIVENESS_BOUND,
+            super::env::WATCH_STALL,
+            super::env::SHUTDOWN_GRACE,
+            super::env::FAULT_ABORT_RECONCILER,
         ];
         all.extend_from_slice(super::reasons::ALL);
         use super::metrics as m;

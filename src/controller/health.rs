@@ -25,18 +25,11 @@ pub const WATCH_STALL: Duration = Duration::from_secs(60);
 /// An error run is over when no error followed for this long (kube's default watch backoff caps at 30 s).
 const ERROR_RUN_QUIET: Duration = Duration::from_secs(35);
 
-/// Environment variable overriding [`RECONCILE_TIMEOUT`] (Go duration, e.g. `30s`).
-pub const ENV_RECONCILE_TIMEOUT: &str = "CAPI_VIP_ALLOCATOR_RECONCILE_TIMEOUT";
-/// Environment variable overriding the liveness bound (default 2 × the reconcile timeout).
-pub const ENV_LIVENESS_BOUND: &str = "CAPI_VIP_ALLOCATOR_LIVENESS_BOUND";
-/// Environment variable overriding [`WATCH_STALL`].
-pub const ENV_WATCH_STALL: &str = "CAPI_VIP_ALLOCATOR_WATCH_STALL";
-/// Environment variable overriding [`SHUTDOWN_GRACE`].
-pub const ENV_SHUTDOWN_GRACE: &str = "CAPI_VIP_ALLOCATOR_SHUTDOWN_GRACE";
-
-/// Test-only fault injection: when set (a Go duration), the reconciler task of the first leadership term is aborted
-/// that long after it starts, to prove that a dead reconciler ends the process with a non-zero code.
-pub const ENV_FAULT_ABORT_RECONCILER: &str = "CAPI_VIP_ALLOCATOR_FAULT_ABORT_RECONCILER_AFTER";
+pub use crate::names::env::{
+    FAULT_ABORT_RECONCILER as ENV_FAULT_ABORT_RECONCILER, LIVENESS_BOUND as ENV_LIVENESS_BOUND,
+    RECONCILE_TIMEOUT as ENV_RECONCILE_TIMEOUT, SHUTDOWN_GRACE as ENV_SHUTDOWN_GRACE,
+    WATCH_STALL as ENV_WATCH_STALL,
+};
 
 /// The fault-injection delay of [`ENV_FAULT_ABORT_RECONCILER`], if set and valid.
 pub fn fault_abort_reconciler_after() -> Option<Duration> {
