@@ -276,6 +276,11 @@ async fn long_refusal_is_told_in_a_cut_event() {
     env.cluster(&ns, "c", "longmsg").await;
     let e = env.wait_event(&ns, "c", "PatchFailed").await;
     assert!(note(&e).len() <= 1024, "{}", note(&e).len());
+    assert!(
+        note(&e).ends_with("[truncated]"),
+        "the refusal was longer than an Event holds: {}",
+        note(&e)
+    );
     assert!(note(&e).contains("clusterVip"), "{}", note(&e));
     assert!(
         env.op.logs().contains("allowed-endpoint-value-079"),

@@ -318,7 +318,7 @@ pub async fn main_env(opts: &Options, r: &mut Report) -> Result<(), String> {
         "Clusters/s",
     );
     r.info(sec, "first create → last VIP", burst.span, "s");
-    r.at_least(sec, "throughput", n as f64 / burst.span, "VIPs/s", 200.0);
+    r.at_least(sec, "throughput", n as f64 / burst.span, "VIPs/s", 1000.0);
     r.info(
         "cpu",
         "operator CPU per 1,000 allocations",

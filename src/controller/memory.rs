@@ -202,6 +202,13 @@ mod tests {
         m.patched_from("u", vec!["5".into()]);
         assert!(m.cache_behind_our_write("u", "5"));
         assert!(!m.cache_behind_our_write("u", "6"));
+        // Two writes in one reconcile (control plane, then ingress): behind until the second one arrives.
+        m.patched_from("u", vec!["5".into(), "6".into()]);
+        assert!(m.cache_behind_our_write("u", "5") && m.cache_behind_our_write("u", "6"));
+        assert!(!m.cache_behind_our_write("u", "7"));
+        // A write the server found to change nothing replaced no version: nothing to wait for.
+        m.patched_from("u", Vec::new());
+        assert!(!m.cache_behind_our_write("u", "5"));
     }
 
     #[test]
