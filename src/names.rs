@@ -77,6 +77,8 @@ pub mod reasons {
     /// Warning: the claim of a VIP the Cluster still uses was deleted (or now holds another address): the IPAM
     /// provider may hand the address to another Cluster.
     pub const VIP_RELEASED: &str = "VIPReleased";
+    /// Warning: another Cluster (any namespace) has the same control-plane host.
+    pub const DUPLICATE_VIP: &str = "DuplicateVIP";
     /// All reasons, for docs and tests.
     pub const ALL: &[&str] = &[
         VIP_ALLOCATED,
@@ -91,6 +93,7 @@ pub mod reasons {
         CLAIM_REPLACED,
         ADDRESS_INVALID,
         VIP_RELEASED,
+        DUPLICATE_VIP,
     ];
 }
 
@@ -147,6 +150,8 @@ pub mod metrics {
     pub const CLAIMS_READY: &str = "capi_vip_allocator_claims_ready";
     /// Gauge `{role,namespace}`: our claims still waiting for an address.
     pub const CLAIMS_PENDING: &str = "capi_vip_allocator_claims_pending";
+    /// Gauge (no labels): control-plane hosts shared by two or more Clusters.
+    pub const DUPLICATE_VIPS: &str = "capi_vip_allocator_duplicate_vips";
     /// Counter `{cluster_class,result}`: reconciles by result (`success`, `error`, `skipped`).
     pub const RECONCILE_TOTAL: &str = "capi_vip_allocator_reconcile_total";
     /// Histogram `{cluster_class}`: reconcile wall time in seconds.
@@ -219,6 +224,7 @@ mod tests {
             m::CLAIMS_TOTAL,
             m::CLAIMS_READY,
             m::CLAIMS_PENDING,
+            m::DUPLICATE_VIPS,
             m::RECONCILE_TOTAL,
             m::RECONCILE_DURATION_SECONDS,
             m::RUNTIME_EXTENSION_REQUESTS_TOTAL,

@@ -484,3 +484,46 @@ async fn black_holed_events_never_hold_back_a_vip() {
     env.tb.faults().clear();
     env.tb.shutdown().await;
 }
+
+/// Two Clusters answering for one address (hand-set hosts, different namespaces): each gets Warning
+/// `DuplicateVIP` naming the other, the gauge counts the address, and moving one away clears the gauge.
+#[tokio::test]
+async fn clusters_sharing_a_host_are_told_on_each_side() {
+    let env = Env::start(Profile::Capi112).await;
+    let (a, b) = (
+        env.namespace("rs-dup-a").await,
+        env.namespace("rs-dup-b").await,
+    );
+    for ns in [&a, &b] {
+        env.class(ns, "dup", &[]).await;
+    }
+    let manual = |host: &str| json!({"topology": env.topology("dup", None, None), "controlPlaneEndpoint": {"host": host, "port": 6443}});
+    env.cluster_with(&a, "one", json!({}), manual("192.168.40.4"))
+        .await;
+    env.cluster_with(&b, "two", json!({}), manual("192.168.40.4"))
+        .await;
+    let e = env.wait_event(&a, "one", "DuplicateVIP").await;
+    assert!(note(&e).contains(&format!("{b}/two")), "{}", note(&e));
+    let e = env.wait_event(&b, "two", "DuplicateVIP").await;
+    assert!(note(&e).contains(&format!("{a}/one")), "{}", note(&e));
+    env.wait_metrics("one duplicated host", |m| {
+        common::metric_value(m, "capi_vip_allocator_duplicate_vips") == Some(1.0)
+    })
+    .await;
+    env.patch_cluster(
+        &b,
+        "two",
+        json!({"spec": {"controlPlaneEndpoint": {"host": "192.168.40.5"}}}),
+    )
+    .await;
+    env.wait_metrics("no duplicated host", |m| {
+        common::metric_value(m, "capi_vip_allocator_duplicate_vips") == Some(0.0)
+    })
+    .await;
+    assert_eq!(
+        env.events(&a, "one", "DuplicateVIP").await.len(),
+        1,
+        "told once"
+    );
+    env.tb.shutdown().await;
+}

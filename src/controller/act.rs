@@ -218,6 +218,17 @@ fn allocated(ctx: &Context, cluster: &ClusterView, class: &str, plan: &Plan, a: 
 
 /// Publishes the plan's reports that are a change of state; counts the errors among them.
 pub async fn report(ctx: &Context, cluster: &ClusterView, class: &str, plan: &Plan) {
+    let collision = plan.collision.as_ref();
+    if ctx
+        .memory
+        .transition(&cluster.uid, Slot::Collision, collision.map(|r| r.reason))
+    {
+        if let Some(r) = collision {
+            ctx.metrics.error(r.role.label(), class, r.reason);
+            tracing::warn!(reason = r.reason, "{}", r.note);
+            publish(ctx, cluster, r.severity, r.reason, r.note.clone());
+        }
+    }
     let allocated: Vec<Role> = plan.allocations.iter().map(|a| a.role).collect();
     for role in Role::ALL {
         if allocated.contains(&role) {

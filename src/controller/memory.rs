@@ -15,6 +15,8 @@ pub enum Slot {
     Role(Role),
     /// The outcome of our last write (PatchFailed, ClaimFailed).
     Write,
+    /// A collision with other Clusters (DuplicateVIP).
+    Collision,
 }
 
 #[derive(Debug, Default)]

@@ -5,6 +5,7 @@ mod act;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod hosts;
 pub mod memory;
 pub mod stores;
 mod triggers;

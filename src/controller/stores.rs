@@ -91,6 +91,8 @@ pub struct Stores {
     pub addresses: ViewCache<AddressEntry>,
     /// GlobalInClusterIPPools.
     pub pools: Store<DynamicObject>,
+    /// Which Clusters share a control-plane host (kept by the Cluster watch).
+    pub hosts: super::hosts::HostIndex,
     /// The API shapes the caches hold.
     pub shapes: ApiShapes,
     /// `--pool-allowlist`: when set, only these pools exist for the operator.
@@ -130,6 +132,7 @@ impl Stores {
             claims: writers.claims.clone(),
             addresses: writers.addresses.clone(),
             pools: writers.pools.as_reader(),
+            hosts: Default::default(),
             shapes: shapes.clone(),
             pool_allowlist: None,
             warned_pools: Arc::default(),
@@ -235,7 +238,11 @@ impl Stores {
                 address_problem,
             }
         };
+        let same_host = self
+            .hosts
+            .peers(&(cluster.namespace.clone(), cluster.name.clone()));
         Snapshot {
+            same_host,
             control_plane: inputs(Role::ControlPlane),
             ingress: inputs(Role::Ingress),
             class,
@@ -345,7 +352,10 @@ impl SampleSource for Stores {
     }
 
     fn sample(&self) -> GaugeSample {
-        let mut sample = GaugeSample::default();
+        let mut sample = GaugeSample {
+            duplicate_vips: self.hosts.duplicated(),
+            ..Default::default()
+        };
         let pools = self.pool_views();
         let mut classes: BTreeSet<String> = self
             .classes

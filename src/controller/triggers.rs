@@ -19,7 +19,7 @@ use kube::{
 };
 use serde_json::Value;
 
-use super::{stores, views::ViewCache, Context, Health};
+use super::{hosts, stores, views::ViewCache, Context, Health};
 use crate::api::{ApiShapes, PoolView};
 
 fn cluster_ref(ar: &ApiResource, ns: &str, name: &str) -> ObjectRef<DynamicObject> {
@@ -189,6 +189,19 @@ fn slim_cluster(obj: &mut DynamicObject) {
     }
 }
 
+fn cluster_key(o: &DynamicObject) -> hosts::ClusterKey {
+    (
+        o.metadata.namespace.clone().unwrap_or_default(),
+        o.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn endpoint_host(o: &DynamicObject) -> Option<&str> {
+    o.data
+        .pointer("/spec/controlPlaneEndpoint/host")
+        .and_then(Value::as_str)
+}
+
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Every cached Cluster, each time a secondary watch relists.
@@ -224,10 +237,20 @@ pub(super) fn triggers(
     tracker: &Arc<SyncTracker>,
 ) -> Vec<Trigger> {
     let cluster_ar = shapes.cluster.clone();
+    let cluster_ar_for_peers = shapes.cluster.clone();
 
-    // Clusters: themselves; prune the per-Cluster memory on delete and after a relist.
+    // Clusters: themselves; prune the per-Cluster memory on delete and after a relist; keep the host index, and
+    // look again at the Clusters whose host a change joins or leaves (their DuplicateVIP state changes with it).
     let mem_ctx = ctx.clone();
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let seen_keys: Arc<Mutex<HashSet<hosts::ClusterKey>>> = Arc::default();
+    let hosts = ctx.stores.hosts.clone();
+    let (peers_tx, peers_rx) = futures::channel::mpsc::unbounded::<hosts::ClusterKey>();
+    let tell = move |keys: Vec<hosts::ClusterKey>| {
+        for k in keys {
+            let _ = peers_tx.unbounded_send(k);
+        }
+    };
     let clusters = watch(
         client,
         &shapes.cluster,
@@ -240,9 +263,13 @@ pub(super) fn triggers(
             if let Some(uid) = &o.metadata.uid {
                 mem_ctx.memory.forget(uid);
             }
+            tell(hosts.remove(&cluster_key(o)));
         }
         watcher::Event::Init => {
             if let Ok(mut s) = seen.lock() {
+                s.clear();
+            }
+            if let Ok(mut s) = seen_keys.lock() {
                 s.clear();
             }
         }
@@ -250,13 +277,20 @@ pub(super) fn triggers(
             if let (Ok(mut s), Some(uid)) = (seen.lock(), &o.metadata.uid) {
                 s.insert(uid.clone());
             }
+            if let Ok(mut s) = seen_keys.lock() {
+                s.insert(cluster_key(o));
+            }
+            tell(hosts.set(&cluster_key(o), endpoint_host(o)));
         }
         watcher::Event::InitDone => {
             if let Ok(s) = seen.lock() {
                 mem_ctx.memory.retain(&s);
             }
+            if let Ok(s) = seen_keys.lock() {
+                tell(hosts.retain(&s));
+            }
         }
-        watcher::Event::Apply(_) => {}
+        watcher::Event::Apply(o) => tell(hosts.set(&cluster_key(o), endpoint_host(o))),
     });
     let clusters = trigger_self(clusters.applied_objects(), cluster_ar.clone()).boxed();
 
@@ -353,7 +387,12 @@ pub(super) fn triggers(
     })
     .boxed();
 
-    vec![clusters, claims, addresses, classes, pools]
+    let ar = cluster_ar_for_peers;
+    let peers = peers_rx
+        .map(move |(ns, name)| Ok(ReconcileRequest::from(cluster_ref(&ar, &ns, &name))))
+        .boxed();
+
+    vec![clusters, claims, addresses, classes, pools, peers]
 }
 
 #[cfg(test)]

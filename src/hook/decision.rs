@@ -121,6 +121,17 @@ pub fn decide(lookup: &Lookup, sent: &Sent, ns: &str, name: &str, retry: u32) ->
         .and_then(|e| e.host.as_deref())
         .filter(|h| !h.is_empty());
     let planned = plan::plan(snap);
+    if let (Some(host), Some(collision)) = (host, planned.collision.as_ref()) {
+        // Creating it would put a second cluster on an address another one answers for.
+        return Answer::wait(
+            retry,
+            format!(
+                "control-plane endpoint {host} is also the endpoint of Cluster {}; give this Cluster another address ({})",
+                snap.same_host.join(", "),
+                collision.reason
+            ),
+        );
+    }
     if let Some(host) = host {
         // Ours or manual, the host is written; wait only for the variable copy the controller still owes.
         if planned

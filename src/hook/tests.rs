@@ -111,6 +111,25 @@ fn written_host_and_variable_unblock() {
 }
 
 #[test]
+fn a_host_another_cluster_answers_for_is_held_naming_it() {
+    let mut s = snap(with_endpoint("192.168.1.9", Some("192.168.1.9")));
+    s.same_host = vec!["other-ns/prod-db".into()];
+    let a = answer(s.clone());
+    assert_eq!(a.retry_after_seconds, RETRY);
+    assert!(
+        a.message.contains("other-ns/prod-db") && a.message.contains("192.168.1.9"),
+        "{}",
+        a.message
+    );
+    s.same_host.clear();
+    assert_eq!(
+        answer(s).retry_after_seconds,
+        0,
+        "alone on its address: let through"
+    );
+}
+
+#[test]
 fn a_request_copy_older_than_our_write_still_blocks() {
     let mut s = snap(with_endpoint("10.0.0.5", Some("10.0.0.5")));
     bound(&mut s, Role::ControlPlane, "10.0.0.5");

@@ -120,6 +120,8 @@ pub struct Snapshot {
     pub default_port: u16,
     /// Now (for grace periods).
     pub now: jiff::Timestamp,
+    /// Other Clusters (`namespace/name`, any namespace) whose control-plane host is this Cluster's.
+    pub same_host: Vec<String>,
     /// Whether the caches of ClusterClasses, claims, addresses and pools hold their initial lists. Until then an
     /// absent claim or class may just not be cached yet (right after a restart), so nothing is decided.
     pub caches_synced: bool,
@@ -227,6 +229,8 @@ pub struct Plan {
     pub allocations: Vec<Allocation>,
     /// The current state per role, when it is worth an Event.
     pub reports: Vec<Report>,
+    /// A collision with other Clusters (the same control-plane host), told apart from the per-role state.
+    pub collision: Option<Report>,
     /// Look again after this long even if nothing changes (a grace period is running).
     pub requeue_after: Option<std::time::Duration>,
 }

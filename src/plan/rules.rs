@@ -44,6 +44,7 @@ pub fn plan(snap: &Snapshot) -> Plan {
         out.requeue_after = Some(super::SYNC_WAIT);
         return out;
     }
+    out.collision = collision(snap);
     let Some(class_ref) = cluster.class.as_ref() else {
         return out;
     };
@@ -76,6 +77,26 @@ pub fn plan(snap: &Snapshot) -> Plan {
         );
     }
     out
+}
+
+/// Two Clusters with one control-plane host (ours or hand-set, any namespace): both answer for one address, which is
+/// an outage of one of them. Told on each, naming the others.
+fn collision(snap: &Snapshot) -> Option<Report> {
+    let host = snap.cluster.endpoint.as_ref()?.host.as_deref()?;
+    if snap.same_host.is_empty() {
+        return None;
+    }
+    Some(Report {
+        role: Role::ControlPlane,
+        severity: Severity::Warning,
+        reason: reasons::DUPLICATE_VIP,
+        note: format!(
+            "spec.controlPlaneEndpoint.host {host} is also the control-plane endpoint of Cluster {}: two clusters \
+             answering for one address is an outage of one of them; give one of them another address",
+            snap.same_host.join(", ")
+        ),
+        is_error: true,
+    })
 }
 
 /// Who controls a claim, relative to the Cluster.

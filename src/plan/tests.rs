@@ -121,6 +121,7 @@ pub(crate) fn snap(c: Value) -> Snapshot {
         default_port: 6443,
         now: "2026-01-01T00:01:00Z".parse().unwrap(),
         caches_synced: true,
+        same_host: Vec::new(),
     }
 }
 
@@ -1066,4 +1067,29 @@ fn allocation_records_its_provenance_in_the_same_write() {
         p.changes(Role::ControlPlane).endpoint_host.as_deref(),
         Some("10.0.0.5")
     );
+}
+
+#[test]
+fn a_host_shared_with_other_clusters_is_a_collision_on_its_own_slot() {
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": "192.168.0.10", "port": 6443});
+    let mut s = snap(c);
+    s.same_host = vec!["b/two".into(), "c/three".into()];
+    let p = plan(&s);
+    let r = p.collision.as_ref().expect("a collision");
+    assert_eq!(
+        (r.reason, r.severity, r.is_error),
+        ("DuplicateVIP", Severity::Warning, true)
+    );
+    assert!(
+        r.note.contains("b/two, c/three") && r.note.contains("192.168.0.10"),
+        "{}",
+        r.note
+    );
+    // The per-role state is told as before (a hand-set host is still a manual endpoint).
+    assert_eq!(reasons_of(&p), vec!["ManualEndpoint"]);
+    // No host, no collision, whatever the index says.
+    let mut s = snap(cluster_json());
+    s.same_host = vec!["b/two".into()];
+    assert_eq!(plan(&s).collision, None);
 }

@@ -219,6 +219,8 @@ pub struct GaugeSample {
     pub pools: Vec<PoolSample>,
     /// `(role, namespace)` → (total, ready) of our claims.
     pub claims: BTreeMap<(String, String), (u64, u64)>,
+    /// Control-plane hosts that two or more Clusters share.
+    pub duplicate_vips: u64,
 }
 
 /// A source of gauge samples (the controller's caches).
@@ -245,7 +247,7 @@ struct GaugeDef {
     labels: &'static [&'static str],
 }
 
-const GAUGES: [GaugeDef; 7] = [
+const GAUGES: [GaugeDef; 8] = [
     GaugeDef {
         name: m::POOLS_AVAILABLE,
         help: "Pools whose labels match a ClusterClass and role.",
@@ -280,6 +282,11 @@ const GAUGES: [GaugeDef; 7] = [
         name: m::CLAIMS_PENDING,
         help: "IPAddressClaims made by the operator still waiting for an address.",
         labels: &["role", "namespace"],
+    },
+    GaugeDef {
+        name: m::DUPLICATE_VIPS,
+        help: "Control-plane endpoint hosts shared by two or more Clusters (any namespace).",
+        labels: &[],
     },
 ];
 
@@ -341,6 +348,9 @@ impl Collector for CacheGauges {
                 .with_label_values(&labels)
                 .set(total.saturating_sub(*ready) as f64);
         }
+        vecs[7]
+            .with_label_values(&[] as &[&str])
+            .set(sample.duplicate_vips as f64);
         vecs.iter().flat_map(|v| v.collect()).collect()
     }
 }
