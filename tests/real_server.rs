@@ -43,6 +43,19 @@ async fn class_with(env: &Env, ns: &str, name: &str, variables: &[(&str, Value)]
     .expect("create ClusterClass");
 }
 
+/// A testbed and operator with one namespace holding ClusterClass `class` (variables with these schemas) and a
+/// pool per `(role, range)` listing the class.
+async fn bed(class: &str, variables: &[(&str, Value)], pools: &[(&str, &str)]) -> (Env, String) {
+    let env = Env::start(Profile::Capi112).await;
+    let ns = env.namespace(&format!("rs-{class}")).await;
+    class_with(&env, &ns, class, variables).await;
+    for (role, range) in pools {
+        env.pool(&format!("rs-{class}-{role}"), &[range], 24, class, role)
+            .await;
+    }
+    (env, ns)
+}
+
 /// The operator's writes to Cluster `name` so far (successful or refused).
 fn cluster_writes(env: &Env, name: &str) -> usize {
     env.tb
@@ -153,21 +166,10 @@ async fn html_characters_in_other_variables_do_not_stop_the_vip() {
 /// one `PatchFailed` Event that carries the webhook's message, no tight retry loop, no write of the host without it.
 #[tokio::test]
 async fn refused_variable_is_one_patch_failed_event_and_bounded_retries() {
-    let env = Env::start(Profile::Capi112).await;
-    let ns = env.namespace("rs-int").await;
-    class_with(
-        &env,
-        &ns,
+    let (env, ns) = bed(
         "intvar",
         &[("clusterVip", json!({"type": "integer"}))],
-    )
-    .await;
-    env.pool(
-        "rs-int-cp",
-        &["10.210.1.10-10.210.1.20"],
-        24,
-        "intvar",
-        "control-plane",
+        &[("control-plane", "10.210.1.10-10.210.1.20")],
     )
     .await;
     env.cluster(&ns, "test-web", "intvar").await;
@@ -198,32 +200,16 @@ async fn refused_variable_is_one_patch_failed_event_and_bounded_retries() {
 /// ingress role.
 #[tokio::test]
 async fn refused_ingress_write_does_not_block_the_control_plane() {
-    let env = Env::start(Profile::Capi112).await;
-    let ns = env.namespace("rs-v6").await;
-    class_with(
-        &env,
-        &ns,
+    let (env, ns) = bed(
         "v6ing",
         &[
             ("clusterVip", json!({"type": "string", "format": "ipv4"})),
             ("ingressVip", json!({"type": "string", "format": "ipv6"})),
         ],
-    )
-    .await;
-    env.pool(
-        "rs-v6-cp",
-        &["10.210.2.10-10.210.2.20"],
-        24,
-        "v6ing",
-        "control-plane",
-    )
-    .await;
-    env.pool(
-        "rs-v6-ing",
-        &["10.210.3.10-10.210.3.20"],
-        24,
-        "v6ing",
-        "ingress",
+        &[
+            ("control-plane", "10.210.2.10-10.210.2.20"),
+            ("ingress", "10.210.3.10-10.210.3.20"),
+        ],
     )
     .await;
     env.cluster(&ns, "c", "v6ing").await;
@@ -253,24 +239,13 @@ async fn refused_ingress_write_does_not_block_the_control_plane() {
 /// A webhook refusal longer than an Event may carry (1 KiB on a real server): the Event is cut, not lost.
 #[tokio::test]
 async fn long_refusal_is_told_in_a_cut_event() {
-    let env = Env::start(Profile::Capi112).await;
-    let ns = env.namespace("rs-long").await;
     let allowed: Vec<String> = (0..80)
         .map(|i| format!("allowed-endpoint-value-{i:03}"))
         .collect();
-    class_with(
-        &env,
-        &ns,
+    let (env, ns) = bed(
         "longmsg",
         &[("clusterVip", json!({"type": "string", "enum": allowed}))],
-    )
-    .await;
-    env.pool(
-        "rs-long-cp",
-        &["10.210.4.10-10.210.4.20"],
-        24,
-        "longmsg",
-        "control-plane",
+        &[("control-plane", "10.210.4.10-10.210.4.20")],
     )
     .await;
     env.cluster(&ns, "c", "longmsg").await;
