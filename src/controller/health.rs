@@ -358,5 +358,4 @@ impl Drop for InFlight {
 }
 
 #[cfg(test)]
-#[path = "health_tests.rs"]
 mod tests;
