@@ -30,7 +30,9 @@ setup_toolchain() {
       ;;
     arm64)
       command -v aarch64-linux-gnu-gcc >/dev/null || { echo "image: aarch64-linux-gnu-gcc missing (apt-get install gcc-aarch64-linux-gnu)" >&2; return 1; }
-      # ring's C code needs no libc headers beyond what the cross gcc ships; Rust links its own musl crt objects.
+      # ring's C code includes <stdint.h>, which the cross gcc forwards to the target's libc headers; without
+      # them it falls through to the host's /usr/include and fails. Rust links its own musl crt objects.
+      [ -d /usr/aarch64-linux-gnu/include ] || { echo "image: arm64 C headers missing (apt-get install libc6-dev-arm64-cross)" >&2; return 1; }
       export CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc
       export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
       ;;
