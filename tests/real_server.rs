@@ -318,43 +318,26 @@ async fn forged_ipaddress_is_refused() {
     let c = env.clusters(&ns).get("c").await.unwrap();
     assert_eq!(host(&c), "", "a forged address is never written");
 
+    // Deletes the IPAddress named like the claim and creates `next` in its place.
+    let replace = |next: DynamicObject| {
+        let (addresses, op) = (&addresses, &env.op);
+        async move {
+            addresses.delete(claim, &Default::default()).await.unwrap();
+            wait_object(addresses, claim, "old IPAddress gone", |o| o.is_none(), op).await;
+            addresses
+                .create(&PostParams::default(), &next)
+                .await
+                .unwrap();
+        }
+    };
+
     // Another claim's address, from the right pool: still refused.
-    addresses.delete(claim, &Default::default()).await.unwrap();
-    wait_object(
-        &addresses,
-        claim,
-        "forged address gone",
-        |o| o.is_none(),
-        &env.op,
-    )
-    .await;
-    addresses
-        .create(
-            &PostParams::default(),
-            &address("vip-cp-other", "rs-forge-cp", "10.210.5.10"),
-        )
-        .await
-        .unwrap();
+    replace(address("vip-cp-other", "rs-forge-cp", "10.210.5.10")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(host(&env.clusters(&ns).get("c").await.unwrap()), "");
 
     // The genuine answer is written.
-    addresses.delete(claim, &Default::default()).await.unwrap();
-    wait_object(
-        &addresses,
-        claim,
-        "second forgery gone",
-        |o| o.is_none(),
-        &env.op,
-    )
-    .await;
-    addresses
-        .create(
-            &PostParams::default(),
-            &address(claim, "rs-forge-cp", "10.210.5.11"),
-        )
-        .await
-        .unwrap();
+    replace(address(claim, "rs-forge-cp", "10.210.5.11")).await;
     assert_eq!(env.wait_cp_vip(&ns, "c").await, "10.210.5.11");
     env.tb.shutdown().await;
 }

@@ -243,15 +243,14 @@ fn judge_written<'a>(snap: &'a Snapshot, role: Role, written: &str) -> Written<'
             "IPAddressClaim {claim_name}, which holds {written} for this Cluster, was deleted; the IPAM provider may \
              give {written} to another Cluster. Keep the claims of running Clusters (the address stays in use here)"
         )),
-        Some(c) if !c.deleting && c.address_ref.is_some() && vip_of(snap, role, c).is_some() => {
-            Written::Released(format!(
-                "IPAddressClaim {claim_name} now holds {} but this Cluster still uses {written}, which went back to \
-                 the pool and may be given to another Cluster",
-                vip_of(snap, role, c).unwrap_or_default()
-            ))
-        }
         // Being deleted, pending or waiting for its IPAddress: nothing is decided about the address yet.
-        Some(c) => Written::Rebinding(c),
+        Some(c) => match vip_of(snap, role, c).filter(|_| !c.deleting) {
+            Some(other) => Written::Released(format!(
+                "IPAddressClaim {claim_name} now holds {other} but this Cluster still uses {written}, which went \
+                 back to the pool and may be given to another Cluster"
+            )),
+            None => Written::Rebinding(c),
+        },
     }
 }
 
