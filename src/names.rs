@@ -19,6 +19,14 @@ pub const ANNOTATION_CONTROL_PLANE_CLAIM: &str = "vip.capi.gorizond.io/control-p
 pub const ANNOTATION_INGRESS_CLAIM: &str = "vip.capi.gorizond.io/ingress-claim";
 /// clusterctl's annotation on source objects of a move that are about to be deleted: left alone.
 pub const ANNOTATION_DELETE_FOR_MOVE: &str = "clusterctl.cluster.x-k8s.io/delete-for-move";
+/// Our finalizer on the IPAddress behind every VIP we wrote. The in-cluster IPAM provider deletes the IPAddress as
+/// soon as its claim is deleted; while this finalizer holds the object, its address still counts as in use in the
+/// pool, so a deleted claim never frees the address of a running Cluster. Removed by the operator when the Cluster
+/// is gone or no longer uses the address.
+pub const FINALIZER_ADDRESS_PROTECTION: &str = "vip.capi.gorizond.io/address-protection";
+/// Suffix of the temporary IPAddress (`<claim name>-held`) that keeps a VIP reserved while the claim of a running
+/// Cluster is recreated on it; deleted once the new claim is bound.
+pub const HOLDER_SUFFIX: &str = "-held";
 /// The class- or role-label value that redirects the list to the pool annotation of the same key (label values
 /// cannot hold commas, so a real API server only accepts multi-item lists in the annotation).
 pub const LIST_IN_ANNOTATION: &str = "true";
@@ -79,6 +87,9 @@ pub mod reasons {
     pub const VIP_RELEASED: &str = "VIPReleased";
     /// Warning: another Cluster (any namespace) has the same control-plane host.
     pub const DUPLICATE_VIP: &str = "DuplicateVIP";
+    /// Warning: the claim of a VIP the Cluster uses was deleted; the address stayed reserved (our finalizer on its
+    /// IPAddress) and the claim is recreated on the same address.
+    pub const CLAIM_RESTORED: &str = "ClaimRestored";
     /// All reasons, for docs and tests.
     pub const ALL: &[&str] = &[
         VIP_ALLOCATED,
@@ -94,6 +105,7 @@ pub mod reasons {
         ADDRESS_INVALID,
         VIP_RELEASED,
         DUPLICATE_VIP,
+        CLAIM_RESTORED,
     ];
 }
 
@@ -204,6 +216,8 @@ mod tests {
             super::ANNOTATION_CONTROL_PLANE_CLAIM,
             super::ANNOTATION_INGRESS_CLAIM,
             super::ANNOTATION_DELETE_FOR_MOVE,
+            super::FINALIZER_ADDRESS_PROTECTION,
+            super::HOLDER_SUFFIX,
             super::env::REQUEST_TIMEOUT,
             super::env::RECONCILE_TIMEOUT,
             super::env::LIVENESS_BOUND,

@@ -110,9 +110,10 @@ async fn cp_vip_end_to_end(profile: Profile) {
         writes,
         vec![
             ("create".to_owned(), "ipaddressclaims".to_owned()),
-            ("patch".to_owned(), "clusters".to_owned())
+            ("patch".to_owned(), "clusters".to_owned()),
+            ("patch".to_owned(), "ipaddresses".to_owned())
         ],
-        "one claim and one Cluster patch, nothing else"
+        "one claim, one Cluster patch, then our finalizer on the IPAddress; nothing else"
     );
     let patch = stats
         .writes_by(&ua)

@@ -338,10 +338,10 @@ pub async fn main_env(opts: &Options, r: &mut Report) -> Result<(), String> {
     let sec = "API cost";
     r.at_most(
         sec,
-        "writes per VIP (claim + Cluster patch + Event)",
+        "writes per VIP (claim + Cluster patch + IPAddress finalizer + Event)",
         per(analysis::writes(&reqs)),
         "",
-        3.0,
+        4.0,
     );
     r.at_most(
         sec,

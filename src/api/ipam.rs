@@ -125,9 +125,32 @@ pub struct AddressView {
     pub claim_name: Option<String>,
     /// `spec.poolRef`.
     pub pool_ref: Option<PoolRef>,
+    /// `spec.prefix` (copied into an IPAddress that re-reserves this address).
+    pub prefix: Option<i64>,
+    /// `spec.gateway`, when set.
+    pub gateway: Option<String>,
+    /// UID (precondition of our deletes).
+    pub uid: String,
+    /// `metadata.resourceVersion` (guards adding our finalizer).
+    pub resource_version: String,
+    /// `metadata.finalizers`, as stored.
+    pub finalizers: Vec<String>,
+    /// `metadata.deletionTimestamp` is set: the object goes once its finalizers are removed.
+    pub deleting: bool,
+    /// Label `cluster.x-k8s.io/cluster-name` (the provider copies it from the claim; we set it on what we create).
+    pub cluster_label: Option<String>,
+    /// Annotated `clusterctl.cluster.x-k8s.io/delete-for-move`: a move is taking it away.
+    pub moving: bool,
 }
 
 impl AddressView {
+    /// Whether our protection finalizer is on it.
+    pub fn protected(&self) -> bool {
+        self.finalizers
+            .iter()
+            .any(|f| f == crate::names::FINALIZER_ADDRESS_PROTECTION)
+    }
+
     /// Reads an IPAddress; an unparsable `spec.address` is a problem, not a panic.
     pub fn parse(obj: &DynamicObject) -> Result<Self, ParseProblem> {
         let meta = &obj.metadata;
@@ -146,6 +169,21 @@ impl AddressView {
             namespace: meta.namespace.clone().unwrap_or_default(),
             address,
             pool_ref: PoolRef::parse(at(&obj.data, &["spec", "poolRef"])),
+            prefix: at(&obj.data, &["spec", "prefix"]).and_then(Value::as_i64),
+            gateway: str_at(&obj.data, &["spec", "gateway"]).filter(|g| !g.is_empty()),
+            uid: meta.uid.clone().unwrap_or_default(),
+            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            finalizers: meta.finalizers.clone().unwrap_or_default(),
+            deleting: meta.deletion_timestamp.is_some(),
+            cluster_label: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::names::LABEL_CAPI_CLUSTER_NAME))
+                .cloned(),
+            moving: meta
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(crate::names::ANNOTATION_DELETE_FOR_MOVE)),
         })
     }
 }

@@ -12,8 +12,10 @@ use super::{
 };
 use crate::{
     api::{ClusterView, PoolRef},
-    names::{reasons, CONTROLLER_NAME, LABEL_CAPI_CLUSTER_NAME, LABEL_ROLE},
-    plan::{build_json_patch, Allocation, Plan, Report, Role, Severity, Step},
+    names::{
+        reasons, CONTROLLER_NAME, FINALIZER_ADDRESS_PROTECTION, LABEL_CAPI_CLUSTER_NAME, LABEL_ROLE,
+    },
+    plan::{build_json_patch, Allocation, NewAddress, Plan, Report, Role, Severity, Step},
 };
 
 /// What was done, for logs.
@@ -40,61 +42,7 @@ pub async fn act(
     plan: &Plan,
 ) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
-    let claims: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &cluster.namespace, &ctx.shapes.claim);
-    for step in &plan.steps {
-        match step {
-            Step::CreateClaim { role, name, pool } => {
-                let recent = ctx
-                    .memory
-                    .claim_created_at(&cluster.uid, *role)
-                    .is_some_and(|t| {
-                        ctx.clock.now().duration_since(t).unsigned_abs() < CLAIM_CACHE_LAG
-                    });
-                if recent {
-                    // Created a moment ago and not cached yet: creating again would only hit AlreadyExists.
-                    outcome.waiting_for_cache = true;
-                    continue;
-                }
-                let body = claim_body(ctx, cluster, *role, name, pool);
-                let obj: DynamicObject = serde_json::from_value(body)
-                    .map_err(|e| Error::Stale(format!("building claim {name}: {e}")))?;
-                claims
-                    .create(&params(), &obj)
-                    .await
-                    .map_err(|e| claim_error(*role, "create", cluster, name, e))?;
-                ctx.memory
-                    .claim_created(&cluster.uid, *role, ctx.clock.now());
-                tracing::info!(claim = %name, pool = %pool.name, role = role.label(), "created IPAddressClaim");
-            }
-            Step::AdoptClaim { role, name } => {
-                let patch = adopt_patch(ctx, cluster, *role, name)?;
-                claims
-                    .patch(name, &patch_params(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(|e| claim_error(*role, "adopt", cluster, name, e))?;
-                tracing::info!(claim = %name, role = role.label(), "adopted ownerless IPAddressClaim");
-            }
-            Step::DeleteClaim { role, name, uid } => {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: Some(uid.clone()),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                ctx.memory.claim_gone(&cluster.uid, *role);
-                match claims.delete(name, &dp).await {
-                    Ok(_) => {
-                        tracing::info!(claim = %name, role = role.label(), "deleted IPAddressClaim")
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(claim_error(*role, "delete", cluster, name, e)),
-                }
-            }
-        }
-        outcome.claim_writes += 1;
-    }
+    run_steps(ctx, cluster, &plan.steps, &mut outcome).await?;
 
     let clusters: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &cluster.namespace, &ctx.shapes.cluster);
@@ -146,10 +94,99 @@ pub async fn act(
         }
     }
     ctx.memory.patched_from(&cluster.uid, replaced);
-    match refused {
-        Some(e) => Err(e),
-        None => Ok(outcome),
+    if let Some(e) = refused {
+        return Err(e);
     }
+    run_steps(ctx, cluster, &plan.finally, &mut outcome).await?;
+    Ok(outcome)
+}
+
+/// Carries out claim and address steps in order; the first failure stops them.
+async fn run_steps(
+    ctx: &Context,
+    cluster: &ClusterView,
+    steps: &[Step],
+    outcome: &mut Outcome,
+) -> Result<(), Error> {
+    let claims: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &cluster.namespace, &ctx.shapes.claim);
+    for step in steps {
+        match step {
+            Step::CreateClaim { role, name, pool } => {
+                let recent = ctx
+                    .memory
+                    .claim_created_at(&cluster.uid, *role)
+                    .is_some_and(|t| {
+                        ctx.clock.now().duration_since(t).unsigned_abs() < CLAIM_CACHE_LAG
+                    });
+                if recent {
+                    // Created a moment ago and not cached yet: creating again would only hit AlreadyExists.
+                    outcome.waiting_for_cache = true;
+                    continue;
+                }
+                let body = claim_body(ctx, cluster, *role, name, pool);
+                let obj: DynamicObject = serde_json::from_value(body)
+                    .map_err(|e| Error::Stale(format!("building claim {name}: {e}")))?;
+                claims
+                    .create(&params(), &obj)
+                    .await
+                    .map_err(|e| claim_error(*role, "create", cluster, name, e))?;
+                ctx.memory
+                    .claim_created(&cluster.uid, *role, ctx.clock.now());
+                tracing::info!(claim = %name, pool = %pool.name, role = role.label(), "created IPAddressClaim");
+            }
+            Step::AdoptClaim { role, name } => {
+                let patch = adopt_patch(ctx, cluster, *role, name)?;
+                claims
+                    .patch(name, &patch_params(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| claim_error(*role, "adopt", cluster, name, e))?;
+                tracing::info!(claim = %name, role = role.label(), "adopted ownerless IPAddressClaim");
+            }
+            Step::DeleteClaim { role, name, uid } => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                ctx.memory.claim_gone(&cluster.uid, *role);
+                match claims.delete(name, &dp).await {
+                    Ok(_) => {
+                        tracing::info!(claim = %name, role = role.label(), "deleted IPAddressClaim")
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(claim_error(*role, "delete", cluster, name, e)),
+                }
+            }
+            Step::CreateAddress { role, address } => {
+                let obj: DynamicObject = serde_json::from_value(address_body(
+                    ctx, cluster, *role, address,
+                ))
+                .map_err(|e| Error::Stale(format!("building IPAddress {}: {e}", address.name)))?;
+                addresses(ctx, cluster)
+                    .create(&params(), &obj)
+                    .await
+                    .map_err(|e| address_error(*role, "create", cluster, &address.name, e))?;
+                tracing::info!(address = %address.name, ip = %address.address, pool = %address.pool.name,
+                    role = role.label(), "created IPAddress to keep the VIP reserved");
+            }
+            Step::ProtectAddress { role, name } => {
+                let patch = protect_patch(ctx, cluster, *role, name)?;
+                addresses(ctx, cluster)
+                    .patch(name, &patch_params(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| address_error(*role, "protect", cluster, name, e))?;
+                tracing::debug!(address = %name, role = role.label(), "IPAddress protected");
+            }
+            Step::ReleaseAddress { role, name, delete } => {
+                release_address(ctx, &cluster.namespace, *role, name, *delete).await?;
+            }
+        }
+        outcome.claim_writes += 1;
+    }
+    Ok(())
 }
 
 fn params() -> PostParams {
@@ -164,6 +201,93 @@ fn patch_params() -> PatchParams {
         field_manager: Some(CONTROLLER_NAME.into()),
         ..Default::default()
     }
+}
+
+fn addresses(ctx: &Context, cluster: &ClusterView) -> Api<DynamicObject> {
+    Api::namespaced_with(ctx.client.clone(), &cluster.namespace, &ctx.shapes.address)
+}
+
+fn address_error(
+    role: Role,
+    action: &'static str,
+    cluster: &ClusterView,
+    name: &str,
+    e: kube::Error,
+) -> Error {
+    address_error_in(role, action, &cluster.namespace, name, e)
+}
+
+fn address_error_in(
+    role: Role,
+    action: &'static str,
+    namespace: &str,
+    name: &str,
+    e: kube::Error,
+) -> Error {
+    Error::from_kube(
+        Request::Address(role, action),
+        format!("{namespace}/{name}"),
+        e,
+    )
+}
+
+/// Lets go of an IPAddress: deletes it first when asked (uid precondition; it then stays until our finalizer is
+/// gone, so a failure in between leaves it terminating and still ours, to be released on the next pass), then
+/// removes our finalizer with a JSON patch whose `test` guards the entry it removes. Gone already is fine.
+pub async fn release_address(
+    ctx: &Context,
+    namespace: &str,
+    role: Role,
+    name: &str,
+    delete: bool,
+) -> Result<(), Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &ctx.shapes.address);
+    let Some(cached) = ctx
+        .stores
+        .addresses
+        .get(namespace, name)
+        .and_then(|e| e.as_ref().as_ref().ok().cloned())
+    else {
+        return Ok(()); // gone from the cache: nothing of ours to release
+    };
+    if delete {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(cached.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(name, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) => return Err(address_error_in(role, "delete", namespace, name, e)),
+        }
+    }
+    let Some(index) = cached
+        .finalizers
+        .iter()
+        .position(|f| f == FINALIZER_ADDRESS_PROTECTION)
+    else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{index}");
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": path, "value": FINALIZER_ADDRESS_PROTECTION},
+        {"op": "remove", "path": path},
+    ]))
+    .map_err(|e| Error::Stale(format!("building patch: {e}")))?;
+    match api
+        .patch(name, &patch_params(), &Patch::<()>::Json(patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(address_error_in(role, "release", namespace, name, e)),
+    }
+    tracing::info!(address = %name, %namespace, deleted = delete, role = role.label(), "IPAddress released");
+    Ok(())
 }
 
 fn claim_error(
@@ -375,6 +499,55 @@ fn claim_body(
         },
         "spec": spec,
     })
+}
+
+/// The IPAddress we create to keep `a.address` reserved: our finalizer, our labels, the pool's `poolRef`.
+fn address_body(ctx: &Context, cluster: &ClusterView, role: Role, a: &NewAddress) -> Value {
+    let mut spec = json!({
+        "address": a.address,
+        "prefix": a.prefix,
+        "claimRef": {"name": a.claim},
+        "poolRef": {"apiGroup": a.pool.api_group, "kind": a.pool.kind, "name": a.pool.name},
+    });
+    if let Some(g) = &a.gateway {
+        spec["gateway"] = json!(g);
+    }
+    json!({
+        "apiVersion": ctx.shapes.address.api_version,
+        "kind": ctx.shapes.address.kind,
+        "metadata": {
+            "name": a.name,
+            "namespace": cluster.namespace,
+            "labels": {LABEL_ROLE: role.label(), LABEL_CAPI_CLUSTER_NAME: cluster.name},
+            "finalizers": [FINALIZER_ADDRESS_PROTECTION],
+        },
+        "spec": spec,
+    })
+}
+
+/// A merge patch adding our finalizer (and labels, so the uninstall command can find it) to an IPAddress; carries
+/// the cached resourceVersion, so a concurrent change of the finalizer list fails with 409 instead of being lost.
+fn protect_patch(
+    ctx: &Context,
+    cluster: &ClusterView,
+    role: Role,
+    name: &str,
+) -> Result<Value, Error> {
+    let cached = ctx
+        .stores
+        .addresses
+        .get(&cluster.namespace, name)
+        .and_then(|e| e.as_ref().as_ref().ok().cloned())
+        .ok_or_else(|| Error::Stale(format!("IPAddress {name} left the cache")))?;
+    let mut finalizers = cached.finalizers.clone();
+    finalizers.push(FINALIZER_ADDRESS_PROTECTION.to_owned());
+    Ok(json!({
+        "metadata": {
+            "resourceVersion": cached.resource_version,
+            "finalizers": finalizers,
+            "labels": {LABEL_ROLE: role.label(), LABEL_CAPI_CLUSTER_NAME: cluster.name},
+        }
+    }))
 }
 
 /// A merge patch adding our controller ownerReference and labels; carries the cached resourceVersion so a

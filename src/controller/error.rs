@@ -21,13 +21,16 @@ pub enum Error {
         /// Server message.
         message: String,
     },
-    /// The API server refused to create, adopt or delete our claim for a reason the user can fix.
-    #[error("{action} IPAddressClaim {claim} was refused: {message}")]
+    /// The API server refused to create, adopt or delete our claim (or to create, protect or release the IPAddress
+    /// behind a VIP) for a reason the user can fix.
+    #[error("{action} {object} {claim} was refused: {message}")]
     ClaimRejected {
         /// The VIP the claim is for.
         role: Role,
         /// What we tried.
         action: &'static str,
+        /// `IPAddressClaim` or `IPAddress`.
+        object: &'static str,
         /// `namespace/name`.
         claim: String,
         /// Server message.
@@ -51,6 +54,8 @@ pub enum Request {
     ClusterPatch(Role),
     /// A claim operation (`create`, `adopt`, `delete`) of a role.
     Claim(Role, &'static str),
+    /// An IPAddress operation (`create`, `protect`, `release`, `delete`) of a role.
+    Address(Role, &'static str),
 }
 
 /// The message kube-apiserver gives every JSON patch that does not apply to the stored object (a failed `test`, a
@@ -90,12 +95,14 @@ impl Error {
     pub fn from_kube(request: Request, subject: String, err: kube::Error) -> Self {
         let action = match request {
             Request::ClusterPatch(_) => "patch Cluster",
-            Request::Claim(_, what) => what,
+            Request::Claim(_, what) | Request::Address(_, what) => what,
         };
         if let kube::Error::Api(status) = &err {
             let code = status.code;
             match (code, request) {
-                (422, Request::ClusterPatch(_)) if patch_did_not_apply(status) => {
+                (422, Request::ClusterPatch(_) | Request::Address(..))
+                    if patch_did_not_apply(status) =>
+                {
                     let detail = status
                         .details
                         .as_ref()
@@ -107,6 +114,10 @@ impl Error {
                 (404, Request::ClusterPatch(_)) => {
                     return Error::Stale(format!("{action} {subject}: the Cluster is gone"));
                 }
+                // Our resourceVersion guard on an IPAddress failed: the cache was behind.
+                (409, Request::Address(..)) if status.reason == "Conflict" => {
+                    return Error::Stale(format!("{action} {subject}: changed meanwhile"));
+                }
                 (409, _) if status.reason == "AlreadyExists" => {
                     return Error::Stale(format!("{action} {subject}: already exists"));
                 }
@@ -117,6 +128,14 @@ impl Error {
                     Request::Claim(role, what) => Error::ClaimRejected {
                         role,
                         action: what,
+                        object: "IPAddressClaim",
+                        claim: subject,
+                        message: status.message.clone(),
+                    },
+                    Request::Address(role, what) => Error::ClaimRejected {
+                        role,
+                        action: what,
+                        object: "IPAddress",
                         claim: subject,
                         message: status.message.clone(),
                     },

@@ -7,6 +7,7 @@ pub mod events;
 pub mod health;
 pub mod hosts;
 pub mod memory;
+pub mod orphans;
 pub mod stores;
 mod triggers;
 pub mod trim;
@@ -103,6 +104,8 @@ pub struct Context {
     pub memory: Memory,
     /// Gives freed heap back after deletions.
     pub trimmer: trim::Trimmer,
+    /// IPAddresses our finalizer may hold for Clusters that are gone, offered to the leader's releaser.
+    pub orphans: orphans::Orphans,
 }
 
 /// The reconcile: gather → plan → act → report.
@@ -310,6 +313,7 @@ pub async fn run(
         clock,
         memory: Memory::default(),
         trimmer: trim::Trimmer::default(),
+        orphans: orphans::Orphans::default(),
     });
     let trim_stop = shutdown.child_token();
     let trimming = ctx.trimmer.clone().run(trim_stop.clone());
@@ -515,8 +519,22 @@ async fn term(
             handle.abort();
         }))
     });
+    let mut releaser = health::AbortOnDrop(tokio::spawn(orphans::run(ctx.clone(), stop.clone())));
     let ended = tokio::select! {
         r = &mut task.0 => Some(r),
+        r = &mut releaser.0 => {
+            if !stop.is_cancelled() {
+                if let Ok(mut s) = slot.lock() {
+                    *s = None;
+                }
+                let why = match r {
+                    Ok(()) => "it ended".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(Stopped::Reconciler(format!("the IPAddress releaser stopped: {why}")));
+            }
+            None
+        }
         _ = stop.cancelled() => None,
     };
     if let Ok(mut s) = slot.lock() {

@@ -166,6 +166,11 @@ impl Stores {
         store.get(&r)
     }
 
+    /// The cached Cluster `namespace/name`.
+    pub fn cluster(&self, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        Self::get(&self.clusters, &self.shapes.cluster, Some(namespace), name)
+    }
+
     /// All pools, parsed (malformed ones, including pools whose `spec.addresses` the IPAM provider could never
     /// allocate from, are logged and skipped, so a Cluster is not left waiting on them).
     pub fn pool_views(&self) -> Vec<PoolView> {
@@ -232,10 +237,17 @@ impl Stores {
                 Some(Err(e)) => (None, Some(e.clone())),
                 None => (None, None),
             };
+            let view = |name: &str| {
+                self.addresses
+                    .get(&cluster.namespace, name)
+                    .and_then(|e| e.as_ref().as_ref().ok().cloned())
+            };
             RoleInputs {
                 claim,
                 address,
                 address_problem,
+                named: view(&role.claim_name(&cluster.name)),
+                holder: view(&role.holder_name(&cluster.name)),
             }
         };
         let same_host = self

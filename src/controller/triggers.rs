@@ -15,12 +15,15 @@ use kube::{
         watcher::{self, watcher},
         WatchStreamExt,
     },
-    Client,
+    Client, ResourceExt,
 };
 use serde_json::Value;
 
 use super::{hosts, stores, views::ViewCache, Context, Health};
-use crate::api::{ApiShapes, PoolView};
+use crate::{
+    api::{ApiShapes, PoolView},
+    names::{FINALIZER_ADDRESS_PROTECTION, LABEL_CAPI_CLUSTER_NAME},
+};
 
 fn cluster_ref(ar: &ApiResource, ns: &str, name: &str) -> ObjectRef<DynamicObject> {
     ObjectRef::new_with(name, ar.clone()).within(ns)
@@ -211,8 +214,11 @@ pub(super) fn on_relist(
 ) -> Trigger {
     let st = ctx.stores.clone();
     let ar = ctx.shapes.cluster.clone();
+    let ctx = ctx.clone();
     relisted
         .flat_map(move |()| {
+            // Objects deleted during a gap produced no event: their Clusters' IPAddresses are looked at again too.
+            super::orphans::offer_cached(&ctx, None);
             let refs: Vec<Result<ReconcileRequest<DynamicObject>, watcher::Error>> = st
                 .clusters
                 .state()
@@ -263,7 +269,10 @@ pub(super) fn triggers(
             if let Some(uid) = &o.metadata.uid {
                 mem_ctx.memory.forget(uid);
             }
-            tell(hosts.remove(&cluster_key(o)));
+            let key = cluster_key(o);
+            // Its IPAddresses may already be terminating (claims deleted first, as in a namespace deletion).
+            super::orphans::offer_cached(&mem_ctx, Some((&key.0, &key.1)));
+            tell(hosts.remove(&key));
         }
         watcher::Event::Init => {
             if let Ok(mut s) = seen.lock() {
@@ -312,11 +321,25 @@ pub(super) fn triggers(
     let ar = cluster_ar.clone();
     let addresses =
         watch_views(client, &shapes.address, writers.addresses, tracker, 2).touched_objects();
+    let orphans = ctx.orphans.clone();
     let addresses = trigger_with(addresses, move |o: DynamicObject| {
         let ns = o.metadata.namespace.clone().unwrap_or_default();
-        stores::claim_of_address(&o)
-            .as_deref()
-            .and_then(stores::cluster_of_claim_name)
+        if o.finalizers()
+            .iter()
+            .any(|f| f == FINALIZER_ADDRESS_PROTECTION)
+        {
+            orphans.offer(&ns, o.metadata.name.as_deref().unwrap_or_default());
+        }
+        // The Cluster label first: our holder `<claim>-held` names itself as its claim.
+        o.labels()
+            .get(LABEL_CAPI_CLUSTER_NAME)
+            .filter(|c| !c.is_empty())
+            .cloned()
+            .or_else(|| {
+                stores::claim_of_address(&o)
+                    .as_deref()
+                    .and_then(stores::cluster_of_claim_name)
+            })
             .map(|c| ReconcileRequest::from(cluster_ref(&ar, &ns, &c)))
     })
     .boxed();

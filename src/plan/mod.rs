@@ -1,6 +1,7 @@
 //! The rules: from a snapshot of one Cluster and everything it depends on, decide what to do.
 //! Pure: no async, no client, no clock. `act` carries the plan out.
 
+pub mod holds;
 pub mod labels;
 pub mod patch;
 pub mod pools;
@@ -16,8 +17,8 @@ use crate::{
     api::{AddressView, ClaimView, ClassView, ClusterView, PoolRef, PoolView},
     names::{
         reasons, ANNOTATION_CONTROL_PLANE_CLAIM, ANNOTATION_INGRESS_CLAIM,
-        CLAIM_PREFIX_CONTROL_PLANE, CLAIM_PREFIX_INGRESS, ROLE_CONTROL_PLANE, ROLE_INGRESS,
-        VARIABLE_CLUSTER_VIP, VARIABLE_INGRESS_VIP,
+        CLAIM_PREFIX_CONTROL_PLANE, CLAIM_PREFIX_INGRESS, HOLDER_SUFFIX, ROLE_CONTROL_PLANE,
+        ROLE_INGRESS, VARIABLE_CLUSTER_VIP, VARIABLE_INGRESS_VIP,
     },
 };
 
@@ -53,6 +54,12 @@ impl Role {
             Role::ControlPlane => format!("{CLAIM_PREFIX_CONTROL_PLANE}{cluster}"),
             Role::Ingress => format!("{CLAIM_PREFIX_INGRESS}{cluster}"),
         }
+    }
+
+    /// The temporary IPAddress that keeps this role's VIP reserved while its claim is recreated:
+    /// `<claim name>-held`.
+    pub fn holder_name(self, cluster: &str) -> String {
+        format!("{}{HOLDER_SUFFIX}", self.claim_name(cluster))
     }
 
     /// The Cluster name a claim name belongs to, if it has one of our prefixes.
@@ -101,6 +108,11 @@ pub struct RoleInputs {
     pub address: Option<AddressView>,
     /// Why the IPAddress named by the claim could not be read (it exists but is malformed).
     pub address_problem: Option<String>,
+    /// The IPAddress named like the claim, whether or not the claim exists (after a claim is deleted, our
+    /// finalizer keeps it, and its address reserved, until we let go).
+    pub named: Option<AddressView>,
+    /// Our temporary IPAddress `<claim name>-held`, if it exists.
+    pub holder: Option<AddressView>,
 }
 
 /// Everything the rules look at for one Cluster.
@@ -165,6 +177,48 @@ pub enum Step {
         /// Claim uid.
         uid: String,
     },
+    /// Create an IPAddress carrying our finalizer (see [`NewAddress`]).
+    CreateAddress {
+        /// Role.
+        role: Role,
+        /// What to create.
+        address: NewAddress,
+    },
+    /// Add our finalizer to the IPAddress behind a VIP we wrote (guarded by its resourceVersion).
+    ProtectAddress {
+        /// Role.
+        role: Role,
+        /// IPAddress name.
+        name: String,
+    },
+    /// Remove our finalizer from an IPAddress, and delete it when `delete` (a holder, or an address we created whose
+    /// claim never came).
+    ReleaseAddress {
+        /// Role.
+        role: Role,
+        /// IPAddress name.
+        name: String,
+        /// Delete it too (precondition: its uid).
+        delete: bool,
+    },
+}
+
+/// An IPAddress we create ourselves, to keep or re-reserve exactly `address` in `pool`. The in-cluster provider
+/// keeps an IPAddress named like a claim, in its namespace and with its `poolRef`, as that claim's allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAddress {
+    /// Object name (the claim's, or the holder's).
+    pub name: String,
+    /// `spec.claimRef.name`.
+    pub claim: String,
+    /// `spec.address`.
+    pub address: String,
+    /// `spec.prefix`.
+    pub prefix: i64,
+    /// `spec.gateway`.
+    pub gateway: Option<String>,
+    /// `spec.poolRef`.
+    pub pool: PoolRef,
 }
 
 /// Event severity.
@@ -222,6 +276,8 @@ pub struct Plan {
     pub skip: Option<Skip>,
     /// Claim operations, executed before the Cluster patches.
     pub steps: Vec<Step>,
+    /// Operations executed after the Cluster patches (protecting the IPAddress of a VIP never delays the VIP).
+    pub finally: Vec<Step>,
     /// Our fields to write on the Cluster, one write per role, so a refusal of one role's fields (a ClusterClass
     /// schema that rejects the ingress variable, say) never holds back another role's VIP.
     pub writes: std::collections::BTreeMap<Role, ClusterChanges>,

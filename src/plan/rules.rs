@@ -76,6 +76,15 @@ pub fn plan(snap: &Snapshot) -> Plan {
             &mut out,
         );
     }
+    for role in Role::ALL {
+        let allocated = out
+            .allocations
+            .iter()
+            .find(|a| a.role == role)
+            .map(|a| a.vip.clone());
+        let vip = allocated.or_else(|| super::holds::in_use(cluster, role).map(str::to_owned));
+        super::holds::release_unused(snap, role, vip.as_deref(), &mut out);
+    }
     out
 }
 
@@ -152,7 +161,7 @@ fn vip_of(snap: &Snapshot, role: Role, claim: &ClaimView) -> Option<String> {
 }
 
 /// Whether `written` (a host or annotation value) is the address `vip`, in any textual form of it.
-fn same_address(vip: &str, written: &str) -> bool {
+pub(super) fn same_address(vip: &str, written: &str) -> bool {
     vip == written
         || match (
             vip.parse::<std::net::IpAddr>(),
@@ -189,8 +198,15 @@ fn provenance(claim: &str, vip: &str) -> String {
 }
 
 /// Records where our VIP of `role` came from, when the Cluster does not say so already (one more key in the same
-/// write as the VIP, or a one-time write for a VIP allocated before the annotation existed).
+/// write as the VIP, or a one-time write for a VIP allocated before the annotation existed), and keeps its address
+/// reserved for as long as the Cluster uses it (our finalizer on the IPAddress).
 fn record_provenance(snap: &Snapshot, role: Role, vip: &str, out: &mut Plan) {
+    let address = snap
+        .inputs(role)
+        .claim
+        .as_ref()
+        .and_then(|c| bound_address(snap, role, c));
+    super::holds::protect(snap, role, address, out);
     let value = provenance(&role.claim_name(&snap.cluster.name), vip);
     if snap.cluster.annotation(role.provenance_annotation()) != Some(value.as_str()) {
         out.changes_mut(role)
@@ -208,6 +224,8 @@ enum Written<'a> {
     /// We allocated `written` (our provenance annotation says so), but its claim is gone or now holds another
     /// address: the IPAM provider may give `written` to another Cluster.
     Released(String),
+    /// Our finalizer still keeps `written` reserved although its claim was deleted: the claim is recreated on it.
+    Restore(Vec<Step>, Report),
     /// Set by someone else.
     Manual,
 }
@@ -221,7 +239,8 @@ fn judge_written<'a>(snap: &'a Snapshot, role: Role, written: &str) -> Written<'
             && !matches!(ownership(snap, c), Ownership::Foreign(_))
     }) {
         let answered = inputs.address.as_ref().is_some_and(|a| {
-            a.name == c.name
+            !a.deleting
+                && a.name == c.name
                 && a.namespace == c.namespace
                 && untrusted(c, a).is_none()
                 && same_address(&a.address.to_string(), written)
@@ -229,6 +248,9 @@ fn judge_written<'a>(snap: &'a Snapshot, role: Role, written: &str) -> Written<'
         if answered {
             return Written::Rebinding(c);
         }
+    }
+    if let Some((steps, report)) = super::holds::restore(snap, role, written) {
+        return Written::Restore(steps, report);
     }
     let recorded = snap
         .cluster
@@ -262,6 +284,11 @@ fn wait_for_rebinding(snap: &Snapshot, claim: &ClaimView, role: Role, out: &mut 
             name: claim.name.clone(),
         });
     }
+}
+
+fn restored(steps: Vec<Step>, report: Report, out: &mut Plan) {
+    out.steps.extend(steps);
+    out.reports.push(report);
 }
 
 fn released(role: Role, note: String, out: &mut Plan) {
@@ -338,6 +365,7 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
         match judge_written(snap, role, &host) {
             Written::Rebinding(c) => return wait_for_rebinding(snap, c, role, out),
             Written::Released(note) => return released(role, note, out),
+            Written::Restore(steps, report) => return restored(steps, report, out),
             Written::Manual => {}
         }
         // Manual endpoint: no claim, mirror the host into an empty (or our stale) variable.
@@ -402,6 +430,7 @@ fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
             match judge_written(snap, role, &current) {
                 Written::Rebinding(c) => return wait_for_rebinding(snap, c, role, out),
                 Written::Released(note) => return released(role, note, out),
+                Written::Restore(steps, report) => return restored(steps, report, out),
                 Written::Manual => {}
             }
             // Set by someone else: respect it, never claim.

@@ -105,6 +105,14 @@ pub(crate) fn address(role: Role, ip: &str) -> AddressView {
             }
             .into(),
         }),
+        prefix: Some(24),
+        gateway: Some("10.0.0.1".into()),
+        uid: format!("addr-{}", role.claim_name("c1")),
+        resource_version: "3".into(),
+        finalizers: vec!["ipam.cluster.x-k8s.io/ProtectAddress".into()],
+        deleting: false,
+        cluster_label: Some("c1".into()),
+        moving: false,
     }
 }
 
@@ -134,11 +142,27 @@ pub(crate) fn bound(s: &mut Snapshot, role: Role, ip: &str) {
     let inputs = RoleInputs {
         claim: Some(claim(role, Some("uid-1"), pool, true)),
         address: Some(address(role, ip)),
+        named: Some(address(role, ip)),
         ..Default::default()
     };
     match role {
         Role::ControlPlane => s.control_plane = inputs,
         Role::Ingress => s.ingress = inputs,
+    }
+}
+
+/// Our finalizer on the role's IPAddress, as after the first pass.
+pub(crate) fn held(s: &mut Snapshot, role: Role) {
+    let inputs = match role {
+        Role::ControlPlane => &mut s.control_plane,
+        Role::Ingress => &mut s.ingress,
+    };
+    for a in [inputs.address.as_mut(), inputs.named.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        a.finalizers
+            .push(crate::names::FINALIZER_ADDRESS_PROTECTION.into());
     }
 }
 
@@ -275,6 +299,8 @@ fn already_allocated_cluster_needs_nothing() {
     let mut s = snap(c);
     bound(&mut s, Role::ControlPlane, "10.0.0.5");
     bound(&mut s, Role::Ingress, "10.0.1.5");
+    held(&mut s, Role::ControlPlane);
+    held(&mut s, Role::Ingress);
     let p = plan(&s);
     assert_eq!(
         p,
@@ -799,6 +825,7 @@ fn malformed_address_is_reported_and_nothing_is_written() {
         claim: Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", true)),
         address: None,
         address_problem: Some("spec.address \"10.0.0.999\" is not an IP address".into()),
+        ..Default::default()
     };
     let p = plan(&s);
     assert!(p.changes(Role::ControlPlane).endpoint_host.is_none());
@@ -1092,4 +1119,258 @@ fn a_host_shared_with_other_clusters_is_a_collision_on_its_own_slot() {
     let mut s = snap(cluster_json());
     s.same_host = vec!["b/two".into()];
     assert_eq!(plan(&s).collision, None);
+}
+
+/// `moved`'s Cluster after its claim was deleted: the IPAddress named like the claim is terminating, our finalizer
+/// keeping it (and 10.0.0.5) in the pool.
+fn claim_deleted_while_held() -> Snapshot {
+    let mut s = moved(Some("uid-1"));
+    let mut held = address(Role::ControlPlane, "10.0.0.5");
+    held.finalizers = vec![crate::names::FINALIZER_ADDRESS_PROTECTION.into()];
+    held.deleting = true;
+    s.control_plane = RoleInputs {
+        named: Some(held),
+        ..Default::default()
+    };
+    s
+}
+
+fn protected(mut a: AddressView) -> AddressView {
+    a.finalizers
+        .push(crate::names::FINALIZER_ADDRESS_PROTECTION.into());
+    a
+}
+
+fn holder_of(a: &AddressView) -> AddressView {
+    let mut h = a.clone();
+    h.name = Role::ControlPlane.holder_name("c1");
+    h.claim_name = Some(h.name.clone());
+    h.deleting = false;
+    h
+}
+
+fn new_address(name: &str) -> NewAddress {
+    NewAddress {
+        name: name.into(),
+        claim: name.into(),
+        address: "10.0.0.5".into(),
+        prefix: 24,
+        gateway: Some("10.0.0.1".into()),
+        pool: address(Role::ControlPlane, "10.0.0.5").pool_ref.unwrap(),
+    }
+}
+
+#[test]
+fn the_ipaddress_of_a_vip_is_protected_after_the_vip_is_written() {
+    let mut s = snap(cluster_json());
+    bound(&mut s, Role::ControlPlane, "10.0.0.10");
+    let p = plan(&s);
+    assert_eq!(p.allocations.len(), 1);
+    let protect = Step::ProtectAddress {
+        role: Role::ControlPlane,
+        name: "vip-cp-c1".into(),
+    };
+    assert_eq!(
+        p.finally,
+        vec![protect.clone()],
+        "after the write, never before it"
+    );
+    assert!(!p.steps.contains(&protect));
+    // Written earlier (an older version): protected now; once protected, nothing more.
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": "10.0.0.10", "port": 6443});
+    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_ENABLED: "false",
+        ANNOTATION_CONTROL_PLANE_CLAIM: "vip-cp-c1/10.0.0.10"});
+    let mut s = snap(c);
+    s.class = Some(class(&[]));
+    bound(&mut s, Role::ControlPlane, "10.0.0.10");
+    assert_eq!(plan(&s).finally, vec![protect]);
+    held(&mut s, Role::ControlPlane);
+    assert_eq!(plan(&s), Plan::default());
+}
+
+#[test]
+fn a_deleted_claim_of_a_running_vip_is_recreated_on_the_same_address_never_freed() {
+    let s = claim_deleted_while_held();
+    let p = plan(&s);
+    let holder = Role::ControlPlane.holder_name("c1");
+    assert_eq!(
+        p.steps,
+        vec![
+            Step::CreateAddress {
+                role: Role::ControlPlane,
+                address: new_address(&holder)
+            },
+            Step::ReleaseAddress {
+                role: Role::ControlPlane,
+                name: "vip-cp-c1".into(),
+                delete: false
+            },
+            Step::CreateAddress {
+                role: Role::ControlPlane,
+                address: new_address("vip-cp-c1")
+            },
+            Step::CreateClaim {
+                role: Role::ControlPlane,
+                name: "vip-cp-c1".into(),
+                pool: new_address("x").pool
+            },
+        ],
+        "the holder takes the address before the terminating IPAddress lets go of it"
+    );
+    assert_eq!(reasons_of(&p), vec!["ClaimRestored"]);
+    assert_eq!(p.reports[0].severity, Severity::Warning);
+    assert!(p.writes_nothing(), "the Cluster keeps its host");
+
+    // Resumed after the holder was created: the holder is not created twice.
+    let mut s = claim_deleted_while_held();
+    s.control_plane.holder = Some(holder_of(s.control_plane.named.as_ref().unwrap()));
+    let p = plan(&s);
+    assert!(
+        matches!(p.steps[0], Step::ReleaseAddress { delete: false, .. }),
+        "{p:?}"
+    );
+    assert_eq!(p.steps.len(), 3);
+
+    // The terminating IPAddress is gone: the holder's address goes to a new one named like the claim.
+    s.control_plane.named = None;
+    let p = plan(&s);
+    assert_eq!(
+        p.steps,
+        vec![
+            Step::CreateAddress {
+                role: Role::ControlPlane,
+                address: new_address("vip-cp-c1")
+            },
+            Step::CreateClaim {
+                role: Role::ControlPlane,
+                name: "vip-cp-c1".into(),
+                pool: new_address("x").pool
+            },
+        ]
+    );
+
+    // Someone recreated the claim meanwhile (GitOps): it cannot bind to a terminating IPAddress, so the address
+    // still moves, but no second claim is created.
+    let mut s = claim_deleted_while_held();
+    s.control_plane.claim = Some(claim(Role::ControlPlane, Some("uid-1"), "cp-pool", false));
+    let p = plan(&s);
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s, Step::CreateClaim { .. })),
+        "{p:?}"
+    );
+    assert!(p
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::ReleaseAddress { .. })));
+}
+
+#[test]
+fn the_holder_goes_once_the_claim_is_bound_again() {
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": "10.0.0.5", "port": 6443});
+    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_ENABLED: "false",
+        ANNOTATION_CONTROL_PLANE_CLAIM: "vip-cp-c1/10.0.0.5"});
+    let mut s = snap(c);
+    s.class = Some(class(&[]));
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    held(&mut s, Role::ControlPlane);
+    s.control_plane.holder = Some(holder_of(s.control_plane.named.as_ref().unwrap()));
+    let p = plan(&s);
+    assert_eq!(
+        p.finally,
+        vec![Step::ReleaseAddress {
+            role: Role::ControlPlane,
+            name: Role::ControlPlane.holder_name("c1"),
+            delete: true
+        }]
+    );
+    assert!(p.steps.is_empty() && p.reports.is_empty() && p.writes_nothing());
+}
+
+#[test]
+fn an_address_the_cluster_no_longer_uses_is_let_go() {
+    // The host was changed by hand; our bound claim is kept (ManualEndpoint), its address no longer protected.
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": "192.168.1.1", "port": 6443});
+    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_ENABLED: "false"});
+    let mut s = snap(c);
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    held(&mut s, Role::ControlPlane);
+    let p = plan(&s);
+    assert!(p.steps.contains(&Step::ReleaseAddress {
+        role: Role::ControlPlane,
+        name: "vip-cp-c1".into(),
+        delete: false
+    }));
+    assert_eq!(reasons_of(&p), vec!["ManualEndpoint"]);
+    // Without a claim, an IPAddress we hold for nothing is deleted as well.
+    s.control_plane.claim = None;
+    s.control_plane.address = None;
+    let p = plan(&s);
+    assert!(p.steps.contains(&Step::ReleaseAddress {
+        role: Role::ControlPlane,
+        name: "vip-cp-c1".into(),
+        delete: true
+    }));
+}
+
+#[test]
+fn forced_release_is_still_told_as_released() {
+    // Finalizer removed and IPAddress deleted by hand: nothing of ours holds the address.
+    let mut s = claim_deleted_while_held();
+    s.control_plane.named = None;
+    assert_eq!(reasons_of(&plan(&s)), vec!["VIPReleased"]);
+    // Still being deleted by the provider: nothing is decided yet.
+    let mut s = claim_deleted_while_held();
+    let mut going = claim(Role::ControlPlane, Some("uid-1"), "cp-pool", true);
+    going.deleting = true;
+    s.control_plane.claim = Some(going);
+    assert_eq!(plan(&s), Plan::default());
+}
+
+#[test]
+fn orphaned_addresses_are_released_only_when_their_cluster_is_gone_or_going() {
+    let a = protected(address(Role::ControlPlane, "10.0.0.5"));
+    let live = cluster(cluster_json());
+    assert_eq!(holds::release_orphan(&a, Some(&live), true), None);
+    let mut going = cluster(cluster_json());
+    going.deleting = true;
+    let release = |delete| {
+        Some(Step::ReleaseAddress {
+            role: Role::ControlPlane,
+            name: "vip-cp-c1".into(),
+            delete,
+        })
+    };
+    assert_eq!(
+        holds::release_orphan(&a, Some(&going), true),
+        release(false)
+    );
+    assert_eq!(holds::release_orphan(&a, None, true), release(false));
+    assert_eq!(
+        holds::release_orphan(&a, None, false),
+        release(true),
+        "nothing answers it: deleted"
+    );
+    let mut terminating = a.clone();
+    terminating.deleting = true;
+    assert_eq!(
+        holds::release_orphan(&terminating, None, false),
+        release(false)
+    );
+    let mut moving = a.clone();
+    moving.moving = true;
+    assert_eq!(
+        holds::release_orphan(&moving, None, false),
+        None,
+        "clusterctl removes finalizers itself"
+    );
+    assert_eq!(
+        holds::release_orphan(&address(Role::ControlPlane, "10.0.0.5"), None, false),
+        None,
+        "not ours"
+    );
 }

@@ -525,6 +525,19 @@ impl Env {
         host(&c)
     }
 
+    /// Waits until object `name` of `api` satisfies `pred` (present); returns it.
+    pub async fn wait_object(
+        &self,
+        api: &Api<DynamicObject>,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&DynamicObject) -> bool,
+    ) -> DynamicObject {
+        wait_for(api, name, what, |o| o.is_some_and(&pred), &self.op)
+            .await
+            .expect("object exists")
+    }
+
     /// Waits until the object is gone.
     pub async fn wait_gone(&self, api: &Api<DynamicObject>, name: &str, what: &str) {
         wait_for(api, name, what, |o| o.is_none(), &self.op).await;

@@ -1,0 +1,199 @@
+//! Keeping the address of every VIP we wrote reserved for as long as its Cluster uses it.
+//!
+//! The in-cluster IPAM provider deletes a claim's IPAddress as soon as the claim is deleted, and hands the address to
+//! the next claim (first fit, lowest free). So the IPAddress behind each VIP we wrote carries our finalizer: a
+//! deleted claim leaves its IPAddress terminating, and a terminating IPAddress still counts as in use in its pool.
+//! The claim is then recreated on the same address. A terminating object cannot be bound again (it cannot take the
+//! provider's finalizer), so the address moves to a new IPAddress of the same name, without ever being free:
+//!
+//! 1. a holder IPAddress `<claim>-held` is created with the address (the pool counts it as in use);
+//! 2. our finalizer is removed from the terminating IPAddress, which goes;
+//! 3. a new IPAddress named like the claim is created with the address and the claim's pool (the provider keeps an
+//!    IPAddress named like a claim, with its pool, as that claim's allocation);
+//! 4. the claim is created; once it is bound, the holder is deleted.
+//!
+//! Every step is decided from the caches, so an interrupted sequence resumes where it stopped.
+
+use super::{NewAddress, Plan, Report, Role, Severity, Snapshot, Step};
+use crate::{
+    api::{AddressView, ClusterView},
+    names::{reasons, ANNOTATION_INGRESS_VIP, FINALIZER_ADDRESS_PROTECTION},
+};
+
+/// The VIP of `role` the Cluster uses: the control-plane host or the ingress annotation.
+pub fn in_use(cluster: &ClusterView, role: Role) -> Option<&str> {
+    match role {
+        Role::ControlPlane => cluster.endpoint.as_ref()?.host.as_deref(),
+        Role::Ingress => cluster.annotation(ANNOTATION_INGRESS_VIP),
+    }
+    .filter(|v| !v.is_empty())
+}
+
+/// Whether `a` holds `vip` for us: our finalizer is on it and its address is `vip`.
+fn holds(a: &AddressView, vip: &str) -> bool {
+    a.protected() && !a.moving && super::rules::same_address(&a.address.to_string(), vip)
+}
+
+/// The new IPAddress `name` (for claim `claim`) carrying what `from` holds.
+fn copy(from: &AddressView, name: String, claim: String) -> Option<NewAddress> {
+    Some(NewAddress {
+        name,
+        claim,
+        address: from.address.to_string(),
+        prefix: from
+            .prefix
+            .unwrap_or(if from.address.is_ipv4() { 32 } else { 128 }),
+        gateway: from.gateway.clone(),
+        pool: from.pool_ref.clone()?,
+    })
+}
+
+/// Our finalizer on the IPAddress behind `vip`, our bound claim's, as the VIP is (or was) written; and the holder
+/// deleted once the claim is bound again.
+pub(super) fn protect(snap: &Snapshot, role: Role, address: Option<&AddressView>, out: &mut Plan) {
+    if let Some(a) = address.filter(|a| !a.protected() && !a.deleting && !a.moving) {
+        out.finally.push(Step::ProtectAddress {
+            role,
+            name: a.name.clone(),
+        });
+    }
+    if let Some(h) = snap
+        .inputs(role)
+        .holder
+        .as_ref()
+        .filter(|h| h.protected() && !h.moving)
+    {
+        out.finally.push(Step::ReleaseAddress {
+            role,
+            name: h.name.clone(),
+            delete: true,
+        });
+    }
+}
+
+/// When the claim of `written` (a VIP the Cluster uses) is gone or going while our finalizer still keeps its address:
+/// the steps that recreate the claim on that address, and the Warning that says so. `None` when nothing of ours
+/// holds `written`.
+pub(super) fn restore(snap: &Snapshot, role: Role, written: &str) -> Option<(Vec<Step>, Report)> {
+    let inputs = snap.inputs(role);
+    let claim_name = role.claim_name(&snap.cluster.name);
+    let claim = inputs.claim.as_ref();
+    if claim.is_some_and(|c| c.deleting || c.address_ref.is_some()) {
+        return None; // still going (the provider is releasing it), or bound: nothing to restore yet
+    }
+    let named = inputs.named.as_ref().filter(|a| holds(a, written));
+    let holder = inputs.holder.as_ref().filter(|a| holds(a, written));
+    let mut steps = Vec::new();
+    let source = match (named, holder) {
+        (Some(n), h) if n.deleting => {
+            if h.is_none() {
+                steps.push(Step::CreateAddress {
+                    role,
+                    address: copy(
+                        n,
+                        role.holder_name(&snap.cluster.name),
+                        role.holder_name(&snap.cluster.name),
+                    )?,
+                });
+            }
+            steps.push(Step::ReleaseAddress {
+                role,
+                name: n.name.clone(),
+                delete: false,
+            });
+            steps.push(Step::CreateAddress {
+                role,
+                address: copy(n, claim_name.clone(), claim_name.clone())?,
+            });
+            n
+        }
+        (Some(n), _) if claim.is_none() => n, // ours, in place; only the claim is missing
+        (None, Some(h)) if inputs.named.is_none() => {
+            steps.push(Step::CreateAddress {
+                role,
+                address: copy(h, claim_name.clone(), claim_name.clone())?,
+            });
+            h
+        }
+        _ => return None,
+    };
+    if claim.is_none() {
+        steps.push(Step::CreateClaim {
+            role,
+            name: claim_name.clone(),
+            pool: source.pool_ref.clone()?,
+        });
+    }
+    let report = Report {
+        role,
+        severity: Severity::Warning,
+        reason: reasons::CLAIM_RESTORED,
+        note: format!(
+            "IPAddressClaim {claim_name}, which holds {written} for this Cluster, was deleted; {written} stays reserved \
+             (finalizer {FINALIZER_ADDRESS_PROTECTION} on its IPAddress) and the claim is recreated on it. Keep the \
+             claims of running Clusters"
+        ),
+        is_error: true,
+    };
+    Some((steps, report))
+}
+
+/// Our finalizer released from what no longer keeps a VIP of this Cluster: an IPAddress named like the claim, or the
+/// holder, whose address the Cluster does not use (any more). A holder, or an IPAddress we created whose claim does
+/// not exist, is deleted as well. Steps already planned for the same object win.
+pub(super) fn release_unused(snap: &Snapshot, role: Role, vip: Option<&str>, out: &mut Plan) {
+    let inputs = snap.inputs(role);
+    let planned = |name: &str| {
+        out.steps.iter().chain(&out.finally).any(|s| match s {
+            Step::ProtectAddress { name: n, .. } | Step::ReleaseAddress { name: n, .. } => {
+                n == name
+            }
+            Step::CreateAddress { address, .. } => address.name == name,
+            _ => false,
+        })
+    };
+    let mut release = Vec::new();
+    for (a, is_holder) in [
+        (inputs.named.as_ref(), false),
+        (inputs.holder.as_ref(), true),
+    ] {
+        let Some(a) = a.filter(|a| a.protected() && !a.moving) else {
+            continue;
+        };
+        if vip.is_some_and(|v| super::rules::same_address(&a.address.to_string(), v))
+            || planned(&a.name)
+        {
+            continue;
+        }
+        let claimed = inputs.claim.as_ref().is_some_and(|c| !c.deleting);
+        release.push(Step::ReleaseAddress {
+            role,
+            name: a.name.clone(),
+            delete: !a.deleting && (is_holder || !claimed),
+        });
+    }
+    out.steps.extend(release);
+}
+
+/// What to do with an IPAddress carrying our finalizer whose Cluster is gone (`None`) or being deleted: let go of it,
+/// and delete it when no live claim is bound to it (a holder, an IPAddress we created for a claim that never came).
+/// `None` while a move takes it away (clusterctl removes finalizers itself) or when it is not ours to release.
+pub fn release_orphan(
+    address: &AddressView,
+    cluster: Option<&ClusterView>,
+    claim_alive: bool,
+) -> Option<Step> {
+    if !address.protected() || address.moving || cluster.is_some_and(|c| !c.deleting) {
+        return None;
+    }
+    let role = address
+        .claim_name
+        .as_deref()
+        .and_then(Role::cluster_of_claim)
+        .map_or(Role::ControlPlane, |(r, _)| r);
+    Some(Step::ReleaseAddress {
+        role,
+        name: address.name.clone(),
+        delete: !address.deleting && !claim_alive,
+    })
+}
