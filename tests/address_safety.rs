@@ -59,10 +59,11 @@ async fn a_deleted_claim_never_frees_a_running_clusters_vip() {
     let vip = cp_only_cluster(&env, &ns, "first").await;
     assert_eq!(vip, "10.60.0.10");
     let before = wait_protected(&env, &ns, "vip-cp-first").await;
-    let labels = before.metadata.labels.clone().unwrap_or_default();
-    assert_eq!(
-        labels.get("vip.capi.gorizond.io/role").map(String::as_str),
-        Some(CP)
+    assert!(
+        finalizers(&before)
+            .iter()
+            .any(|f| f == "ipam.cluster.x-k8s.io/ProtectAddress"),
+        "the provider's finalizer is kept: {before:#?}"
     );
 
     // A GitOps prune, a script: the bound claim of a running Cluster is deleted.

@@ -173,9 +173,9 @@ async fn run_steps(
                     role = role.label(), "created IPAddress to keep the VIP reserved");
             }
             Step::ProtectAddress { role, name } => {
-                let patch = protect_patch(ctx, cluster, *role, name)?;
+                let patch = protect_patch(ctx, cluster, name)?;
                 addresses(ctx, cluster)
-                    .patch(name, &patch_params(), &Patch::Merge(&patch))
+                    .patch(name, &patch_params(), &Patch::<()>::Json(patch))
                     .await
                     .map_err(|e| address_error(*role, "protect", cluster, name, e))?;
                 tracing::debug!(address = %name, role = role.label(), "IPAddress protected");
@@ -525,29 +525,33 @@ fn address_body(ctx: &Context, cluster: &ClusterView, role: Role, a: &NewAddress
     })
 }
 
-/// A merge patch adding our finalizer (and labels, so the uninstall command can find it) to an IPAddress; carries
-/// the cached resourceVersion, so a concurrent change of the finalizer list fails with 409 instead of being lost.
+/// A JSON patch appending our finalizer to an IPAddress, guarded by a `test` of the finalizer list it extends (or,
+/// when the list is absent, of the resourceVersion), so a finalizer added meanwhile (the provider's) is never lost,
+/// while changes elsewhere on the object (owner references, labels) do not make it fail. Finalizer names are
+/// qualified names, which every JSON encoder spells alike.
 fn protect_patch(
     ctx: &Context,
     cluster: &ClusterView,
-    role: Role,
     name: &str,
-) -> Result<Value, Error> {
+) -> Result<json_patch::Patch, Error> {
     let cached = ctx
         .stores
         .addresses
         .get(&cluster.namespace, name)
         .and_then(|e| e.as_ref().as_ref().ok().cloned())
         .ok_or_else(|| Error::Stale(format!("IPAddress {name} left the cache")))?;
-    let mut finalizers = cached.finalizers.clone();
-    finalizers.push(FINALIZER_ADDRESS_PROTECTION.to_owned());
-    Ok(json!({
-        "metadata": {
-            "resourceVersion": cached.resource_version,
-            "finalizers": finalizers,
-            "labels": {LABEL_ROLE: role.label(), LABEL_CAPI_CLUSTER_NAME: cluster.name},
-        }
-    }))
+    let ops = if cached.finalizers.is_empty() {
+        json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": cached.resource_version},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER_ADDRESS_PROTECTION]},
+        ])
+    } else {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": cached.finalizers},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER_ADDRESS_PROTECTION},
+        ])
+    };
+    serde_json::from_value(ops).map_err(|e| Error::Stale(format!("building patch: {e}")))
 }
 
 /// A merge patch adding our controller ownerReference and labels; carries the cached resourceVersion so a

@@ -114,10 +114,6 @@ impl Error {
                 (404, Request::ClusterPatch(_)) => {
                     return Error::Stale(format!("{action} {subject}: the Cluster is gone"));
                 }
-                // Our resourceVersion guard on an IPAddress failed: the cache was behind.
-                (409, Request::Address(..)) if status.reason == "Conflict" => {
-                    return Error::Stale(format!("{action} {subject}: changed meanwhile"));
-                }
                 (409, _) if status.reason == "AlreadyExists" => {
                     return Error::Stale(format!("{action} {subject}: already exists"));
                 }
