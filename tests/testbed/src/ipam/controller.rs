@@ -179,10 +179,9 @@ impl Controller {
                     }
                     self.dirty_pools.insert(p);
                 }
-                if gone {
-                    // The claim that owned it (same name) gets a new address if it still exists.
-                    self.enqueue(name);
-                }
+                // The provider `Owns` IPAddresses and retries failed claims: the claim named like the address is
+                // reconciled on every change (a new address once it is gone, a kept one re-protected).
+                self.enqueue(name);
             }
             (GROUP, res @ ("inclusterippools" | "globalinclusterippools")) => {
                 let kind = if res == "inclusterippools" {
@@ -301,7 +300,10 @@ impl Controller {
                         .shared
                         .delete(&info, ns, name, &Default::default(), &ctx());
                 }
-                self.index.set_address(&(ns.clone(), name.clone()), None);
+                // Another finalizer may keep it terminating: its address stays in use until it is gone.
+                let left = store.get(&addresses, ns, name);
+                self.index
+                    .set_address(&(ns.clone(), name.clone()), left.as_deref());
                 self.dirty_pools.insert(pool_id);
             }
             self.remove_finalizer(&claims, &claim, RELEASE_FINALIZER);
@@ -349,7 +351,15 @@ impl Controller {
         if is_paused(&pool) || is_deleting(&pool) {
             return;
         }
-        if store.get(&addresses, ns, name).is_none() {
+        // EnsureAddress: an IPAddress of this name among those listed for the claim's pool (terminating ones
+        // included) keeps its address; otherwise the lowest free one is chosen.
+        let existing = store.get(&addresses, ns, name);
+        let kept = existing
+            .as_deref()
+            .is_some_and(|a| address_pool(a, ns).as_ref() == Some(&pool_id));
+        let ip = if kept {
+            None
+        } else {
             let Ok(alloc) = Allocatable::new(&pool_spec(&pool)) else {
                 tracing::warn!(pool = %pool_id.2, "pool spec cannot be parsed; claim left pending");
                 return;
@@ -361,10 +371,21 @@ impl Controller {
                 tracing::debug!(claim = %name, pool = %pool_id.2, "failed to find free address: no address available");
                 return;
             };
-            if !self.create_address(&claim, &pool, &pool_id, ns, name, ip) {
-                return;
+            Some(ip)
+        };
+        match (existing, ip) {
+            (None, Some(ip)) => {
+                if !self.create_address(&claim, &pool, &pool_id, ns, name, ip) {
+                    return;
+                }
+                self.dirty_pools.insert(pool_id);
             }
-            self.dirty_pools.insert(pool_id);
+            (Some(cur), ip) => {
+                if !self.patch_address(&cur, &claim, &pool, ip) {
+                    return;
+                }
+            }
+            (None, None) => return,
         }
         if s(&claim, "/status/addressRef/name") != Some(name.as_str()) {
             self.json_patch(
@@ -389,13 +410,11 @@ impl Controller {
         let Some(info) = self.shared.info_for(&gr("ipaddresses")) else {
             return false;
         };
-        let owner = |o: &Value, controller: bool| {
-            json!({"apiVersion": o.get("apiVersion"), "kind": o.get("kind"), "name": meta_str(o, "name"),
-                "uid": meta_str(o, "uid"), "controller": controller, "blockOwnerDeletion": true})
-        };
+        let mut refs = Vec::new();
+        ensure_owner_refs(&mut refs, claim, pool);
         let mut addr = json!({"apiVersion": info.api_version(), "kind": "IPAddress",
             "metadata": {"name": name, "namespace": ns, "finalizers": [PROTECT_ADDRESS_FINALIZER],
-                "ownerReferences": [owner(claim, true), owner(pool, false)]},
+                "ownerReferences": refs},
             "spec": {"address": ip.to_string(), "prefix": pool.pointer("/spec/prefix").cloned().unwrap_or(json!(0)),
                 "claimRef": {"name": name}, "poolRef": {"apiGroup": GROUP, "kind": pool_id.0, "name": pool_id.2}}});
         if let Some(gw) = s(pool, "/spec/gateway") {
@@ -421,6 +440,140 @@ impl Controller {
             }
         }
     }
+}
+
+impl Controller {
+    /// The patch half of the provider's `CreateOrPatch` on an existing IPAddress: a new address when it is not
+    /// one of the pool's (`ip`), owner references to the claim and the pool, the cluster-name label, the
+    /// `ProtectAddress` finalizer — sent as a merge patch through the API, so CAPI's webhook (spec immutable) and
+    /// kube-apiserver (no new finalizer on a terminating object) refuse what they refuse upstream. Whether the
+    /// claim may be bound.
+    fn patch_address(
+        &self,
+        cur: &Value,
+        claim: &Value,
+        pool: &Value,
+        ip: Option<std::net::IpAddr>,
+    ) -> bool {
+        let mut patch = json!({});
+        if let Some(ip) = ip {
+            let mut spec = json!({});
+            let set = |spec: &mut Value, k: &str, v: Value| {
+                if cur.pointer(&format!("/spec/{k}")).unwrap_or(&Value::Null) != &v {
+                    spec[k] = v;
+                }
+            };
+            set(&mut spec, "address", json!(ip.to_string()));
+            set(
+                &mut spec,
+                "prefix",
+                pool.pointer("/spec/prefix").cloned().unwrap_or(json!(0)),
+            );
+            let gw = s(pool, "/spec/gateway").filter(|g| !g.is_empty());
+            set(&mut spec, "gateway", gw.map_or(Value::Null, |g| json!(g)));
+            if spec.as_object().is_some_and(|m| !m.is_empty()) {
+                patch["spec"] = spec;
+            }
+        }
+        let mut refs: Vec<Value> = cur
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let before = refs.clone();
+        ensure_owner_refs(&mut refs, claim, pool);
+        if refs != before {
+            patch["metadata"]["ownerReferences"] = json!(refs);
+        }
+        let label = format!("/metadata/labels/{}", CLUSTER_NAME_LABEL.replace('/', "~1"));
+        if let Some(cl) = claim
+            .pointer(&label)
+            .filter(|v| cur.pointer(&label) != Some(*v))
+        {
+            patch["metadata"]["labels"] = json!({CLUSTER_NAME_LABEL: cl});
+        }
+        let mut fins = finalizers(cur);
+        if !fins.iter().any(|f| f == PROTECT_ADDRESS_FINALIZER) {
+            fins.push(PROTECT_ADDRESS_FINALIZER.to_string());
+            patch["metadata"]["finalizers"] = json!(fins);
+        }
+        if patch.as_object().is_some_and(|m| m.is_empty()) {
+            return true;
+        }
+        let Some(info) = self.shared.info_for(&gr("ipaddresses")) else {
+            return false;
+        };
+        let (ns, name) = (
+            meta_str(cur, "namespace").unwrap_or(""),
+            meta_str(cur, "name").unwrap_or(""),
+        );
+        let body = patch.to_string();
+        match self.shared.patch(
+            &info,
+            ns,
+            name,
+            PatchType::Merge,
+            body.as_bytes(),
+            false,
+            false,
+            &ctx(),
+        ) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(claim = %name, error = %e.message, "failed to create or patch address");
+                false
+            }
+        }
+    }
+}
+
+fn api_group(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+/// controller-runtime's `referSameObject`: same group, kind and name (the uid may differ).
+fn same_owner(a: &Value, b: &Value) -> bool {
+    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    api_group(&f(a, "apiVersion")) == api_group(&f(b, "apiVersion"))
+        && f(a, "kind") == f(b, "kind")
+        && f(a, "name") == f(b, "name")
+}
+
+fn upsert_owner(refs: &mut Vec<Value>, r: Value) {
+    match refs.iter().position(|x| same_owner(x, &r)) {
+        Some(i) => refs[i] = r,
+        None => refs.push(r),
+    }
+}
+
+/// The in-cluster provider's `ensureIPAddressOwnerReferences`: the claim as controller unless another object
+/// already is (`AlreadyOwnedError` is ignored), the pool as a non-controller owner blocking deletion.
+pub(super) fn ensure_owner_refs(refs: &mut Vec<Value>, claim: &Value, pool: &Value) {
+    let owner = |o: &Value| {
+        json!({"apiVersion": o.get("apiVersion"), "kind": o.get("kind"), "name": meta_str(o, "name"),
+            "uid": meta_str(o, "uid")})
+    };
+    let mut claim_ref = owner(claim);
+    claim_ref["controller"] = json!(true);
+    claim_ref["blockOwnerDeletion"] = json!(true);
+    let owned_by_other = refs
+        .iter()
+        .any(|r| r.get("controller") == Some(&json!(true)) && !same_owner(r, &claim_ref));
+    if !owned_by_other {
+        upsert_owner(refs, claim_ref);
+    }
+    let pool_ref = owner(pool);
+    upsert_owner(refs, pool_ref.clone());
+    let idx = refs
+        .iter()
+        .rposition(|r| {
+            r.get("apiVersion") == pool_ref.get("apiVersion")
+                && r.get("kind") == pool_ref.get("kind")
+                && r.get("name") == pool_ref.get("name")
+        })
+        .unwrap_or(0);
+    refs[idx]["controller"] = json!(false);
+    refs[idx]["blockOwnerDeletion"] = json!(true);
 }
 
 fn finalizers_of(meta: &Value) -> Option<Value> {

@@ -7,6 +7,7 @@ mod api;
 mod fidelity;
 mod gc;
 mod ipam;
+mod ipam_upstream;
 mod measure;
 mod schema;
 mod watch;
