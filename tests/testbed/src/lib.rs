@@ -12,6 +12,7 @@
 
 mod apply;
 mod capi;
+pub mod clusterctl;
 mod delete;
 mod discovery;
 mod errors;
