@@ -208,12 +208,17 @@ impl Controller {
                 }
             }
             ("cluster.x-k8s.io", "clusters") => {
-                if e.kind == EventType::Deleted {
-                    return;
-                }
                 let paused = |c: &Value| {
                     is_paused(c) || c.pointer("/spec/paused").and_then(Value::as_bool) == Some(true)
                 };
+                if e.kind == EventType::Deleted {
+                    // Upstream enqueues the claims of a deleted, unpaused Cluster (their deletion may proceed).
+                    if !paused(&e.object) {
+                        let claims = self.index.claims_of_cluster(&k.namespace, &k.name);
+                        claims.into_iter().for_each(|n| self.enqueue(n));
+                    }
+                    return;
+                }
                 let was_paused = e.prev.as_deref().map(paused);
                 if was_paused == Some(paused(&e.object)) || paused(&e.object) {
                     return;
@@ -292,7 +297,28 @@ impl Controller {
         let Some(pool_id) = claim_pool(&claim, ns) else {
             return;
         };
-        if is_deleting(&claim) {
+        // Upstream `Reconcile`: a paused Cluster stops everything, deletion included; a missing one stops all but
+        // deletion.
+        let deleting = is_deleting(&claim);
+        if let Some(cn) = claim_cluster(&claim) {
+            match store.get(&GroupResource::new("cluster.x-k8s.io", "clusters"), ns, cn) {
+                None if !deleting => return,
+                Some(cluster)
+                    if is_paused(&cluster)
+                        || cluster.pointer("/spec/paused").and_then(Value::as_bool)
+                            == Some(true) =>
+                {
+                    return
+                }
+                _ => {}
+            }
+        }
+        if deleting {
+            // A paused pool stops deletion too; a missing one does not.
+            let pool = pool_gr(&pool_id.0).and_then(|g| store.get(&g, &pool_id.1, &pool_id.2));
+            if pool.as_deref().is_some_and(is_paused) {
+                return;
+            }
             if let Some(addr) = store.get(&addresses, ns, name) {
                 self.remove_finalizer(&addresses, &addr, PROTECT_ADDRESS_FINALIZER);
                 if let Some(info) = self.shared.info_for(&addresses) {
@@ -308,19 +334,6 @@ impl Controller {
             }
             self.remove_finalizer(&claims, &claim, RELEASE_FINALIZER);
             return;
-        }
-        let cluster_name = claim_cluster(&claim);
-        if let Some(cn) = cluster_name {
-            let Some(cluster) =
-                store.get(&GroupResource::new("cluster.x-k8s.io", "clusters"), ns, cn)
-            else {
-                return;
-            };
-            if is_paused(&cluster)
-                || cluster.pointer("/spec/paused").and_then(Value::as_bool) == Some(true)
-            {
-                return;
-            }
         }
         if !finalizers(&claim).iter().any(|f| f == RELEASE_FINALIZER) {
             let fins = finalizers(&claim);

@@ -371,3 +371,52 @@ async fn terminating_object_refuses_new_finalizers_and_goes_with_the_last() {
     );
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn paused_cluster_holds_back_claim_deletion() {
+    let p = Profile::Capi112;
+    let tb = setup(p).await;
+    let (claims, addrs) = (
+        api(&tb, &claims(p), Some(NS)),
+        api(&tb, &addresses(p), Some(NS)),
+    );
+    create(&claims, claim(p, "pd", "a")).await;
+    bound_to(&tb, p, "pd").await;
+    let clusters = api(&tb, &clusters(p), Some(NS));
+    let pause = |v: Value| {
+        let clusters = clusters.clone();
+        async move {
+            clusters
+                .patch(
+                    "up",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"paused": v}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    pause(json!(true)).await;
+    claims.delete("pd", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = claims.get("pd").await.expect("held by ReleaseAddress");
+    assert_eq!(
+        finalizers(&c),
+        vec!["ipam.cluster.x-k8s.io/ReleaseAddress".to_string()]
+    );
+    assert!(addrs
+        .get("pd")
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_none());
+    pause(Value::Null).await;
+    eventually("released after unpause", || async {
+        (claims.get_opt("pd").await.unwrap().is_none()
+            && addrs.get_opt("pd").await.unwrap().is_none())
+        .then_some(())
+    })
+    .await;
+    tb.shutdown().await;
+}

@@ -4,6 +4,7 @@
 mod common;
 
 mod api;
+mod clusterctl;
 mod fidelity;
 mod gc;
 mod ipam;
