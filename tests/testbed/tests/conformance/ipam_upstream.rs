@@ -126,6 +126,29 @@ async fn ipaddress_webhook_checks_pool_and_values(p: Profile) {
         e.message
     );
     let mut v = address(p, "bad", "bad", "a", "10.9.0.11");
+    v["spec"]["poolRef"]
+        .as_object_mut()
+        .unwrap()
+        .remove("apiGroup");
+    let e = api_err(addrs.create(&PostParams::default(), &dynobj(v)).await);
+    if p == Profile::Capi110 {
+        assert!(
+            e.code == 403 && e.message.ends_with("spec.poolRef.apiGroup: Invalid value: \"null\": the pool reference needs to contain a group"),
+            "{e:?}"
+        );
+    } else {
+        assert_eq!(
+            (e.code, e.reason.as_str()),
+            (422, "Invalid"),
+            "v1beta2 schema requires it: {e:?}"
+        );
+        assert!(
+            e.message.contains("spec.poolRef.apiGroup: Required value"),
+            "{}",
+            e.message
+        );
+    }
+    let mut v = address(p, "bad", "bad", "a", "10.9.0.11");
     v["spec"]["prefix"] = json!(33);
     v["spec"]["gateway"] = json!("nope");
     let e = api_err(addrs.create(&PostParams::default(), &dynobj(v)).await);
