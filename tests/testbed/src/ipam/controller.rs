@@ -180,8 +180,24 @@ impl Controller {
                     self.dirty_pools.insert(p);
                 }
                 // The provider `Owns` IPAddresses and retries failed claims: the claim named like the address is
-                // reconciled on every change (a new address once it is gone, a kept one re-protected).
-                self.enqueue(name);
+                // reconciled when the change can matter (a new address once it is gone, a kept one re-protected or
+                // re-owned, a waiting claim retried); its own writes of a settled address are skipped.
+                let unprotected = !finalizers(&e.object)
+                    .iter()
+                    .any(|f| f == PROTECT_ADDRESS_FINALIZER);
+                let owners_changed = e.prev.as_deref().is_some_and(|p| {
+                    p.pointer("/metadata/ownerReferences")
+                        != e.object.pointer("/metadata/ownerReferences")
+                });
+                let waiting = || {
+                    self.shared
+                        .store
+                        .get(&gr("ipaddressclaims"), &name.0, &name.1)
+                        .is_some_and(|c| s(&c, "/status/addressRef/name").is_none())
+                };
+                if gone || unprotected || owners_changed || waiting() {
+                    self.enqueue(name);
+                }
             }
             (GROUP, res @ ("inclusterippools" | "globalinclusterippools")) => {
                 let kind = if res == "inclusterippools" {
