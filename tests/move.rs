@@ -38,6 +38,8 @@ async fn move_keeps_every_vip_and_writes_no_claim() {
         Profile::Capi112,
         TestbedOptions {
             ipam_delay: std::time::Duration::from_millis(40),
+            // Another seed: equal seeds generate equal uids, which would hide a missed owner-reference rewrite.
+            seed: 2,
             ..TestbedOptions::profile(Profile::Capi112)
         },
         &[],

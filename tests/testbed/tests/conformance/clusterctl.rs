@@ -4,14 +4,26 @@ use kube::api::{ApiResource, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use serde_json::json;
 use testbed::clusterctl::{self, ExtraKind, MoveOptions};
-use testbed::Profile;
+use testbed::{Profile, Testbed, TestbedOptions};
+
+/// A source and a target; different seeds, so their uids differ (equal seeds generate equal uids).
+async fn two(p: Profile) -> (Testbed, Testbed) {
+    let target = Testbed::start(TestbedOptions {
+        seed: 2,
+        ..TestbedOptions::profile(p)
+    })
+    .await
+    .expect("target starts");
+    create_demo_class(&target, p).await;
+    (start(p).await, target)
+}
 
 use crate::common::*;
 
 #[tokio::test]
 async fn move_copies_the_tree_owners_first_and_clears_the_source() {
     let p = Profile::Capi112;
-    let (src, dst) = (start(p).await, start(p).await);
+    let (src, dst) = two(p).await;
     let cluster = create(
         &api(&src, &clusters(p), Some(NS)),
         cluster_json(p, "m1", json!([])),
@@ -141,7 +153,7 @@ async fn move_copies_the_tree_owners_first_and_clears_the_source() {
 #[tokio::test]
 async fn move_refuses_paused_clusters_and_waits_for_block_move() {
     let p = Profile::Capi112;
-    let (src, dst) = (start(p).await, start(p).await);
+    let (src, dst) = two(p).await;
     let clusters_src = api(&src, &clusters(p), Some(NS));
     create(&clusters_src, cluster_json(p, "b1", json!([]))).await;
     clusters_src
@@ -183,6 +195,66 @@ async fn move_refuses_paused_clusters_and_waits_for_block_move() {
         Some(&json!(true)),
         "paused before waiting, as clusterctl does"
     );
+    src.shutdown().await;
+    dst.shutdown().await;
+}
+
+#[tokio::test]
+async fn move_keeps_an_existing_global_pool_and_points_at_its_source_uid() {
+    let p = Profile::Capi112;
+    let (src, dst) = two(p).await;
+    let pool = json!({"apiVersion": "ipam.cluster.x-k8s.io/v1alpha2", "kind": "GlobalInClusterIPPool",
+        "metadata": {"name": "gp"}, "spec": {"addresses": ["10.6.0.10-10.6.0.20"], "prefix": 24}});
+    let src_pool = create(&api(&src, &global_pools(), None), pool.clone()).await;
+    let dst_pool = create(&api(&dst, &global_pools(), None), pool).await;
+    create(
+        &api(&src, &clusters(p), Some(NS)),
+        cluster_json(p, "g1", json!([])),
+    )
+    .await;
+    let cluster = api(&src, &clusters(p), Some(NS)).get("g1").await.unwrap();
+    create(
+        &api(&src, &claims(p), Some(NS)),
+        json!({"apiVersion": "ipam.cluster.x-k8s.io/v1beta2", "kind": "IPAddressClaim",
+            "metadata": {"name": "g1-cp", "namespace": NS, "labels": {"cluster.x-k8s.io/cluster-name": "g1"},
+                "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": "g1",
+                    "uid": cluster.metadata.uid, "controller": true}]},
+            "spec": {"clusterName": "g1", "poolRef": {"apiGroup": "ipam.cluster.x-k8s.io",
+                "kind": "GlobalInClusterIPPool", "name": "gp"}}}),
+    )
+    .await;
+    let src_addrs = api(&src, &addresses(p), Some(NS));
+    eventually("bound", || async {
+        src_addrs.get_opt("g1-cp").await.unwrap()
+    })
+    .await;
+    let report = clusterctl::move_namespace(&src.client(), &dst.client(), NS)
+        .await
+        .expect("move");
+    assert_eq!(
+        report.skipped_existing,
+        vec!["GlobalInClusterIPPool gp".to_string()]
+    );
+    let dst_addrs = api(&dst, &addresses(p), Some(NS));
+    let pool_uid = |a: &kube::api::DynamicObject| {
+        a.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.kind == "GlobalInClusterIPPool")
+            .map(|r| r.uid.clone())
+    };
+    // Created with the source pool's uid (clusterctl never reads the target's); the provider, once the Cluster is
+    // unpaused, re-owns it to the target pool (GC may drop the dangling reference first).
+    let fixed = eventually("pool owner fixed", || async {
+        dst_addrs
+            .get_opt("g1-cp")
+            .await
+            .unwrap()
+            .filter(|a| pool_uid(a) == dst_pool.metadata.uid)
+    })
+    .await;
+    assert_ne!(pool_uid(&fixed), src_pool.metadata.uid);
     src.shutdown().await;
     dst.shutdown().await;
 }
