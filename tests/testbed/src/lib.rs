@@ -109,8 +109,8 @@ pub struct TestbedOptions {
     /// kube-apiserver's Event validation (note/message ≤ 1 KiB, reason/action ≤ 128, events.k8s.io/v1 required
     /// fields). On by default.
     pub event_validation: bool,
-    /// CAPI's IPAddress webhook: address/prefix/gateway must parse, the pool must be the existing claim's, and the
-    /// spec is immutable. On by default.
+    /// CAPI's IPAddress webhook (address/prefix/gateway must parse, the pool must be the existing claim's, the spec
+    /// is immutable) and IPAddressClaim webhook (the spec is immutable). On by default.
     pub capi_ipam_webhook: bool,
 }
 

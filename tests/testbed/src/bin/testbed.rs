@@ -65,7 +65,8 @@ struct Args {
     /// Do not validate Events (note/message length, events.k8s.io/v1 required fields).
     #[arg(long)]
     no_event_validation: bool,
-    /// Do not run CAPI's IPAddress webhook (address/prefix/gateway parse, pool equals the claim's, spec immutable).
+    /// Do not run CAPI's IPAddress and IPAddressClaim webhooks (IPAddress values parse, its pool is the claim's,
+    /// both specs immutable).
     #[arg(long)]
     no_capi_ipam_webhook: bool,
     /// Run the simulated CAPI topology controller (calls BeforeClusterCreate hooks of ExtensionConfigs, renders

@@ -5,7 +5,11 @@
 //!   `spec.claimRef.name` exists in the namespace its `poolRef` equals the address's;
 //! - update: the whole `spec` is immutable (nothing else is checked).
 //!
-//! Its errors are not `StatusError`s, so controller-runtime answers `Denied` (403 `Forbidden`) and kube-apiserver
+//! And its `IPAddressClaim` webhook (`core/webhooks/admission/ipaddressclaim.go`, `exp/ipam/internal/webhooks/
+//! ipaddressclaim.go` @v1.10): the claim `spec` is immutable on update (not on `/status` writes); v1.10 also refuses
+//! a create without `spec.poolRef.apiGroup`.
+//!
+//! Their errors are not `StatusError`s, so controller-runtime answers `Denied` (403 `Forbidden`) and kube-apiserver
 //! prefixes `admission webhook "<name>" denied the request: `.
 
 use std::net::IpAddr;
@@ -20,6 +24,7 @@ use crate::state::{meta_str, Shared};
 use crate::store::GroupResource;
 
 pub const IPADDRESS_WEBHOOK: &str = "validation.ipaddress.ipam.cluster.x-k8s.io";
+pub const IPADDRESSCLAIM_WEBHOOK: &str = "validation.ipaddressclaim.ipam.cluster.x-k8s.io";
 
 fn s<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
     v.pointer(p).and_then(Value::as_str)
@@ -58,12 +63,16 @@ const SPEC_FIELDS: [(&str, &str); 5] = [
     ("Gateway", "gateway"),
 ];
 
+/// The Go field names of `IPAddressClaimSpec`.
+const CLAIM_SPEC_FIELDS: [(&str, &str); 2] =
+    [("ClusterName", "clusterName"), ("PoolRef", "poolRef")];
+
 /// A go-cmp-like diff of two specs (upstream prints `cmp.Diff`; the shape here is close, not byte-identical).
-fn spec_diff(old: &Value, new: &Value, v1beta1: bool) -> String {
-    let ty = if v1beta1 { "v1beta1" } else { "v1beta2" };
-    let mut lines = vec![format!("{ty}.IPAddressSpec{{")];
+fn spec_diff(old: &Value, new: &Value, v1beta1: bool, ty: &str, fields: &[(&str, &str)]) -> String {
+    let version = if v1beta1 { "v1beta1" } else { "v1beta2" };
+    let mut lines = vec![format!("{version}.{ty}{{")];
     let mut same = 0;
-    for (go, json) in SPEC_FIELDS {
+    for &(go, json) in fields {
         let (a, b) = (old.get(json), new.get(json));
         if a == b {
             same += 1;
@@ -80,14 +89,14 @@ fn spec_diff(old: &Value, new: &Value, v1beta1: bool) -> String {
     lines.join("\n")
 }
 
-fn denied(errs: Vec<String>) -> ApiError {
+fn denied(webhook: &str, errs: Vec<String>) -> ApiError {
     let msg = if errs.len() == 1 {
         errs[0].clone()
     } else {
         format!("[{}]", errs.join(", "))
     };
     ApiError::forbidden(format!(
-        "admission webhook \"{IPADDRESS_WEBHOOK}\" denied the request: {msg}"
+        "admission webhook \"{webhook}\" denied the request: {msg}"
     ))
 }
 
@@ -115,10 +124,13 @@ impl Shared {
         if let Some(old) = old {
             let old_spec = old.get("spec").unwrap_or(&null);
             if old_spec != spec {
-                return Err(denied(vec![format!(
-                    "spec: Forbidden: IPAddress spec is immutable. Diff: {}",
-                    spec_diff(old_spec, spec, v1beta1)
-                )]));
+                return Err(denied(
+                    IPADDRESS_WEBHOOK,
+                    vec![format!(
+                        "spec: Forbidden: IPAddress spec is immutable. Diff: {}",
+                        spec_diff(old_spec, spec, v1beta1, "IPAddressSpec", &SPEC_FIELDS)
+                    )],
+                ));
             }
             return Ok(());
         }
@@ -186,7 +198,56 @@ impl Shared {
         if errs.is_empty() {
             Ok(())
         } else {
-            Err(denied(errs))
+            Err(denied(IPADDRESS_WEBHOOK, errs))
         }
+    }
+
+    /// CAPI's IPAddressClaim validating webhook, on create (`old` None) and main-resource update.
+    pub(crate) fn capi_ipaddressclaim_validation(
+        &self,
+        info: &ResourceInfo,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        if !self.fidelity.capi_ipam_webhook
+            || info.storage.group != GROUP
+            || info.storage.resource != "ipaddressclaims"
+        {
+            return Ok(());
+        }
+        let v1beta1 = self
+            .registry()
+            .lookup(GROUP, "v1beta2", "ipaddressclaims")
+            .is_none();
+        let null = Value::Null;
+        let spec = obj.get("spec").unwrap_or(&null);
+        match old {
+            Some(old) => {
+                let old_spec = old.get("spec").unwrap_or(&null);
+                if old_spec != spec {
+                    return Err(denied(
+                        IPADDRESSCLAIM_WEBHOOK,
+                        vec![format!(
+                            "spec: Forbidden: IPAddressClaim spec is immutable. Diff: {}",
+                            spec_diff(
+                                old_spec,
+                                spec,
+                                v1beta1,
+                                "IPAddressClaimSpec",
+                                &CLAIM_SPEC_FIELDS
+                            )
+                        )],
+                    ));
+                }
+            }
+            None if v1beta1 && s(spec, "/poolRef/apiGroup").is_none() => {
+                return Err(denied(
+                    IPADDRESSCLAIM_WEBHOOK,
+                    vec!["spec.poolRef.apiGroup: Invalid value: \"null\": the pool reference needs to contain a group".into()],
+                ));
+            }
+            None => {}
+        }
+        Ok(())
     }
 }

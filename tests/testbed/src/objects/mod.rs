@@ -239,6 +239,7 @@ impl Shared {
             // Validating admission (CAPI's validating webhook) runs after schema validation.
             warnings.extend(self.capi_cluster_validation(info, obj, old)?);
             self.capi_ipaddress_validation(info, obj, old)?;
+            self.capi_ipaddressclaim_validation(info, obj, old)?;
         }
         Ok(warnings)
     }

@@ -443,3 +443,70 @@ async fn paused_cluster_holds_back_claim_deletion() {
     .await;
     tb.shutdown().await;
 }
+
+async fn claim_spec_is_immutable(p: Profile) {
+    let tb = setup(p).await;
+    let claims = api(&tb, &claims(p), Some(NS));
+    create(&claims, claim(p, "im", "a")).await;
+    let e = api_err(
+        claims
+            .patch(
+                "im",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"poolRef": {"name": "b"}}})),
+            )
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"), "{e:?}");
+    assert!(
+        e.message.starts_with("admission webhook \"validation.ipaddressclaim.ipam.cluster.x-k8s.io\" denied the request: spec: Forbidden: IPAddressClaim spec is immutable. Diff: "),
+        "{}",
+        e.message
+    );
+    claims
+        .patch(
+            "im",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"l": "v"}}})),
+        )
+        .await
+        .expect("metadata may change");
+    claims
+        .patch_status(
+            "im",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"addressRef": {"name": "elsewhere"}}})),
+        )
+        .await
+        .expect("status writes do not go through the webhook");
+    let mut bare = claim(p, "nogroup", "a");
+    bare["spec"]["poolRef"]
+        .as_object_mut()
+        .unwrap()
+        .remove("apiGroup");
+    let res = claims.create(&PostParams::default(), &dynobj(bare)).await;
+    if p == Profile::Capi110 {
+        let e = api_err(res);
+        assert!(
+            e.code == 403 && e.message.ends_with("spec.poolRef.apiGroup: Invalid value: \"null\": the pool reference needs to contain a group"),
+            "{e:?}"
+        );
+    } else {
+        assert_eq!(
+            api_err(res).code,
+            422,
+            "v1beta2: the schema requires apiGroup"
+        );
+    }
+    tb.shutdown().await;
+}
+
+#[tokio::test]
+async fn claim_spec_is_immutable_capi_v1_10() {
+    claim_spec_is_immutable(Profile::Capi110).await;
+}
+
+#[tokio::test]
+async fn claim_spec_is_immutable_capi_v1_12() {
+    claim_spec_is_immutable(Profile::Capi112).await;
+}
