@@ -46,6 +46,18 @@ fn set_faults(env: &Env) {
     f.force_next_watch_gone();
 }
 
+/// "No address bound to two claims, no shared control-plane host", retrying the lists the injected faults refuse.
+async fn no_sharing(inv: &Invariants) {
+    for _ in 0..50 {
+        match inv.check_no_sharing().await {
+            Ok(()) => return,
+            Err(e) if e.starts_with("list:") => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("sharing invariants violated:\n{e}"),
+        }
+    }
+    panic!("sharing invariants: lists still failing after 50 attempts");
+}
+
 struct Figures {
     clusters: usize,
     kills: usize,
@@ -133,6 +145,7 @@ async fn chaos(clusters: usize, kills: usize) -> Figures {
         "a control-plane and an ingress VIP each"
     );
     assert_eq!((summary.duplicates, summary.orphans), (0, 0));
+    no_sharing(&inv).await;
 
     // Delete everything, with one more kill half-way.
     let delete_at = Instant::now();
@@ -157,6 +170,7 @@ async fn chaos(clusters: usize, kills: usize) -> Figures {
     inv.check_released()
         .await
         .expect("released invariants hold once faults stop");
+    no_sharing(&inv).await;
     let figures = Figures {
         clusters,
         kills: killed,
@@ -243,9 +257,80 @@ async fn invariant_checker_reports_violations() {
     assert!(err.contains("VIP 10.1.1.1 is held by"), "{err}");
     assert!(err.contains("has no control-plane VIP"), "{err}");
     assert!(err.contains("has no live owner"), "{err}");
+    let err = inv.check_no_sharing().await.unwrap_err();
+    assert!(
+        err.contains("control-plane host 10.1.1.1 is shared by Clusters"),
+        "{err}"
+    );
     let err = inv.check_released().await.unwrap_err();
     assert!(
         err.contains("Clusters remain") && err.contains("claims of ours remain"),
         "{err}"
     );
+}
+
+fn obj(v: serde_json::Value) -> DynamicObject {
+    serde_json::from_value(v).unwrap()
+}
+
+fn address(name: &str, claim: &str, ip: &str) -> DynamicObject {
+    obj(
+        json!({"apiVersion": "ipam.cluster.x-k8s.io/v1beta2", "kind": "IPAddress",
+        "metadata": {"name": name, "namespace": "ns", "labels": {"vip.capi.gorizond.io/role": "control-plane"}},
+        "spec": {"address": ip, "prefix": 24, "claimRef": {"name": claim},
+            "poolRef": {"apiGroup": "ipam.cluster.x-k8s.io", "kind": "GlobalInClusterIPPool", "name": "p"}}}),
+    )
+}
+
+fn claim(name: &str) -> DynamicObject {
+    obj(
+        json!({"apiVersion": "ipam.cluster.x-k8s.io/v1beta2", "kind": "IPAddressClaim",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"poolRef": {"apiGroup": "ipam.cluster.x-k8s.io", "kind": "GlobalInClusterIPPool", "name": "p"}}}),
+    )
+}
+
+fn cluster(name: &str, host: &str) -> DynamicObject {
+    obj(
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"controlPlaneEndpoint": {"host": host, "port": 6443}}}),
+    )
+}
+
+/// The sharing rules fail on a violating state and pass the operator's legitimate holder.
+#[test]
+fn sharing_checker_tells_two_claims_on_one_address_from_a_holder() {
+    use common::invariants::{address_violations, host_violations};
+    let claims = [claim("vip-cp-a"), claim("vip-cp-b")];
+    // A holder naming a claim that does not exist, next to the claim's new IPAddress: fine.
+    let holder = [
+        address("vip-cp-a", "vip-cp-a", "10.0.0.5"),
+        address("vip-hold-a", "vip-cp-gone", "10.0.0.5"),
+    ];
+    assert_eq!(address_violations(&holder, &claims), Vec::<String>::new());
+    // Two existing claims bound to one address of one pool: a violation.
+    let twice = [
+        address("vip-cp-a", "vip-cp-a", "10.0.0.5"),
+        address("vip-cp-b", "vip-cp-b", "10.0.0.5"),
+    ];
+    let v = address_violations(&twice, &claims);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].contains("10.0.0.5") && v[0].contains("ns/vip-cp-b"),
+        "{v:?}"
+    );
+    // The same address in two pools is two addresses.
+    let mut other_pool = address("vip-cp-b", "vip-cp-b", "10.0.0.5");
+    other_pool.data["spec"]["poolRef"]["name"] = json!("q");
+    let two_pools = [address("vip-cp-a", "vip-cp-a", "10.0.0.5"), other_pool];
+    assert!(address_violations(&two_pools, &claims).is_empty());
+    // Two Clusters on one control-plane host: a violation; distinct hosts are not.
+    let v = host_violations(&[
+        cluster("a", "10.0.0.5"),
+        cluster("b", "10.0.0.5"),
+        cluster("c", "10.0.0.6"),
+    ]);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("ns/a") && v[0].contains("ns/b"), "{v:?}");
 }

@@ -3,8 +3,9 @@
 //! 1. every live topology Cluster that should get a VIP has exactly one control-plane VIP: a host in
 //!    `spec.controlPlaneEndpoint`, exactly one `vip-cp-<name>` claim owned by it, and that claim's `IPAddress`
 //!    carries the same address;
-//! 2. no two Clusters share a VIP (control-plane hosts and ingress VIPs together), and no pool hands out one address
-//!    twice;
+//! 2. no two Clusters share a VIP (control-plane hosts and ingress VIPs together), and no address of a pool is bound
+//!    to two claims: two IPAddresses of one pool may share an address (the operator's temporary "holder" next to
+//!    the claim's new IPAddress), but not while they name two different claims that both exist;
 //! 3. every claim of ours has a live owner (a Cluster with the owner reference's uid), and every `IPAddress` bound
 //!    to a claim of ours has that claim;
 //! 4. after all Clusters are deleted, no claim or `IPAddress` of ours remains and every pool's `status.ipAddresses.used`
@@ -122,11 +123,13 @@ impl Invariants {
         let clusters = self
             .list(Api::all_with(self.client.clone(), &self.shapes.cluster))
             .await?;
-        let claims: Vec<_> = self
+        let all_claims = self
             .list(Api::all_with(self.client.clone(), &self.shapes.claim))
-            .await?
-            .into_iter()
+            .await?;
+        let claims: Vec<_> = all_claims
+            .iter()
             .filter(|c| is_ours(c.metadata.name.as_deref().unwrap_or("")))
+            .cloned()
             .collect();
         let addresses = self
             .list(Api::all_with(self.client.clone(), &self.shapes.address))
@@ -140,19 +143,14 @@ impl Invariants {
             .collect();
         // Claim → its address (by claim namespace/name).
         let mut address_of_claim: BTreeMap<String, String> = BTreeMap::new();
-        let mut pool_addresses: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         let claim_keys: BTreeSet<String> = claims.iter().map(key).collect();
+        let shared = address_violations(&addresses, &all_claims);
+        summary.duplicates += shared.len();
+        problems.extend(shared);
         for a in &addresses {
             let ns = a.metadata.namespace.clone().unwrap_or_default();
             let claim = str_at(a, "/spec/claimRef/name");
             let ip = str_at(a, "/spec/address");
-            pool_addresses
-                .entry((
-                    str_at(a, "/spec/poolRef/kind"),
-                    str_at(a, "/spec/poolRef/name"),
-                ))
-                .or_default()
-                .push(ip.clone());
             if !is_ours(&claim) {
                 continue;
             }
@@ -163,15 +161,6 @@ impl Invariants {
                 problems.push(format!("IPAddress {} ({ip}) has no claim {ck}", key(a)));
             }
             address_of_claim.insert(ck, ip);
-        }
-        for ((kind, pool), ips) in &pool_addresses {
-            let distinct: BTreeSet<_> = ips.iter().collect();
-            if distinct.len() != ips.len() {
-                summary.duplicates += ips.len() - distinct.len();
-                problems.push(format!(
-                    "{kind} {pool} handed out an address twice: {ips:?}"
-                ));
-            }
         }
         // Invariant 3: live owners.
         summary.claims = claims.len();
@@ -252,6 +241,28 @@ impl Invariants {
         }
         if problems.is_empty() {
             Ok(summary)
+        } else {
+            problems.truncate(10);
+            Err(problems.join("\n"))
+        }
+    }
+
+    /// The two sharing rules alone ([`address_violations`], [`host_violations`]), at any moment: during a run,
+    /// after convergence, at the end.
+    pub async fn check_no_sharing(&self) -> Result<(), String> {
+        let clusters = self
+            .list(Api::all_with(self.client.clone(), &self.shapes.cluster))
+            .await?;
+        let claims = self
+            .list(Api::all_with(self.client.clone(), &self.shapes.claim))
+            .await?;
+        let addresses = self
+            .list(Api::all_with(self.client.clone(), &self.shapes.address))
+            .await?;
+        let mut problems = address_violations(&addresses, &claims);
+        problems.extend(host_violations(&clusters));
+        if problems.is_empty() {
+            Ok(())
         } else {
             problems.truncate(10);
             Err(problems.join("\n"))
@@ -348,4 +359,70 @@ impl Invariants {
             }
         }
     }
+}
+
+/// A pool: kind, namespace (empty for cluster-scoped pools), name.
+type PoolKey = (String, String, String);
+
+/// The pool an IPAddress comes from.
+fn pool_of(a: &DynamicObject) -> PoolKey {
+    let kind = str_at(a, "/spec/poolRef/kind");
+    let ns = if kind.starts_with("Global") {
+        String::new()
+    } else {
+        a.metadata.namespace.clone().unwrap_or_default()
+    };
+    (kind, ns, str_at(a, "/spec/poolRef/name"))
+}
+
+/// "No address is bound to two claims": IPAddresses of one pool holding the same address are a violation only
+/// when they name (`spec.claimRef`, in their namespace) at least two different claims that exist. A "holder"
+/// whose claim does not exist, or two IPAddresses of the same claim, are not.
+pub fn address_violations(addresses: &[DynamicObject], claims: &[DynamicObject]) -> Vec<String> {
+    let existing: BTreeSet<String> = claims.iter().map(key).collect();
+    let mut by_address: BTreeMap<(PoolKey, String), BTreeSet<String>> = BTreeMap::new();
+    for a in addresses {
+        let claim = format!(
+            "{}/{}",
+            a.metadata.namespace.as_deref().unwrap_or(""),
+            str_at(a, "/spec/claimRef/name")
+        );
+        let set = by_address
+            .entry((pool_of(a), str_at(a, "/spec/address")))
+            .or_default();
+        if existing.contains(&claim) {
+            set.insert(claim);
+        }
+    }
+    by_address
+        .into_iter()
+        .filter(|(_, claims)| claims.len() > 1)
+        .map(|(((kind, ns, pool), ip), claims)| {
+            let pool = if ns.is_empty() {
+                pool
+            } else {
+                format!("{ns}/{pool}")
+            };
+            format!("address {ip} of {kind} {pool} is bound to two claims: {claims:?}")
+        })
+        .collect()
+}
+
+/// "No control-plane host is shared by two Clusters" (live Clusters, `spec.controlPlaneEndpoint.host`).
+pub fn host_violations(clusters: &[DynamicObject]) -> Vec<String> {
+    let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in clusters
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+    {
+        let host = str_at(c, "/spec/controlPlaneEndpoint/host");
+        if !host.is_empty() {
+            holders.entry(host).or_default().push(key(c));
+        }
+    }
+    holders
+        .into_iter()
+        .filter(|(_, who)| who.len() > 1)
+        .map(|(host, who)| format!("control-plane host {host} is shared by Clusters {who:?}"))
+        .collect()
 }

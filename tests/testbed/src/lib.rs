@@ -12,6 +12,7 @@
 
 mod apply;
 mod capi;
+pub mod clusterctl;
 mod delete;
 mod discovery;
 mod errors;
@@ -108,6 +109,9 @@ pub struct TestbedOptions {
     /// kube-apiserver's Event validation (note/message ≤ 1 KiB, reason/action ≤ 128, events.k8s.io/v1 required
     /// fields). On by default.
     pub event_validation: bool,
+    /// CAPI's IPAddress webhook (address/prefix/gateway must parse, the pool must be the existing claim's, the spec
+    /// is immutable) and IPAddressClaim webhook (the spec is immutable). On by default.
+    pub capi_ipam_webhook: bool,
 }
 
 impl Default for TestbedOptions {
@@ -124,6 +128,7 @@ impl Default for TestbedOptions {
             bytewise_json_patch_test: true,
             capi_cluster_webhook: true,
             event_validation: true,
+            capi_ipam_webhook: true,
         }
     }
 }
@@ -190,6 +195,7 @@ impl Testbed {
             bytewise_json_patch_test: opts.bytewise_json_patch_test,
             capi_cluster_webhook: opts.capi_cluster_webhook,
             event_validation: opts.event_validation,
+            capi_ipam_webhook: opts.capi_ipam_webhook,
         };
         let shared = Arc::new(shared);
         loader::create_default_namespaces(&shared);

@@ -17,6 +17,7 @@ pub struct Fidelity {
     pub bytewise_json_patch_test: bool,
     pub capi_cluster_webhook: bool,
     pub event_validation: bool,
+    pub capi_ipam_webhook: bool,
 }
 
 impl Default for Fidelity {
@@ -25,6 +26,7 @@ impl Default for Fidelity {
             bytewise_json_patch_test: true,
             capi_cluster_webhook: true,
             event_validation: true,
+            capi_ipam_webhook: true,
         }
     }
 }

@@ -65,6 +65,10 @@ struct Args {
     /// Do not validate Events (note/message length, events.k8s.io/v1 required fields).
     #[arg(long)]
     no_event_validation: bool,
+    /// Do not run CAPI's IPAddress and IPAddressClaim webhooks (IPAddress values parse, its pool is the claim's,
+    /// both specs immutable).
+    #[arg(long)]
+    no_capi_ipam_webhook: bool,
     /// Run the simulated CAPI topology controller (calls BeforeClusterCreate hooks of ExtensionConfigs, renders
     /// TestInfraClusters from the clusterVip variable); loads crds/runtime-sdk and crds/test.
     #[arg(long)]
@@ -118,6 +122,7 @@ async fn main() {
         bytewise_json_patch_test: !args.no_bytewise_json_patch_test,
         capi_cluster_webhook: !args.no_capi_cluster_webhook,
         event_validation: !args.no_event_validation,
+        capi_ipam_webhook: !args.no_capi_ipam_webhook,
         seed: args.seed,
         kubeconfig_path: args.kubeconfig,
         topology: args

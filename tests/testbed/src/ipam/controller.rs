@@ -179,8 +179,23 @@ impl Controller {
                     }
                     self.dirty_pools.insert(p);
                 }
-                if gone {
-                    // The claim that owned it (same name) gets a new address if it still exists.
+                // The provider `Owns` IPAddresses and retries failed claims: the claim named like the address is
+                // reconciled when the change can matter (a new address once it is gone, a kept one re-protected or
+                // re-owned, a waiting claim retried); its own writes of a settled address are skipped.
+                let unprotected = !finalizers(&e.object)
+                    .iter()
+                    .any(|f| f == PROTECT_ADDRESS_FINALIZER);
+                let owners_changed = e.prev.as_deref().is_some_and(|p| {
+                    p.pointer("/metadata/ownerReferences")
+                        != e.object.pointer("/metadata/ownerReferences")
+                });
+                let waiting = || {
+                    self.shared
+                        .store
+                        .get(&gr("ipaddressclaims"), &name.0, &name.1)
+                        .is_some_and(|c| s(&c, "/status/addressRef/name").is_none())
+                };
+                if gone || unprotected || owners_changed || waiting() {
                     self.enqueue(name);
                 }
             }
@@ -209,12 +224,17 @@ impl Controller {
                 }
             }
             ("cluster.x-k8s.io", "clusters") => {
-                if e.kind == EventType::Deleted {
-                    return;
-                }
                 let paused = |c: &Value| {
                     is_paused(c) || c.pointer("/spec/paused").and_then(Value::as_bool) == Some(true)
                 };
+                if e.kind == EventType::Deleted {
+                    // Upstream enqueues the claims of a deleted, unpaused Cluster (their deletion may proceed).
+                    if !paused(&e.object) {
+                        let claims = self.index.claims_of_cluster(&k.namespace, &k.name);
+                        claims.into_iter().for_each(|n| self.enqueue(n));
+                    }
+                    return;
+                }
                 let was_paused = e.prev.as_deref().map(paused);
                 if was_paused == Some(paused(&e.object)) || paused(&e.object) {
                     return;
@@ -293,7 +313,28 @@ impl Controller {
         let Some(pool_id) = claim_pool(&claim, ns) else {
             return;
         };
-        if is_deleting(&claim) {
+        // Upstream `Reconcile`: a paused Cluster stops everything, deletion included; a missing one stops all but
+        // deletion.
+        let deleting = is_deleting(&claim);
+        if let Some(cn) = claim_cluster(&claim) {
+            match store.get(&GroupResource::new("cluster.x-k8s.io", "clusters"), ns, cn) {
+                None if !deleting => return,
+                Some(cluster)
+                    if is_paused(&cluster)
+                        || cluster.pointer("/spec/paused").and_then(Value::as_bool)
+                            == Some(true) =>
+                {
+                    return
+                }
+                _ => {}
+            }
+        }
+        if deleting {
+            // A paused pool stops deletion too; a missing one does not.
+            let pool = pool_gr(&pool_id.0).and_then(|g| store.get(&g, &pool_id.1, &pool_id.2));
+            if pool.as_deref().is_some_and(is_paused) {
+                return;
+            }
             if let Some(addr) = store.get(&addresses, ns, name) {
                 self.remove_finalizer(&addresses, &addr, PROTECT_ADDRESS_FINALIZER);
                 if let Some(info) = self.shared.info_for(&addresses) {
@@ -301,24 +342,14 @@ impl Controller {
                         .shared
                         .delete(&info, ns, name, &Default::default(), &ctx());
                 }
-                self.index.set_address(&(ns.clone(), name.clone()), None);
+                // Another finalizer may keep it terminating: its address stays in use until it is gone.
+                let left = store.get(&addresses, ns, name);
+                self.index
+                    .set_address(&(ns.clone(), name.clone()), left.as_deref());
                 self.dirty_pools.insert(pool_id);
             }
             self.remove_finalizer(&claims, &claim, RELEASE_FINALIZER);
             return;
-        }
-        let cluster_name = claim_cluster(&claim);
-        if let Some(cn) = cluster_name {
-            let Some(cluster) =
-                store.get(&GroupResource::new("cluster.x-k8s.io", "clusters"), ns, cn)
-            else {
-                return;
-            };
-            if is_paused(&cluster)
-                || cluster.pointer("/spec/paused").and_then(Value::as_bool) == Some(true)
-            {
-                return;
-            }
         }
         if !finalizers(&claim).iter().any(|f| f == RELEASE_FINALIZER) {
             let fins = finalizers(&claim);
@@ -349,7 +380,15 @@ impl Controller {
         if is_paused(&pool) || is_deleting(&pool) {
             return;
         }
-        if store.get(&addresses, ns, name).is_none() {
+        // EnsureAddress: an IPAddress of this name among those listed for the claim's pool (terminating ones
+        // included) keeps its address; otherwise the lowest free one is chosen.
+        let existing = store.get(&addresses, ns, name);
+        let kept = existing
+            .as_deref()
+            .is_some_and(|a| address_pool(a, ns).as_ref() == Some(&pool_id));
+        let ip = if kept {
+            None
+        } else {
             let Ok(alloc) = Allocatable::new(&pool_spec(&pool)) else {
                 tracing::warn!(pool = %pool_id.2, "pool spec cannot be parsed; claim left pending");
                 return;
@@ -361,10 +400,21 @@ impl Controller {
                 tracing::debug!(claim = %name, pool = %pool_id.2, "failed to find free address: no address available");
                 return;
             };
-            if !self.create_address(&claim, &pool, &pool_id, ns, name, ip) {
-                return;
+            Some(ip)
+        };
+        match (existing, ip) {
+            (None, Some(ip)) => {
+                if !self.create_address(&claim, &pool, &pool_id, ns, name, ip) {
+                    return;
+                }
+                self.dirty_pools.insert(pool_id);
             }
-            self.dirty_pools.insert(pool_id);
+            (Some(cur), ip) => {
+                if !self.patch_address(&cur, &claim, &pool, ip) {
+                    return;
+                }
+            }
+            (None, None) => return,
         }
         if s(&claim, "/status/addressRef/name") != Some(name.as_str()) {
             self.json_patch(
@@ -389,13 +439,11 @@ impl Controller {
         let Some(info) = self.shared.info_for(&gr("ipaddresses")) else {
             return false;
         };
-        let owner = |o: &Value, controller: bool| {
-            json!({"apiVersion": o.get("apiVersion"), "kind": o.get("kind"), "name": meta_str(o, "name"),
-                "uid": meta_str(o, "uid"), "controller": controller, "blockOwnerDeletion": true})
-        };
+        let mut refs = Vec::new();
+        ensure_owner_refs(&mut refs, claim, pool);
         let mut addr = json!({"apiVersion": info.api_version(), "kind": "IPAddress",
             "metadata": {"name": name, "namespace": ns, "finalizers": [PROTECT_ADDRESS_FINALIZER],
-                "ownerReferences": [owner(claim, true), owner(pool, false)]},
+                "ownerReferences": refs},
             "spec": {"address": ip.to_string(), "prefix": pool.pointer("/spec/prefix").cloned().unwrap_or(json!(0)),
                 "claimRef": {"name": name}, "poolRef": {"apiGroup": GROUP, "kind": pool_id.0, "name": pool_id.2}}});
         if let Some(gw) = s(pool, "/spec/gateway") {
@@ -421,6 +469,140 @@ impl Controller {
             }
         }
     }
+}
+
+impl Controller {
+    /// The patch half of the provider's `CreateOrPatch` on an existing IPAddress: a new address when it is not
+    /// one of the pool's (`ip`), owner references to the claim and the pool, the cluster-name label, the
+    /// `ProtectAddress` finalizer — sent as a merge patch through the API, so CAPI's webhook (spec immutable) and
+    /// kube-apiserver (no new finalizer on a terminating object) refuse what they refuse upstream. Whether the
+    /// claim may be bound.
+    fn patch_address(
+        &self,
+        cur: &Value,
+        claim: &Value,
+        pool: &Value,
+        ip: Option<std::net::IpAddr>,
+    ) -> bool {
+        let mut patch = json!({});
+        if let Some(ip) = ip {
+            let mut spec = json!({});
+            let set = |spec: &mut Value, k: &str, v: Value| {
+                if cur.pointer(&format!("/spec/{k}")).unwrap_or(&Value::Null) != &v {
+                    spec[k] = v;
+                }
+            };
+            set(&mut spec, "address", json!(ip.to_string()));
+            set(
+                &mut spec,
+                "prefix",
+                pool.pointer("/spec/prefix").cloned().unwrap_or(json!(0)),
+            );
+            let gw = s(pool, "/spec/gateway").filter(|g| !g.is_empty());
+            set(&mut spec, "gateway", gw.map_or(Value::Null, |g| json!(g)));
+            if spec.as_object().is_some_and(|m| !m.is_empty()) {
+                patch["spec"] = spec;
+            }
+        }
+        let mut refs: Vec<Value> = cur
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let before = refs.clone();
+        ensure_owner_refs(&mut refs, claim, pool);
+        if refs != before {
+            patch["metadata"]["ownerReferences"] = json!(refs);
+        }
+        let label = format!("/metadata/labels/{}", CLUSTER_NAME_LABEL.replace('/', "~1"));
+        if let Some(cl) = claim
+            .pointer(&label)
+            .filter(|v| cur.pointer(&label) != Some(*v))
+        {
+            patch["metadata"]["labels"] = json!({CLUSTER_NAME_LABEL: cl});
+        }
+        let mut fins = finalizers(cur);
+        if !fins.iter().any(|f| f == PROTECT_ADDRESS_FINALIZER) {
+            fins.push(PROTECT_ADDRESS_FINALIZER.to_string());
+            patch["metadata"]["finalizers"] = json!(fins);
+        }
+        if patch.as_object().is_some_and(|m| m.is_empty()) {
+            return true;
+        }
+        let Some(info) = self.shared.info_for(&gr("ipaddresses")) else {
+            return false;
+        };
+        let (ns, name) = (
+            meta_str(cur, "namespace").unwrap_or(""),
+            meta_str(cur, "name").unwrap_or(""),
+        );
+        let body = patch.to_string();
+        match self.shared.patch(
+            &info,
+            ns,
+            name,
+            PatchType::Merge,
+            body.as_bytes(),
+            false,
+            false,
+            &ctx(),
+        ) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(claim = %name, error = %e.message, "failed to create or patch address");
+                false
+            }
+        }
+    }
+}
+
+fn api_group(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+/// controller-runtime's `referSameObject`: same group, kind and name (the uid may differ).
+fn same_owner(a: &Value, b: &Value) -> bool {
+    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    api_group(&f(a, "apiVersion")) == api_group(&f(b, "apiVersion"))
+        && f(a, "kind") == f(b, "kind")
+        && f(a, "name") == f(b, "name")
+}
+
+fn upsert_owner(refs: &mut Vec<Value>, r: Value) {
+    match refs.iter().position(|x| same_owner(x, &r)) {
+        Some(i) => refs[i] = r,
+        None => refs.push(r),
+    }
+}
+
+/// The in-cluster provider's `ensureIPAddressOwnerReferences`: the claim as controller unless another object
+/// already is (`AlreadyOwnedError` is ignored), the pool as a non-controller owner blocking deletion.
+pub(super) fn ensure_owner_refs(refs: &mut Vec<Value>, claim: &Value, pool: &Value) {
+    let owner = |o: &Value| {
+        json!({"apiVersion": o.get("apiVersion"), "kind": o.get("kind"), "name": meta_str(o, "name"),
+            "uid": meta_str(o, "uid")})
+    };
+    let mut claim_ref = owner(claim);
+    claim_ref["controller"] = json!(true);
+    claim_ref["blockOwnerDeletion"] = json!(true);
+    let owned_by_other = refs
+        .iter()
+        .any(|r| r.get("controller") == Some(&json!(true)) && !same_owner(r, &claim_ref));
+    if !owned_by_other {
+        upsert_owner(refs, claim_ref);
+    }
+    let pool_ref = owner(pool);
+    upsert_owner(refs, pool_ref.clone());
+    let idx = refs
+        .iter()
+        .rposition(|r| {
+            r.get("apiVersion") == pool_ref.get("apiVersion")
+                && r.get("kind") == pool_ref.get("kind")
+                && r.get("name") == pool_ref.get("name")
+        })
+        .unwrap_or(0);
+    refs[idx]["controller"] = json!(false);
+    refs[idx]["blockOwnerDeletion"] = json!(true);
 }
 
 fn finalizers_of(meta: &Value) -> Option<Value> {

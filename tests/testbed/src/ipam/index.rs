@@ -47,8 +47,15 @@ pub fn claim_pool(claim: &Value, ns: &str) -> Option<PoolId> {
     Some((kind.to_string(), pool_ns.to_string(), name.to_string()))
 }
 
-/// The pool an IPAddress was allocated from.
+/// The pool an IPAddress was allocated from (the provider's poolRef index: an empty apiGroup counts as
+/// `ipam.cluster.x-k8s.io`, another group is another provider's pool).
 pub fn address_pool(addr: &Value, ns: &str) -> Option<PoolId> {
+    if !matches!(
+        s(addr, "/spec/poolRef/apiGroup"),
+        None | Some("") | Some(super::GROUP)
+    ) {
+        return None;
+    }
     let kind = s(addr, "/spec/poolRef/kind")?;
     let name = s(addr, "/spec/poolRef/name")?;
     let pool_ns = match kind {

@@ -4,8 +4,10 @@ pub mod alloc;
 mod controller;
 mod index;
 mod pools;
+mod webhook;
 
 pub(crate) use controller::run;
+pub use webhook::IPADDRESS_WEBHOOK;
 
 pub const GROUP: &str = "ipam.cluster.x-k8s.io";
 pub const AGENT: &str = "testbed-ipam";

@@ -238,6 +238,8 @@ impl Shared {
         if !status_only {
             // Validating admission (CAPI's validating webhook) runs after schema validation.
             warnings.extend(self.capi_cluster_validation(info, obj, old)?);
+            self.capi_ipaddress_validation(info, obj, old)?;
+            self.capi_ipaddressclaim_validation(info, obj, old)?;
         }
         Ok(warnings)
     }
@@ -287,12 +289,21 @@ impl Shared {
         }
         if is_deleting(cur) {
             let old = finalizers(cur);
-            if finalizers(&new).iter().any(|f| !old.contains(f)) {
+            let extra: std::collections::BTreeSet<String> = finalizers(&new)
+                .into_iter()
+                .filter(|f| !old.contains(f))
+                .collect();
+            if !extra.is_empty() {
+                // apimachinery `ValidateNoNewFinalizers`: Go's `%#v` of the sorted new names.
+                let list: Vec<String> = extra.iter().map(|f| crate::gojson::quote(f)).collect();
                 return Err(ApiError::invalid(
                     &info.subject(&name),
                     vec![Cause::forbidden(
                         "metadata.finalizers",
-                        "no new finalizers can be added if the object is being deleted",
+                        &format!(
+                            "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                            list.join(", ")
+                        ),
                     )],
                 ));
             }

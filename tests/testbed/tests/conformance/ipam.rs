@@ -434,6 +434,9 @@ async fn ipam_recreates_an_address_deleted_under_a_bound_claim() {
     .await;
     let first = bound(&tb, p, "re-cp").await;
     let addrs = api(&tb, &addresses(p), Some(NS));
+    // Deleted first, then freed of its finalizers (as clusterctl does): removing `ProtectAddress` from a live
+    // IPAddress would only have the provider put it back.
+    addrs.delete("re-cp", &Default::default()).await.unwrap();
     addrs
         .patch(
             "re-cp",
@@ -442,7 +445,6 @@ async fn ipam_recreates_an_address_deleted_under_a_bound_claim() {
         )
         .await
         .unwrap();
-    addrs.delete("re-cp", &Default::default()).await.unwrap();
     let again = eventually("address recreated", || async {
         addrs
             .get_opt("re-cp")

@@ -4,9 +4,11 @@
 mod common;
 
 mod api;
+mod clusterctl;
 mod fidelity;
 mod gc;
 mod ipam;
+mod ipam_upstream;
 mod measure;
 mod schema;
 mod watch;
