@@ -477,3 +477,37 @@ async fn claim_spec_is_immutable_capi_v1_10() {
 async fn claim_spec_is_immutable_capi_v1_12() {
     claim_spec_is_immutable(Profile::Capi112).await;
 }
+
+#[tokio::test]
+async fn a_holder_address_is_in_use_for_allocation() {
+    let p = Profile::Capi112;
+    let tb = setup(p).await;
+    let addrs = api(&tb, &addresses(p), Some(NS));
+    // A holder: the pool's lowest address, for a claim that does not exist.
+    create(
+        &addrs,
+        address(p, "holder", "vip-cp-none", "a", "10.9.0.10"),
+    )
+    .await;
+    create(&api(&tb, &claims(p), Some(NS)), claim(p, "h1", "a")).await;
+    assert_eq!(
+        bound_to(&tb, p, "h1").await,
+        "10.9.0.11",
+        "every IPAddress referencing the pool is in use"
+    );
+    let pools = api(&tb, &global_pools(), None);
+    eventually("pool counts the holder", || async {
+        pools
+            .get("a")
+            .await
+            .ok()
+            .filter(|p| p.data.pointer("/status/ipAddresses/used") == Some(&json!(2)))
+    })
+    .await;
+    let h = addrs.get("holder").await.unwrap();
+    assert!(
+        finalizers(&h).is_empty() && h.metadata.owner_references.is_none(),
+        "nobody adopts a holder"
+    );
+    tb.shutdown().await;
+}
