@@ -205,8 +205,16 @@ async fn ipaddress_spec_is_immutable_but_metadata_is_not() {
 }
 
 #[tokio::test]
-async fn provider_keeps_a_precreated_address_of_the_claims_pool() {
-    let p = Profile::Capi112;
+async fn provider_keeps_a_precreated_address_of_the_claims_pool_capi_v1_10() {
+    provider_keeps_a_precreated_address_of_the_claims_pool(Profile::Capi110).await;
+}
+
+#[tokio::test]
+async fn provider_keeps_a_precreated_address_of_the_claims_pool_capi_v1_12() {
+    provider_keeps_a_precreated_address_of_the_claims_pool(Profile::Capi112).await;
+}
+
+async fn provider_keeps_a_precreated_address_of_the_claims_pool(p: Profile) {
     let tb = setup(p).await;
     let addrs = api(&tb, &addresses(p), Some(NS));
     // Not the lowest free address: first-fit would pick 10.9.0.10.
