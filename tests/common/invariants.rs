@@ -43,6 +43,9 @@ pub struct Summary {
     pub addresses: usize,
 }
 
+/// Clusters, claims, IPAddresses.
+type Snapshot = (Vec<DynamicObject>, Vec<DynamicObject>, Vec<DynamicObject>);
+
 /// Checks the invariants; remembers the pools' `used` counts at creation as the baseline for [`Self::check_released`].
 pub struct Invariants {
     client: Client,
@@ -97,6 +100,16 @@ impl Invariants {
             .map_err(|e| format!("list: {e}"))
     }
 
+    /// Clusters, claims and IPAddresses of every namespace.
+    async fn snapshot(&self) -> Result<Snapshot, String> {
+        let all = |ar| Api::all_with(self.client.clone(), ar);
+        Ok((
+            self.list(all(&self.shapes.cluster)).await?,
+            self.list(all(&self.shapes.claim)).await?,
+            self.list(all(&self.shapes.address)).await?,
+        ))
+    }
+
     async fn pool_used(&self) -> Result<BTreeMap<String, i64>, String> {
         let pools = self
             .list(Api::all_with(self.client.clone(), &self.shapes.global_pool))
@@ -120,20 +133,12 @@ impl Invariants {
         &self,
         wants_vip: &dyn Fn(&DynamicObject) -> bool,
     ) -> Result<Summary, String> {
-        let clusters = self
-            .list(Api::all_with(self.client.clone(), &self.shapes.cluster))
-            .await?;
-        let all_claims = self
-            .list(Api::all_with(self.client.clone(), &self.shapes.claim))
-            .await?;
+        let (clusters, all_claims, addresses) = self.snapshot().await?;
         let claims: Vec<_> = all_claims
             .iter()
             .filter(|c| is_ours(c.metadata.name.as_deref().unwrap_or("")))
             .cloned()
             .collect();
-        let addresses = self
-            .list(Api::all_with(self.client.clone(), &self.shapes.address))
-            .await?;
         let mut problems = Vec::new();
         let mut summary = Summary::default();
 
@@ -250,15 +255,7 @@ impl Invariants {
     /// The two sharing rules alone ([`address_violations`], [`host_violations`]), at any moment: during a run,
     /// after convergence, at the end.
     pub async fn check_no_sharing(&self) -> Result<(), String> {
-        let clusters = self
-            .list(Api::all_with(self.client.clone(), &self.shapes.cluster))
-            .await?;
-        let claims = self
-            .list(Api::all_with(self.client.clone(), &self.shapes.claim))
-            .await?;
-        let addresses = self
-            .list(Api::all_with(self.client.clone(), &self.shapes.address))
-            .await?;
+        let (clusters, claims, addresses) = self.snapshot().await?;
         let mut problems = address_violations(&addresses, &claims);
         problems.extend(host_violations(&clusters));
         if problems.is_empty() {

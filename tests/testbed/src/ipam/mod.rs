@@ -1,5 +1,6 @@
 //! Simulated in-cluster IPAM provider (cluster-api-ipam-provider-in-cluster behaviour).
 
+mod address;
 pub mod alloc;
 mod controller;
 mod index;

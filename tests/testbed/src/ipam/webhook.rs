@@ -100,7 +100,46 @@ fn denied(webhook: &str, errs: Vec<String>) -> ApiError {
     ))
 }
 
+/// `ValidateUpdate` of both webhooks: any change of `spec` is refused.
+fn immutable_spec(
+    webhook: &str,
+    ty: &str,
+    fields: &[(&str, &str)],
+    old: &Value,
+    new: &Value,
+    v1beta1: bool,
+) -> Result<(), ApiError> {
+    let null = Value::Null;
+    let (old, new) = (
+        old.get("spec").unwrap_or(&null),
+        new.get("spec").unwrap_or(&null),
+    );
+    if old == new {
+        return Ok(());
+    }
+    let kind = ty.trim_end_matches("Spec");
+    Err(denied(
+        webhook,
+        vec![format!(
+            "spec: Forbidden: {kind} spec is immutable. Diff: {}",
+            spec_diff(old, new, v1beta1, ty, fields)
+        )],
+    ))
+}
+
 impl Shared {
+    /// Whether a webhook for `resource` applies to this write, and then whether it is CAPI ≤ v1.10's v1beta1 one
+    /// (no v1beta2 served; later releases convert every request to v1beta2 first).
+    fn ipam_webhook(&self, info: &ResourceInfo, resource: &str) -> Option<bool> {
+        if !self.fidelity.capi_ipam_webhook
+            || info.storage.group != GROUP
+            || info.storage.resource != resource
+        {
+            return None;
+        }
+        Some(self.registry().lookup(GROUP, "v1beta2", resource).is_none())
+    }
+
     /// CAPI's IPAddress validating webhook, on create (`old` None) and update of an IPAddress in storage shape.
     pub(crate) fn capi_ipaddress_validation(
         &self,
@@ -108,32 +147,21 @@ impl Shared {
         obj: &Value,
         old: Option<&Value>,
     ) -> Result<(), ApiError> {
-        if !self.fidelity.capi_ipam_webhook
-            || info.storage.group != GROUP
-            || info.storage.resource != "ipaddresses"
-        {
+        let Some(v1beta1) = self.ipam_webhook(info, "ipaddresses") else {
             return Ok(());
+        };
+        if let Some(old) = old {
+            return immutable_spec(
+                IPADDRESS_WEBHOOK,
+                "IPAddressSpec",
+                &SPEC_FIELDS,
+                old,
+                obj,
+                v1beta1,
+            );
         }
-        // CAPI ≤ v1.10 serves no v1beta2 and runs the v1beta1 webhook; later ones convert every request to v1beta2.
-        let v1beta1 = self
-            .registry()
-            .lookup(GROUP, "v1beta2", "ipaddresses")
-            .is_none();
         let null = Value::Null;
         let spec = obj.get("spec").unwrap_or(&null);
-        if let Some(old) = old {
-            let old_spec = old.get("spec").unwrap_or(&null);
-            if old_spec != spec {
-                return Err(denied(
-                    IPADDRESS_WEBHOOK,
-                    vec![format!(
-                        "spec: Forbidden: IPAddress spec is immutable. Diff: {}",
-                        spec_diff(old_spec, spec, v1beta1, "IPAddressSpec", &SPEC_FIELDS)
-                    )],
-                ));
-            }
-            return Ok(());
-        }
         let mut errs = Vec::new();
         let address = s(spec, "/address").unwrap_or("");
         let ip = address.parse::<IpAddr>().ok();
@@ -209,45 +237,23 @@ impl Shared {
         obj: &Value,
         old: Option<&Value>,
     ) -> Result<(), ApiError> {
-        if !self.fidelity.capi_ipam_webhook
-            || info.storage.group != GROUP
-            || info.storage.resource != "ipaddressclaims"
-        {
+        let Some(v1beta1) = self.ipam_webhook(info, "ipaddressclaims") else {
             return Ok(());
-        }
-        let v1beta1 = self
-            .registry()
-            .lookup(GROUP, "v1beta2", "ipaddressclaims")
-            .is_none();
-        let null = Value::Null;
-        let spec = obj.get("spec").unwrap_or(&null);
+        };
         match old {
-            Some(old) => {
-                let old_spec = old.get("spec").unwrap_or(&null);
-                if old_spec != spec {
-                    return Err(denied(
-                        IPADDRESSCLAIM_WEBHOOK,
-                        vec![format!(
-                            "spec: Forbidden: IPAddressClaim spec is immutable. Diff: {}",
-                            spec_diff(
-                                old_spec,
-                                spec,
-                                v1beta1,
-                                "IPAddressClaimSpec",
-                                &CLAIM_SPEC_FIELDS
-                            )
-                        )],
-                    ));
-                }
-            }
-            None if v1beta1 && s(spec, "/poolRef/apiGroup").is_none() => {
-                return Err(denied(
-                    IPADDRESSCLAIM_WEBHOOK,
-                    vec!["spec.poolRef.apiGroup: Invalid value: \"null\": the pool reference needs to contain a group".into()],
-                ));
-            }
-            None => {}
+            Some(old) => immutable_spec(
+                IPADDRESSCLAIM_WEBHOOK,
+                "IPAddressClaimSpec",
+                &CLAIM_SPEC_FIELDS,
+                old,
+                obj,
+                v1beta1,
+            ),
+            None if v1beta1 && s(obj, "/spec/poolRef/apiGroup").is_none() => Err(denied(
+                IPADDRESSCLAIM_WEBHOOK,
+                vec!["spec.poolRef.apiGroup: Invalid value: \"null\": the pool reference needs to contain a group".into()],
+            )),
+            None => Ok(()),
         }
-        Ok(())
     }
 }

@@ -70,6 +70,16 @@ async fn stays_unbound(tb: &Testbed, p: Profile, name: &str, why: &str) {
     );
 }
 
+/// A merge patch of the main resource.
+async fn merge(
+    api: &kube::Api<DynamicObject>,
+    name: &str,
+    v: Value,
+) -> Result<DynamicObject, kube::Error> {
+    api.patch(name, &PatchParams::default(), &Patch::Merge(v))
+        .await
+}
+
 fn finalizers(o: &DynamicObject) -> Vec<String> {
     o.metadata.finalizers.clone().unwrap_or_default()
 }
@@ -176,15 +186,7 @@ async fn ipaddress_spec_is_immutable_but_metadata_is_not() {
     let tb = setup(p).await;
     let addrs = api(&tb, &addresses(p), Some(NS));
     create(&addrs, address(p, "x", "x", "a", "10.9.0.15")).await;
-    let e = api_err(
-        addrs
-            .patch(
-                "x",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"address": "10.9.0.16"}})),
-            )
-            .await,
-    );
+    let e = api_err(merge(&addrs, "x", json!({"spec": {"address": "10.9.0.16"}})).await);
     assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"), "{e:?}");
     assert!(
         e.message.starts_with("admission webhook \"validation.ipaddress.ipam.cluster.x-k8s.io\" denied the request: spec: Forbidden: IPAddress spec is immutable. Diff: ")
@@ -192,20 +194,27 @@ async fn ipaddress_spec_is_immutable_but_metadata_is_not() {
         "{}",
         e.message
     );
-    addrs
-        .patch(
-            "x",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"l": "v"}, "finalizers": [HOLD]}})),
-        )
-        .await
-        .expect("metadata may change");
+    merge(
+        &addrs,
+        "x",
+        json!({"metadata": {"labels": {"l": "v"}, "finalizers": [HOLD]}}),
+    )
+    .await
+    .expect("metadata may change");
     tb.shutdown().await;
 }
 
 #[tokio::test]
-async fn provider_keeps_a_precreated_address_of_the_claims_pool() {
-    let p = Profile::Capi112;
+async fn provider_keeps_a_precreated_address_of_the_claims_pool_capi_v1_10() {
+    provider_keeps_a_precreated_address_of_the_claims_pool(Profile::Capi110).await;
+}
+
+#[tokio::test]
+async fn provider_keeps_a_precreated_address_of_the_claims_pool_capi_v1_12() {
+    provider_keeps_a_precreated_address_of_the_claims_pool(Profile::Capi112).await;
+}
+
+async fn provider_keeps_a_precreated_address_of_the_claims_pool(p: Profile) {
     let tb = setup(p).await;
     let addrs = api(&tb, &addresses(p), Some(NS));
     // Not the lowest free address: first-fit would pick 10.9.0.10.
@@ -285,12 +294,7 @@ async fn claim_waits_for_a_terminating_address_of_its_name() {
     .await;
     let a = addrs.get("t").await.unwrap();
     assert_eq!(finalizers(&a), vec![HOLD.to_string()]);
-    addrs
-        .patch(
-            "t",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
+    merge(&addrs, "t", json!({"metadata": {"finalizers": null}}))
         .await
         .unwrap();
     assert_eq!(
@@ -338,12 +342,7 @@ async fn foreign_finalizer_keeps_a_released_address_in_use() {
         "10.9.0.11",
         "a terminating IPAddress still holds its address"
     );
-    addrs
-        .patch(
-            "c1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
+    merge(&addrs, "c1", json!({"metadata": {"finalizers": null}}))
         .await
         .unwrap();
     eventually("address gone", || async {
@@ -365,13 +364,12 @@ async fn terminating_object_refuses_new_finalizers_and_goes_with_the_last() {
     create(&addrs, v).await;
     addrs.delete("f", &DeleteParams::default()).await.unwrap();
     let e = api_err(
-        addrs
-            .patch(
-                "f",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": [HOLD, "z.io/b", "a.io/a"]}})),
-            )
-            .await,
+        merge(
+            &addrs,
+            "f",
+            json!({"metadata": {"finalizers": [HOLD, "z.io/b", "a.io/a"]}}),
+        )
+        .await,
     );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert!(
@@ -379,12 +377,7 @@ async fn terminating_object_refuses_new_finalizers_and_goes_with_the_last() {
         "{}",
         e.message
     );
-    let last = addrs
-        .patch(
-            "f",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": []}})),
-        )
+    let last = merge(&addrs, "f", json!({"metadata": {"finalizers": []}}))
         .await
         .expect("removing the last finalizer");
     assert!(last.metadata.deletion_timestamp.is_some());
@@ -409,12 +402,7 @@ async fn paused_cluster_holds_back_claim_deletion() {
     let pause = |v: Value| {
         let clusters = clusters.clone();
         async move {
-            clusters
-                .patch(
-                    "up",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"paused": v}})),
-                )
+            merge(&clusters, "up", json!({"spec": {"paused": v}}))
                 .await
                 .unwrap();
         }
@@ -448,27 +436,14 @@ async fn claim_spec_is_immutable(p: Profile) {
     let tb = setup(p).await;
     let claims = api(&tb, &claims(p), Some(NS));
     create(&claims, claim(p, "im", "a")).await;
-    let e = api_err(
-        claims
-            .patch(
-                "im",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"poolRef": {"name": "b"}}})),
-            )
-            .await,
-    );
+    let e = api_err(merge(&claims, "im", json!({"spec": {"poolRef": {"name": "b"}}})).await);
     assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"), "{e:?}");
     assert!(
         e.message.starts_with("admission webhook \"validation.ipaddressclaim.ipam.cluster.x-k8s.io\" denied the request: spec: Forbidden: IPAddressClaim spec is immutable. Diff: "),
         "{}",
         e.message
     );
-    claims
-        .patch(
-            "im",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"l": "v"}}})),
-        )
+    merge(&claims, "im", json!({"metadata": {"labels": {"l": "v"}}}))
         .await
         .expect("metadata may change");
     claims
@@ -509,4 +484,38 @@ async fn claim_spec_is_immutable_capi_v1_10() {
 #[tokio::test]
 async fn claim_spec_is_immutable_capi_v1_12() {
     claim_spec_is_immutable(Profile::Capi112).await;
+}
+
+#[tokio::test]
+async fn a_holder_address_is_in_use_for_allocation() {
+    let p = Profile::Capi112;
+    let tb = setup(p).await;
+    let addrs = api(&tb, &addresses(p), Some(NS));
+    // A holder: the pool's lowest address, for a claim that does not exist.
+    create(
+        &addrs,
+        address(p, "holder", "vip-cp-none", "a", "10.9.0.10"),
+    )
+    .await;
+    create(&api(&tb, &claims(p), Some(NS)), claim(p, "h1", "a")).await;
+    assert_eq!(
+        bound_to(&tb, p, "h1").await,
+        "10.9.0.11",
+        "every IPAddress referencing the pool is in use"
+    );
+    let pools = api(&tb, &global_pools(), None);
+    eventually("pool counts the holder", || async {
+        pools
+            .get("a")
+            .await
+            .ok()
+            .filter(|p| p.data.pointer("/status/ipAddresses/used") == Some(&json!(2)))
+    })
+    .await;
+    let h = addrs.get("holder").await.unwrap();
+    assert!(
+        finalizers(&h).is_empty() && h.metadata.owner_references.is_none(),
+        "nobody adopts a holder"
+    );
+    tb.shutdown().await;
 }
