@@ -681,8 +681,8 @@ async fn ingress_enabled_odd_values(env: Arc<Env>) {
 }
 
 /// Case 21: the IPAddress answering our claim holds no IP (`spec.address` is a string the CRD admits but no
-/// address parser does): Warning `AddressInvalid` + metric, nothing written; once the broken object is deleted the
-/// IPAM provider allocates again and the Cluster gets a real VIP.
+/// address parser does): Warning `AddressInvalid` + metric, nothing written; once our claim is deleted (as the Warning
+/// says) the operator creates it again, the IPAM provider allocates anew and the Cluster gets a real VIP.
 async fn ipaddress_with_an_invalid_address(env: Arc<Env>) {
     let (case, class) = ("invalid-ipaddress", "bi-badaddr");
     let ns = env.namespace(class).await;
@@ -719,12 +719,25 @@ async fn ipaddress_with_an_invalid_address(env: Arc<Env>) {
         "",
         "[{case}] nothing written from a broken IPAddress"
     );
-    env.addresses(&ns)
+    // As the Warning says: the claim, not the IPAddress (the provider's finalizer keeps that until its claim goes).
+    env.claims(&ns)
         .delete("vip-cp-bad", &Default::default())
         .await
-        .unwrap_or_else(|e| panic!("[{case}] delete broken IPAddress: {e}"));
+        .unwrap_or_else(|e| panic!("[{case}] delete the claim: {e}"));
     let vip = allocated(&env, case, &ns, "bad", class).await;
     assert!(vip.starts_with("10.200.21."), "[{case}] {vip}");
+}
+
+/// Case 21 needs an IPAddress CAPI's webhook refuses: it can only exist when the webhook was down when it was
+/// written (or predates it), so this testbed runs without it.
+#[tokio::test]
+async fn ipaddress_written_while_the_webhook_was_down() {
+    let opts = testbed::TestbedOptions {
+        capi_ipam_webhook: false,
+        ..testbed::TestbedOptions::profile(Profile::Capi112)
+    };
+    ipaddress_with_an_invalid_address(Arc::new(Env::start_opts(Profile::Capi112, opts, &[]).await))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -757,10 +770,6 @@ async fn bad_input_matrix() {
         (
             "claim pointing to a deleted pool",
             tokio::spawn(claim_pointing_to_a_deleted_pool(env.clone())),
-        ),
-        (
-            "IPAddress with an invalid address",
-            tokio::spawn(ipaddress_with_an_invalid_address(env.clone())),
         ),
         (
             "IPv6 control-plane VIP",

@@ -141,6 +141,9 @@ pub struct AddressView {
     pub cluster_label: Option<String>,
     /// Annotated `clusterctl.cluster.x-k8s.io/delete-for-move`: a move is taking it away.
     pub moving: bool,
+    /// An ownerReference names an IPAddressClaim: the provider bound it to a claim (one we create ourselves has
+    /// none until its claim is bound).
+    pub claim_owned: bool,
 }
 
 impl AddressView {
@@ -184,6 +187,10 @@ impl AddressView {
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key(crate::names::ANNOTATION_DELETE_FOR_MOVE)),
+            claim_owned: meta
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|r| r.kind == "IPAddressClaim")),
         })
     }
 }

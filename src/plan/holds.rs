@@ -72,9 +72,13 @@ pub(super) fn protect(snap: &Snapshot, role: Role, address: Option<&AddressView>
 }
 
 /// When the claim of `written` (a VIP the Cluster uses) is gone or going while our finalizer still keeps its address:
-/// the steps that recreate the claim on that address, and the Warning that says so. `None` when nothing of ours
-/// holds `written`.
-pub(super) fn restore(snap: &Snapshot, role: Role, written: &str) -> Option<(Vec<Step>, Report)> {
+/// the steps that recreate the claim on that address, and the Warning that says so (no steps and no Warning while
+/// the provider has yet to delete the old IPAddress). `None` when nothing of ours holds `written`.
+pub(super) fn restore(
+    snap: &Snapshot,
+    role: Role,
+    written: &str,
+) -> Option<(Vec<Step>, Option<Report>)> {
     let inputs = snap.inputs(role);
     let claim_name = role.claim_name(&snap.cluster.name);
     let claim = inputs.claim.as_ref();
@@ -107,7 +111,10 @@ pub(super) fn restore(snap: &Snapshot, role: Role, written: &str) -> Option<(Vec
             });
             n
         }
-        (Some(n), _) if claim.is_none() => n, // ours, in place; only the claim is missing
+        // One we created, in place, whose claim is missing. One the provider bound to a claim that is gone is about to
+        // be deleted (by the provider or the garbage collector): a claim created now would not be bound to it.
+        (Some(n), _) if claim.is_none() && !n.claim_owned => n,
+        (Some(_), _) if claim.is_none() => return Some((Vec::new(), None)),
         (None, Some(h)) if inputs.named.is_none() => {
             steps.push(Step::CreateAddress {
                 role,
@@ -135,7 +142,7 @@ pub(super) fn restore(snap: &Snapshot, role: Role, written: &str) -> Option<(Vec
         ),
         is_error: true,
     };
-    Some((steps, report))
+    Some((steps, Some(report)))
 }
 
 /// Our finalizer released from what no longer keeps a VIP of this Cluster: an IPAddress named like the claim, or the
@@ -169,14 +176,17 @@ pub(super) fn release_unused(snap: &Snapshot, role: Role, vip: Option<&str>, out
         release.push(Step::ReleaseAddress {
             role,
             name: a.name.clone(),
-            delete: !a.deleting && (is_holder || !claimed),
+            delete: !a.deleting && (is_holder || (!claimed && !a.claim_owned)),
         });
     }
     out.steps.extend(release);
 }
 
 /// What to do with an IPAddress carrying our finalizer whose Cluster is gone (`None`) or being deleted: let go of it,
-/// and delete it when no live claim is bound to it (a holder, an IPAddress we created for a claim that never came).
+/// and delete it when we created it and no live claim is bound to it (a holder, an IPAddress we created for a claim
+/// that never came). One the provider bound to a claim is never deleted here: its claim's deletion deletes it, and
+/// after `clusterctl move` the source keeps the IPAddresses of global pools (cluster-scoped owner), which keep the
+/// moved addresses reserved there.
 /// `None` while a move takes it away (clusterctl removes finalizers itself) or when it is not ours to release.
 pub fn release_orphan(
     address: &AddressView,
@@ -194,6 +204,6 @@ pub fn release_orphan(
     Some(Step::ReleaseAddress {
         role,
         name: address.name.clone(),
-        delete: !address.deleting && !claim_alive,
+        delete: !address.deleting && !claim_alive && !address.claim_owned,
     })
 }

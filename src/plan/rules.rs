@@ -224,8 +224,9 @@ enum Written<'a> {
     /// We allocated `written` (our provenance annotation says so), but its claim is gone or now holds another
     /// address: the IPAM provider may give `written` to another Cluster.
     Released(String),
-    /// Our finalizer still keeps `written` reserved although its claim was deleted: the claim is recreated on it.
-    Restore(Vec<Step>, Report),
+    /// Our finalizer still keeps `written` reserved although its claim was deleted: the claim is recreated on it
+    /// (or, while the provider has yet to delete the old IPAddress, nothing is done yet).
+    Restore(Vec<Step>, Option<Report>),
     /// Set by someone else.
     Manual,
 }
@@ -286,9 +287,9 @@ fn wait_for_rebinding(snap: &Snapshot, claim: &ClaimView, role: Role, out: &mut 
     }
 }
 
-fn restored(steps: Vec<Step>, report: Report, out: &mut Plan) {
+fn restored(steps: Vec<Step>, report: Option<Report>, out: &mut Plan) {
     out.steps.extend(steps);
-    out.reports.push(report);
+    out.reports.extend(report);
 }
 
 fn released(role: Role, note: String, out: &mut Plan) {
@@ -557,9 +558,9 @@ fn claimed_vip(
                 severity: Severity::Warning,
                 reason: reasons::ADDRESS_INVALID,
                 note: format!(
-                    "IPAddress {ref_name} answering IPAddressClaim {} is unusable ({problem}); \
-                     fix or delete it so the IPAM provider allocates again",
-                    claim.name
+                    "IPAddress {ref_name} answering IPAddressClaim {} is unusable ({problem}); delete \
+                     IPAddressClaim {} (the operator creates it again) so the IPAM provider allocates anew",
+                    claim.name, claim.name
                 ),
                 is_error: true,
             });

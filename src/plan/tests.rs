@@ -113,6 +113,7 @@ pub(crate) fn address(role: Role, ip: &str) -> AddressView {
         deleting: false,
         cluster_label: Some("c1".into()),
         moving: false,
+        claim_owned: true,
     }
 }
 
@@ -1146,6 +1147,7 @@ fn holder_of(a: &AddressView) -> AddressView {
     h.name = Role::ControlPlane.holder_name("c1");
     h.claim_name = Some(h.name.clone());
     h.deleting = false;
+    h.claim_owned = false;
     h
 }
 
@@ -1306,15 +1308,36 @@ fn an_address_the_cluster_no_longer_uses_is_let_go() {
         delete: false
     }));
     assert_eq!(reasons_of(&p), vec!["ManualEndpoint"]);
-    // Without a claim, an IPAddress we hold for nothing is deleted as well.
+    // Without a claim, an IPAddress we created and hold for nothing is deleted as well.
     s.control_plane.claim = None;
     s.control_plane.address = None;
+    s.control_plane.named.as_mut().unwrap().claim_owned = false;
     let p = plan(&s);
     assert!(p.steps.contains(&Step::ReleaseAddress {
         role: Role::ControlPlane,
         name: "vip-cp-c1".into(),
         delete: true
     }));
+}
+
+#[test]
+fn a_just_deleted_claim_is_waited_for_until_the_provider_deletes_its_ipaddress() {
+    // The claim is gone, the provider has not deleted the IPAddress yet: a claim created now would get a fresh
+    // address once the provider deletes the old one. Nothing is done until it is terminating.
+    let mut s = claim_deleted_while_held();
+    s.control_plane.named.as_mut().unwrap().deleting = false;
+    assert_eq!(
+        plan(&s),
+        Plan::default(),
+        "no step, no Event: not released, not manual"
+    );
+    // One we created ourselves (no claim owner yet): only its claim is missing.
+    s.control_plane.named.as_mut().unwrap().claim_owned = false;
+    let p = plan(&s);
+    assert!(
+        matches!(p.steps.as_slice(), [Step::CreateClaim { .. }]),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -1352,10 +1375,17 @@ fn orphaned_addresses_are_released_only_when_their_cluster_is_gone_or_going() {
     assert_eq!(holds::release_orphan(&a, None, true), release(false));
     assert_eq!(
         holds::release_orphan(&a, None, false),
-        release(true),
-        "nothing answers it: deleted"
+        release(false),
+        "bound by the provider: its own claim's deletion deletes it (or, after a move, the source keeps it)"
     );
-    let mut terminating = a.clone();
+    let mut ours = a.clone();
+    ours.claim_owned = false;
+    assert_eq!(
+        holds::release_orphan(&ours, None, false),
+        release(true),
+        "ours, answering nothing: deleted"
+    );
+    let mut terminating = ours.clone();
     terminating.deleting = true;
     assert_eq!(
         holds::release_orphan(&terminating, None, false),

@@ -51,7 +51,12 @@ pub(super) struct Controller {
     pub(super) dirty_pools: BTreeSet<PoolId>,
     pub(super) delay: Duration,
     pub(super) index: Index,
+    /// Claims whose reconcile failed on a write, retried after [`RETRY_AFTER`] (upstream's rate-limited requeue).
+    pub(super) retrying: BTreeSet<Name>,
 }
+
+/// How soon a claim whose reconcile failed on a write is reconciled again (upstream starts its backoff at 5 ms).
+const RETRY_AFTER: Duration = Duration::from_millis(20);
 
 pub async fn run(shared: Arc<Shared>, delay: Duration) {
     let mut sub = shared.store.subscribe_from(0);
@@ -62,6 +67,7 @@ pub async fn run(shared: Arc<Shared>, delay: Duration) {
         dirty_pools: BTreeSet::new(),
         delay,
         index: Index::default(),
+        retrying: BTreeSet::new(),
     };
     let mut since_status = 0usize;
     loop {
@@ -102,14 +108,24 @@ pub async fn run(shared: Arc<Shared>, delay: Duration) {
             }
             continue;
         }
+        let retry = !c.retrying.is_empty();
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             alive = sub.changed() => if !alive { return },
+            _ = tokio::time::sleep(RETRY_AFTER), if retry => {
+                for n in std::mem::take(&mut c.retrying) {
+                    c.enqueue(n);
+                }
+            }
         }
     }
 }
 
 impl Controller {
+    fn retry_later(&mut self, n: Name) {
+        self.retrying.insert(n);
+    }
+
     fn enqueue(&mut self, n: Name) {
         if self.queued.insert(n.clone()) {
             self.queue.push_back(n);
@@ -280,10 +296,14 @@ impl Controller {
             .is_ok()
     }
 
-    pub(super) fn remove_finalizer(&self, g: &GroupResource, obj: &Value, fin: &str) {
+    /// Upstream removes a finalizer with `controllerutil.RemoveFinalizer` and a `client.MergeFrom` patch: the list
+    /// as the controller last read it, minus `fin`, written whole with no optimistic lock (a finalizer another
+    /// client removed meanwhile comes back, one added meanwhile is lost). Returns whether the write succeeded;
+    /// upstream returns the error (and goes no further) when it does not.
+    pub(super) fn remove_finalizer(&self, g: &GroupResource, obj: &Value, fin: &str) -> bool {
         let fins = finalizers(obj);
         if !fins.iter().any(|f| f == fin) {
-            return;
+            return true;
         }
         let rest: Vec<&String> = fins.iter().filter(|f| *f != fin).collect();
         let (ns, name) = (
@@ -294,10 +314,9 @@ impl Controller {
             g,
             ns,
             name,
-            json!([{"op": "test", "path": "/metadata/finalizers", "value": fins},
-            {"op": "replace", "path": "/metadata/finalizers", "value": rest}]),
+            json!({"metadata": {"finalizers": rest}}),
             false,
-        );
+        )
     }
 
     fn reconcile_claim(&mut self, (ns, name): &Name) {
@@ -336,7 +355,11 @@ impl Controller {
                 return;
             }
             if let Some(addr) = store.get(&addresses, ns, name) {
-                self.remove_finalizer(&addresses, &addr, PROTECT_ADDRESS_FINALIZER);
+                // Upstream `reconcileDelete` returns the error (the claim keeps its finalizer and is retried).
+                if !self.remove_finalizer(&addresses, &addr, PROTECT_ADDRESS_FINALIZER) {
+                    self.retry_later((ns.clone(), name.clone()));
+                    return;
+                }
                 if let Some(info) = self.shared.info_for(&addresses) {
                     let _ = self
                         .shared
