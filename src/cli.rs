@@ -66,8 +66,9 @@ pub struct Args {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
     pub max_concurrent_reconciles: u16,
 
-    /// Comma-separated GlobalInClusterIPPool names the operator may allocate from (default: any pool whose labels
-    /// match). Pools not listed are ignored, whatever their labels say; see the README, section Security.
+    /// Comma-separated pools the operator may allocate from (default: any pool whose labels match): `name` of a
+    /// GlobalInClusterIPPool, `namespace/name` of an InClusterIPPool. Pools not listed are ignored, whatever their
+    /// labels say; see the README, section Security.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub pool_allowlist: Vec<String>,
 

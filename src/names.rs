@@ -55,8 +55,16 @@ pub const CONTROLLER_NAME: &str = "capi-vip-allocator";
 pub const IPAM_GROUP: &str = "ipam.cluster.x-k8s.io";
 /// Group of Cluster and ClusterClass.
 pub const CAPI_GROUP: &str = "cluster.x-k8s.io";
-/// The pool kind we select from.
+/// The cluster-scoped pool kind we select from.
 pub const KIND_GLOBAL_POOL: &str = "GlobalInClusterIPPool";
+/// The namespaced pool kind we select from (a Cluster's own namespace only; tried before the global pools).
+pub const KIND_POOL: &str = "InClusterIPPool";
+/// Pool annotation: an integer; among the candidate pools of one tier (namespaced, then global), a higher
+/// priority is tried first (default 0).
+pub const ANNOTATION_POOL_PRIORITY: &str = "vip.capi.gorizond.io/priority";
+/// Annotation on a namespaced pool: `"false"` keeps the Clusters of its namespace on their namespaced pools for the
+/// classes and roles it serves, even when they are all exhausted (no fall-through to the global pools).
+pub const ANNOTATION_POOL_FALLTHROUGH: &str = "vip.capi.gorizond.io/fallthrough";
 
 /// Event reasons (also the `reason` label of `capi_vip_allocator_allocation_errors_total`).
 pub mod reasons {
@@ -217,6 +225,9 @@ mod tests {
             super::ANNOTATION_INGRESS_CLAIM,
             super::ANNOTATION_DELETE_FOR_MOVE,
             super::FINALIZER_ADDRESS_PROTECTION,
+            super::KIND_POOL,
+            super::ANNOTATION_POOL_PRIORITY,
+            super::ANNOTATION_POOL_FALLTHROUGH,
             super::HOLDER_SUFFIX,
             super::env::REQUEST_TIMEOUT,
             super::env::RECONCILE_TIMEOUT,

@@ -35,14 +35,6 @@ async fn cp_only_cluster(env: &Env, ns: &str, name: &str) -> String {
     env.wait_cp_vip(ns, name).await
 }
 
-/// Waits until the IPAddress named like the claim carries our finalizer.
-async fn wait_protected(env: &Env, ns: &str, claim: &str) -> DynamicObject {
-    env.wait_object(&env.addresses(ns), claim, "our finalizer", |a| {
-        finalizers(a).iter().any(|f| f == FINALIZER) && a.metadata.deletion_timestamp.is_none()
-    })
-    .await
-}
-
 async fn setup(env: &Env, prefix: &str) -> String {
     let ns = env.namespace(prefix).await;
     env.class(&ns, "gold", &[]).await;
@@ -58,7 +50,7 @@ async fn a_deleted_claim_never_frees_a_running_clusters_vip() {
     let ns = setup(&env, "keep").await;
     let vip = cp_only_cluster(&env, &ns, "first").await;
     assert_eq!(vip, "10.60.0.10");
-    let before = wait_protected(&env, &ns, "vip-cp-first").await;
+    let before = env.wait_protected(&ns, "vip-cp-first").await;
     assert!(
         finalizers(&before)
             .iter()
@@ -91,7 +83,7 @@ async fn a_deleted_claim_never_frees_a_running_clusters_vip() {
         )
         .await;
     assert_ne!(claim.metadata.uid, None);
-    let after = wait_protected(&env, &ns, "vip-cp-first").await;
+    let after = env.wait_protected(&ns, "vip-cp-first").await;
     assert_eq!(address_of(&after), vip, "recreated on the same address");
     assert_ne!(after.metadata.uid, before.metadata.uid, "a new IPAddress");
     env.wait_gone(
@@ -135,7 +127,7 @@ async fn deleting_the_namespace_completes_with_the_operator_running() {
     let env = Env::start(Profile::Capi112).await;
     let ns = setup(&env, "nsgone").await;
     cp_only_cluster(&env, &ns, "doomed").await;
-    wait_protected(&env, &ns, "vip-cp-doomed").await;
+    env.wait_protected(&ns, "vip-cp-doomed").await;
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
         kube::Api::all(env.client.clone());
     namespaces
@@ -165,7 +157,7 @@ async fn the_readme_uninstall_command_releases_what_we_hold() {
     let env = Env::start(Profile::Capi112).await;
     let ns = setup(&env, "uninstall").await;
     cp_only_cluster(&env, &ns, "kept").await;
-    wait_protected(&env, &ns, "vip-cp-kept").await;
+    env.wait_protected(&ns, "vip-cp-kept").await;
     let Env { op, tb, .. } = env;
     op.terminate().await;
 

@@ -96,6 +96,8 @@ async fn only_the_leader_writes_and_the_follower_takes_over_when_it_dies() {
     let first_batch = make_clusters(&env, &ns, "a", 5).await;
     for name in &first_batch {
         env.wait_cp_vip(&ns, name).await;
+        // The allocation's last write (our finalizer on the IPAddress) is done too.
+        env.wait_protected(&ns, &format!("vip-cp-{name}")).await;
     }
     let leader = wait_holder(&env, "set", |h| !h.is_empty()).await;
     let writers = writers_since(&env, start_seq);

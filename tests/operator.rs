@@ -90,7 +90,7 @@ async fn cp_vip_end_to_end(profile: Profile) {
             .map(|r| r.count)
             .sum()
     };
-    assert_eq!(ours("list"), 5, "one initial LIST per watched kind");
+    assert_eq!(ours("list"), 6, "one initial LIST per watched kind");
     let gets: Vec<_> = stats
         .requests
         .iter()
@@ -100,7 +100,7 @@ async fn cp_vip_end_to_end(profile: Profile) {
         gets.is_empty(),
         "no GET per reconcile: everything comes from the caches: {gets:?}"
     );
-    assert_eq!(ours("watch"), 5);
+    assert_eq!(ours("watch"), 6);
     let writes: Vec<(String, String)> = stats
         .writes_by(&ua)
         .filter(|w| w.resource != "events")

@@ -2,7 +2,7 @@
 
 use kube::{api::ApiResource, Client};
 
-use crate::names::{CAPI_GROUP, IPAM_GROUP, KIND_GLOBAL_POOL};
+use crate::names::{CAPI_GROUP, IPAM_GROUP, KIND_GLOBAL_POOL, KIND_POOL};
 
 /// The served version of every kind we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub struct ApiShapes {
     pub address: ApiResource,
     /// `GlobalInClusterIPPool` (v1alpha2).
     pub global_pool: ApiResource,
+    /// `InClusterIPPool` (v1alpha2), namespaced.
+    pub pool: ApiResource,
 }
 
 impl ApiShapes {
@@ -50,6 +52,7 @@ impl ApiShapes {
                 KIND_GLOBAL_POOL,
                 "globalinclusterippools",
             ),
+            pool: ar(IPAM_GROUP, "v1alpha2", KIND_POOL, "inclusterippools"),
         }
     }
 }
@@ -92,6 +95,7 @@ pub async fn discover(client: &Client) -> Result<ApiShapes, DiscoveryError> {
         claim: find(client, IPAM_GROUP, IPAM_VERSIONS, "IPAddressClaim").await?,
         address: find(client, IPAM_GROUP, IPAM_VERSIONS, "IPAddress").await?,
         global_pool: find(client, IPAM_GROUP, POOL_VERSIONS, KIND_GLOBAL_POOL).await?,
+        pool: find(client, IPAM_GROUP, POOL_VERSIONS, KIND_POOL).await?,
     })
 }
 

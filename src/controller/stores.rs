@@ -91,6 +91,8 @@ pub struct Stores {
     pub addresses: ViewCache<AddressEntry>,
     /// GlobalInClusterIPPools.
     pub pools: Store<DynamicObject>,
+    /// InClusterIPPools (namespaced).
+    pub ns_pools: Store<DynamicObject>,
     /// Which Clusters share a control-plane host (kept by the Cluster watch).
     pub hosts: super::hosts::HostIndex,
     /// The API shapes the caches hold.
@@ -113,6 +115,8 @@ pub struct Writers {
     pub addresses: ViewCache<AddressEntry>,
     /// Pools.
     pub pools: Writer<DynamicObject>,
+    /// Namespaced pools.
+    pub ns_pools: Writer<DynamicObject>,
 }
 
 impl Stores {
@@ -125,6 +129,7 @@ impl Stores {
             claims: ViewCache::new(parse_claim),
             addresses: ViewCache::new(parse_address),
             pools: w(&shapes.global_pool),
+            ns_pools: w(&shapes.pool),
         };
         let stores = Self {
             clusters: writers.clusters.as_reader(),
@@ -132,6 +137,7 @@ impl Stores {
             claims: writers.claims.clone(),
             addresses: writers.addresses.clone(),
             pools: writers.pools.as_reader(),
+            ns_pools: writers.ns_pools.as_reader(),
             hosts: Default::default(),
             shapes: shapes.clone(),
             pool_allowlist: None,
@@ -140,17 +146,23 @@ impl Stores {
         (stores, writers)
     }
 
-    /// Restricts the pools the operator uses to `names` (empty: every pool).
+    /// Restricts the pools the operator uses to `names` (empty: every pool): `name` for a global pool,
+    /// `namespace/name` for a namespaced one.
     pub fn with_pool_allowlist(mut self, names: &[String]) -> Self {
         self.pool_allowlist =
             (!names.is_empty()).then(|| Arc::new(names.iter().cloned().collect()));
         self
     }
 
-    fn pool_allowed(&self, name: &str) -> bool {
+    fn pool_allowed(&self, p: &DynamicObject) -> bool {
+        let name = p.metadata.name.as_deref().unwrap_or_default();
+        let key = match p.metadata.namespace.as_deref() {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name.to_owned(),
+        };
         self.pool_allowlist
             .as_ref()
-            .is_none_or(|allowed| allowed.contains(name))
+            .is_none_or(|allowed| allowed.contains(&key))
     }
 
     fn get(
@@ -171,14 +183,21 @@ impl Stores {
         Self::get(&self.clusters, &self.shapes.cluster, Some(namespace), name)
     }
 
-    /// All pools, parsed (malformed ones, including pools whose `spec.addresses` the IPAM provider could never
-    /// allocate from, are logged and skipped, so a Cluster is not left waiting on them).
-    pub fn pool_views(&self) -> Vec<PoolView> {
-        self.pools
-            .state()
+    /// All pools, parsed: the global ones, and the namespaced ones of `namespace` (of every namespace when `None`).
+    /// Malformed ones, including pools whose `spec.addresses` the IPAM provider could never allocate from, are
+    /// logged and skipped, so a Cluster is not left waiting on them.
+    pub fn pool_views_in(&self, namespace: Option<&str>) -> Vec<PoolView> {
+        let global = self.pools.state();
+        let namespaced = self.ns_pools.state();
+        let namespaced = namespaced
             .iter()
-            .filter(|p| self.pool_allowed(p.metadata.name.as_deref().unwrap_or_default()))
-            .filter(|p| match pool_addresses_problem(p) {
+            .filter(|p| namespace.is_none_or(|ns| p.metadata.namespace.as_deref() == Some(ns)));
+        global
+            .iter()
+            .map(|p| (&self.shapes.global_pool.kind, p))
+            .chain(namespaced.map(|p| (&self.shapes.pool.kind, p)))
+            .filter(|(_, p)| self.pool_allowed(p))
+            .filter(|(_, p)| match pool_addresses_problem(p) {
                 None => true,
                 Some(problem) => {
                     let name = p.metadata.name.as_deref().unwrap_or_default();
@@ -186,25 +205,33 @@ impl Stores {
                     let first = self
                         .warned_pools
                         .lock()
-                        .map(|mut w| w.insert(format!("{name}@{version}")))
+                        .map(|mut w| {
+                            w.insert(format!(
+                                "{}/{name}@{version}",
+                                p.metadata.namespace.as_deref().unwrap_or_default()
+                            ))
+                        })
                         .unwrap_or(false);
                     if first {
-                        tracing::warn!(pool = name, %problem,
+                        tracing::warn!(pool = name, namespace = p.metadata.namespace.as_deref(), %problem,
                             "pool ignored: its spec.addresses cannot be allocated from");
                     }
                     false
                 }
             })
-            .filter_map(
-                |p| match PoolView::parse(&self.shapes.global_pool.kind, p) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "skipping malformed pool");
-                        None
-                    }
-                },
-            )
+            .filter_map(|(kind, p)| match PoolView::parse(kind, p) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::debug!(error = %e, "skipping malformed pool");
+                    None
+                }
+            })
             .collect()
+    }
+
+    /// Every pool, global and namespaced.
+    pub fn pool_views(&self) -> Vec<PoolView> {
+        self.pool_views_in(None)
     }
 
     /// A snapshot for the rules.
@@ -258,7 +285,7 @@ impl Stores {
             control_plane: inputs(Role::ControlPlane),
             ingress: inputs(Role::Ingress),
             class,
-            pools: self.pool_views(),
+            pools: self.pool_views_in(Some(&cluster.namespace)),
             cluster,
             default_port,
             now,
@@ -271,7 +298,7 @@ impl Stores {
     pub fn secondary_caches_synced(&self) -> bool {
         self.claims.ready()
             && self.addresses.ready()
-            && [&self.classes, &self.pools]
+            && [&self.classes, &self.pools, &self.ns_pools]
                 .iter()
                 .all(|s| matches!(s.wait_until_ready().now_or_never(), Some(Ok(()))))
     }
@@ -291,13 +318,17 @@ impl Stores {
             .collect()
     }
 
-    /// Clusters with a pending claim on pool `name`.
-    pub fn clusters_waiting_on_pool(&self, pool: &str) -> Vec<(String, String)> {
+    /// Clusters with a pending claim on `pool`.
+    pub fn clusters_waiting_on_pool(&self, pool: &PoolView) -> Vec<(String, String)> {
         self.claims
             .state()
             .iter()
             .filter(|c| {
-                c.address_ref.is_none() && c.pool_ref.as_ref().is_some_and(|r| r.name == pool)
+                c.address_ref.is_none()
+                    && pool.namespace.as_ref().is_none_or(|ns| *ns == c.namespace)
+                    && c.pool_ref
+                        .as_ref()
+                        .is_some_and(|r| r.name == pool.name && r.kind == pool.kind)
             })
             .filter_map(|c| cluster_of_claim_name(&c.name).map(|n| (c.namespace.clone(), n)))
             .collect()
@@ -326,6 +357,9 @@ pub fn claim_of_address(obj: &DynamicObject) -> Option<String> {
 pub struct PoolSignature {
     labels: BTreeMap<String, String>,
     class_annotation: Option<String>,
+    role_annotation: Option<String>,
+    priority: Option<String>,
+    fallthrough: Option<String>,
     exhausted: bool,
     deleting: bool,
 }
@@ -338,6 +372,15 @@ impl PoolSignature {
             class_annotation: p
                 .annotations
                 .get(crate::names::LABEL_CLUSTER_CLASS)
+                .cloned(),
+            role_annotation: p.annotations.get(crate::names::LABEL_ROLE).cloned(),
+            priority: p
+                .annotations
+                .get(crate::names::ANNOTATION_POOL_PRIORITY)
+                .cloned(),
+            fallthrough: p
+                .annotations
+                .get(crate::names::ANNOTATION_POOL_FALLTHROUGH)
                 .cloned(),
             exhausted: p.exhausted(),
             deleting: p.deleting,

@@ -47,7 +47,7 @@ pub(super) struct SyncTracker {
     pub(super) trimmer: super::trim::Trimmer,
 }
 
-const WATCHES: u8 = 5;
+const WATCHES: u8 = 6;
 const CLUSTER_BIT: u8 = 0;
 
 impl SyncTracker {
@@ -358,13 +358,52 @@ pub(super) fn triggers(
     })
     .boxed();
 
-    // Pools → Clusters of the classes they list and Clusters with a pending claim on them, but only when
-    // something that can change a decision changed (labels, exhaustion, deletion) — not on every counter move.
-    let ar = cluster_ar;
+    // Pools → Clusters of the classes they list (a namespaced pool: in its namespace only) and Clusters with a
+    // pending claim on them, but only when something that can change a decision changed (labels, priority,
+    // exhaustion, deletion) — not on every counter move.
+    let pools = pool_trigger(
+        client,
+        &shapes.global_pool,
+        writers.pools,
+        tracker,
+        4,
+        ctx,
+        &cluster_ar,
+    );
+    let ns_pools = pool_trigger(
+        client,
+        &shapes.pool,
+        writers.ns_pools,
+        tracker,
+        5,
+        ctx,
+        &cluster_ar,
+    );
+
+    let ar = cluster_ar_for_peers;
+    let peers = peers_rx
+        .map(move |(ns, name)| Ok(ReconcileRequest::from(cluster_ref(&ar, &ns, &name))))
+        .boxed();
+
+    vec![clusters, claims, addresses, classes, pools, ns_pools, peers]
+}
+
+/// The watch of one pool kind, as reconcile requests (see `triggers`).
+fn pool_trigger(
+    client: &Client,
+    pool_ar: &ApiResource,
+    writer: Writer<DynamicObject>,
+    tracker: &Arc<SyncTracker>,
+    bit: u8,
+    ctx: &Arc<Context>,
+    cluster_ar: &ApiResource,
+) -> Trigger {
+    let ar = cluster_ar.clone();
     let st = ctx.stores.clone();
-    let kind = shapes.global_pool.kind.clone();
-    let signatures: Arc<Mutex<HashMap<String, stores::PoolSignature>>> = Arc::default();
-    let pools = watch(client, &shapes.global_pool, writers.pools, tracker, 4)
+    let kind = pool_ar.kind.clone();
+    type Key = (Option<String>, String);
+    let signatures: Arc<Mutex<HashMap<Key, stores::PoolSignature>>> = Arc::default();
+    let pools = watch(client, pool_ar, writer, tracker, bit)
         .map_ok(|ev| {
             let deleted = matches!(ev, watcher::Event::Delete(_));
             let objs: Vec<(DynamicObject, bool)> = match ev {
@@ -376,20 +415,21 @@ pub(super) fn triggers(
             stream::iter(objs.into_iter().map(Ok))
         })
         .try_flatten();
-    let pools = trigger_with(pools, move |(o, deleted): (DynamicObject, bool)| {
+    trigger_with(pools, move |(o, deleted): (DynamicObject, bool)| {
         let Ok(pool) = PoolView::parse(&kind, &o) else {
             return Vec::new();
         };
+        let key = (pool.namespace.clone(), pool.name.clone());
         let changed = {
             let Ok(mut sigs) = signatures.lock() else {
                 return Vec::new();
             };
             if deleted {
-                sigs.remove(&pool.name);
+                sigs.remove(&key);
                 true
             } else {
                 let sig = stores::PoolSignature::of(&pool);
-                sigs.insert(pool.name.clone(), sig.clone()).as_ref() != Some(&sig)
+                sigs.insert(key, sig.clone()).as_ref() != Some(&sig)
             }
         };
         if !changed {
@@ -399,8 +439,9 @@ pub(super) fn triggers(
             crate::plan::labels::listed_classes(&pool.labels, &pool.annotations)
                 .into_iter()
                 .flat_map(|class| st.clusters_of_class(class, None))
+                .filter(|(ns, _)| pool.namespace.as_ref().is_none_or(|p| p == ns))
                 .collect();
-        targets.extend(st.clusters_waiting_on_pool(&pool.name));
+        targets.extend(st.clusters_waiting_on_pool(&pool));
         targets.sort();
         targets.dedup();
         targets
@@ -408,14 +449,7 @@ pub(super) fn triggers(
             .map(|(ns, n)| ReconcileRequest::from(cluster_ref(&ar, &ns, &n)))
             .collect()
     })
-    .boxed();
-
-    let ar = cluster_ar_for_peers;
-    let peers = peers_rx
-        .map(move |(ns, name)| Ok(ReconcileRequest::from(cluster_ref(&ar, &ns, &name))))
-        .boxed();
-
-    vec![clusters, claims, addresses, classes, pools, peers]
+    .boxed()
 }
 
 #[cfg(test)]

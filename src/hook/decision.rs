@@ -211,7 +211,7 @@ pub fn decide(lookup: &Lookup, sent: &Sent, ns: &str, name: &str, retry: u32) ->
         Some(_) => {
             let pool = claim_pool
                 .or_else(|| {
-                    choose_pool(&snap.pools, &class_ref.name, role.label()).map(|p| p.name.clone())
+                    choose_pool(&snap.pools, ns, &class_ref.name, role.label()).map(|p| p.name.clone())
                 })
                 .unwrap_or_default();
             Answer::wait(

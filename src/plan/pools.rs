@@ -1,31 +1,86 @@
-//! Which pool serves a class and role.
+//! Which pools serve a Cluster's class and role, in the order they are tried.
 //!
-//! Rule: among the pools whose labels list the class and the role (and that are not being deleted), take the
-//! first by name among those not known to be exhausted; when all are exhausted, the first by name. Names are
-//! unique per kind, so the choice is deterministic and does not depend on watch order.
+//! Candidates are the pools whose labels list the class and the role (and that are not being deleted), in two
+//! tiers: first the namespaced `InClusterIPPool`s of the Cluster's own namespace (a claim can only reference a
+//! namespaced pool of its own namespace), then the `GlobalInClusterIPPool`s — unless a namespaced candidate says
+//! `vip.capi.gorizond.io/fallthrough: "false"`, which keeps the namespace on its own pools. Within a tier, a higher
+//! `vip.capi.gorizond.io/priority` comes first, then a pool with room, then the name; so the order never depends
+//! on watch order. A new claim goes to the first candidate not known to be exhausted (or the first one when all
+//! are).
 
-use crate::api::PoolView;
+use std::cmp::Reverse;
+
+use crate::{
+    api::PoolView,
+    names::{ANNOTATION_POOL_FALLTHROUGH, ANNOTATION_POOL_PRIORITY},
+};
 
 use super::labels::pool_matches;
 
-/// Pools that serve `class` in `role`, sorted by name.
-pub fn matching_pools<'a>(pools: &'a [PoolView], class: &str, role: &str) -> Vec<&'a PoolView> {
-    let mut found: Vec<&PoolView> = pools
-        .iter()
-        .filter(|p| !p.deleting && pool_matches(&p.labels, &p.annotations, class, role))
-        .collect();
-    found.sort_by(|a, b| (&a.name, &a.kind).cmp(&(&b.name, &b.kind)));
-    found
+/// A pool's priority: its annotation as an integer, 0 when absent or not an integer.
+pub fn priority(p: &PoolView) -> i64 {
+    p.annotations
+        .get(ANNOTATION_POOL_PRIORITY)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
-/// The pool a new claim should use, or `None` when no pool matches.
-pub fn choose_pool<'a>(pools: &'a [PoolView], class: &str, role: &str) -> Option<&'a PoolView> {
-    let matching = matching_pools(pools, class, role);
-    matching
+/// Whether `p` serves `class` in `role` at all (labels, not being deleted).
+pub fn serves(p: &PoolView, class: &str, role: &str) -> bool {
+    !p.deleting && pool_matches(&p.labels, &p.annotations, class, role)
+}
+
+/// Whether a namespaced candidate keeps its namespace off the global pools.
+pub fn stops_fallthrough(p: &PoolView) -> bool {
+    p.namespace.is_some()
+        && p.annotations
+            .get(ANNOTATION_POOL_FALLTHROUGH)
+            .is_some_and(|v| v.trim() == "false")
+}
+
+/// The pools that may serve a Cluster in `namespace` of `class` in `role`, in the order they are tried.
+pub fn candidates<'a>(
+    pools: &'a [PoolView],
+    namespace: &str,
+    class: &str,
+    role: &str,
+) -> Vec<&'a PoolView> {
+    let order = |tier: &mut Vec<&'a PoolView>| {
+        tier.sort_by(|a, b| {
+            (Reverse(priority(a)), a.exhausted(), &a.name, &a.kind).cmp(&(
+                Reverse(priority(b)),
+                b.exhausted(),
+                &b.name,
+                &b.kind,
+            ))
+        })
+    };
+    let mut local: Vec<&PoolView> = pools
         .iter()
-        .find(|p| !p.exhausted())
-        .or(matching.first())
-        .copied()
+        .filter(|p| p.namespace.as_deref() == Some(namespace) && serves(p, class, role))
+        .collect();
+    order(&mut local);
+    if local.iter().any(|p| stops_fallthrough(p)) {
+        return local;
+    }
+    let mut global: Vec<&PoolView> = pools
+        .iter()
+        .filter(|p| p.namespace.is_none() && serves(p, class, role))
+        .collect();
+    order(&mut global);
+    local.extend(global);
+    local
+}
+
+/// The pool a new claim should use, or `None` when no pool is a candidate.
+pub fn choose_pool<'a>(
+    pools: &'a [PoolView],
+    namespace: &str,
+    class: &str,
+    role: &str,
+) -> Option<&'a PoolView> {
+    let all = candidates(pools, namespace, class, role);
+    all.iter().find(|p| !p.exhausted()).or(all.first()).copied()
 }
 
 #[cfg(test)]
@@ -59,12 +114,14 @@ mod tests {
             pool("alpha", "gold", "control-plane", Some(5)),
         ];
         assert_eq!(
-            choose_pool(&pools, "gold", "control-plane").unwrap().name,
+            choose_pool(&pools, "ns", "gold", "control-plane")
+                .unwrap()
+                .name,
             "alpha"
         );
         let reversed: Vec<_> = pools.into_iter().rev().collect();
         assert_eq!(
-            choose_pool(&reversed, "gold", "control-plane")
+            choose_pool(&reversed, "ns", "gold", "control-plane")
                 .unwrap()
                 .name,
             "alpha"
@@ -78,7 +135,9 @@ mod tests {
             pool("beta", "gold", "control-plane", Some(3)),
         ];
         assert_eq!(
-            choose_pool(&pools, "gold", "control-plane").unwrap().name,
+            choose_pool(&pools, "ns", "gold", "control-plane")
+                .unwrap()
+                .name,
             "beta"
         );
     }
@@ -90,7 +149,9 @@ mod tests {
             pool("alpha", "gold", "control-plane", Some(0)),
         ];
         assert_eq!(
-            choose_pool(&pools, "gold", "control-plane").unwrap().name,
+            choose_pool(&pools, "ns", "gold", "control-plane")
+                .unwrap()
+                .name,
             "alpha"
         );
     }
@@ -102,7 +163,9 @@ mod tests {
             pool("beta", "gold", "control-plane", None),
         ];
         assert_eq!(
-            choose_pool(&pools, "gold", "control-plane").unwrap().name,
+            choose_pool(&pools, "ns", "gold", "control-plane")
+                .unwrap()
+                .name,
             "beta"
         );
     }
@@ -113,14 +176,121 @@ mod tests {
             pool("a", "gold", "ingress", Some(1)),
             pool("b", "silver", "control-plane", Some(1)),
         ];
-        assert!(choose_pool(&pools, "gold", "control-plane").is_none());
-        assert_eq!(choose_pool(&pools, "gold", "ingress").unwrap().name, "a");
+        assert!(choose_pool(&pools, "ns", "gold", "control-plane").is_none());
+        assert_eq!(
+            choose_pool(&pools, "ns", "gold", "ingress").unwrap().name,
+            "a"
+        );
     }
 
     #[test]
     fn deleting_pools_are_not_chosen() {
         let mut p = pool("a", "gold", "control-plane", Some(1));
         p.deleting = true;
-        assert!(choose_pool(&[p], "gold", "control-plane").is_none());
+        assert!(choose_pool(&[p], "ns", "gold", "control-plane").is_none());
+    }
+
+    fn in_ns(mut p: PoolView, ns: &str) -> PoolView {
+        p.kind = "InClusterIPPool".into();
+        p.namespace = Some(ns.into());
+        p
+    }
+
+    fn annotated(mut p: PoolView, key: &str, value: &str) -> PoolView {
+        p.annotations.insert(key.into(), value.into());
+        p
+    }
+
+    fn order(pools: &[PoolView], ns: &str) -> Vec<String> {
+        candidates(pools, ns, "gold", "control-plane")
+            .iter()
+            .map(|p| match &p.namespace {
+                Some(ns) => format!("{ns}/{}", p.name),
+                None => p.name.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn candidate_order_from_a_table() {
+        let cp = |name: &str, free: Option<i64>| pool(name, "gold", "control-plane", free);
+        let prio = |p: PoolView, v: &str| annotated(p, ANNOTATION_POOL_PRIORITY, v);
+        /// What, the pools, the expected order, the expected choice.
+        type Case<'a> = (&'a str, Vec<PoolView>, Vec<&'a str>, Option<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "namespaced pools of the Cluster's namespace first, other namespaces never",
+                vec![
+                    cp("a-global", Some(5)),
+                    in_ns(cp("z-local", Some(5)), "ns"),
+                    in_ns(cp("other", Some(5)), "other"),
+                ],
+                vec!["ns/z-local", "a-global"],
+                Some("z-local"),
+            ),
+            (
+                "higher priority first within a tier; a tier never jumps another",
+                vec![
+                    cp("a", Some(5)),
+                    prio(cp("b", Some(5)), "10"),
+                    in_ns(cp("c", Some(5)), "ns"),
+                    in_ns(prio(cp("d", Some(5)), "-1"), "ns"),
+                ],
+                vec!["ns/c", "ns/d", "b", "a"],
+                Some("c"),
+            ),
+            (
+                "then room, then name",
+                vec![cp("a", Some(0)), cp("b", Some(3)), cp("c", None)],
+                vec!["b", "c", "a"],
+                Some("b"),
+            ),
+            (
+                "an exhausted namespaced tier falls through to the global pools",
+                vec![in_ns(cp("local", Some(0)), "ns"), cp("global", Some(2))],
+                vec!["ns/local", "global"],
+                Some("global"),
+            ),
+            (
+                "unless a namespaced candidate opts out",
+                vec![
+                    in_ns(
+                        annotated(cp("local", Some(0)), ANNOTATION_POOL_FALLTHROUGH, "false"),
+                        "ns",
+                    ),
+                    cp("global", Some(2)),
+                ],
+                vec!["ns/local"],
+                Some("local"),
+            ),
+            (
+                "a higher-priority exhausted pool spills over to the next",
+                vec![prio(cp("big", Some(0)), "5"), cp("small", Some(1))],
+                vec!["big", "small"],
+                Some("small"),
+            ),
+            (
+                "an unparsable priority is 0",
+                vec![prio(cp("a", Some(1)), "high"), prio(cp("b", Some(1)), "1")],
+                vec!["b", "a"],
+                Some("b"),
+            ),
+            (
+                "nothing serves",
+                vec![pool("a", "silver", "control-plane", Some(1))],
+                vec![],
+                None,
+            ),
+        ];
+        for (what, pools, want, chosen) in cases {
+            assert_eq!(order(&pools, "ns"), want, "{what}");
+            let reversed: Vec<PoolView> = pools.iter().rev().cloned().collect();
+            assert_eq!(order(&reversed, "ns"), want, "{what} (reversed input)");
+            assert_eq!(
+                choose_pool(&pools, "ns", "gold", "control-plane").map(|p| p.name.as_str()),
+                chosen,
+                "{what}"
+            );
+        }
     }
 }

@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use super::{
-    labels::{is_label_value, pool_matches},
-    pools::choose_pool,
+    labels::is_label_value,
+    pools::{candidates, choose_pool},
     Allocation, Plan, Report, Role, Severity, Skip, Snapshot, Step,
 };
 use crate::{
@@ -504,7 +504,8 @@ fn claimed_vip(
     out: &mut Plan,
 ) -> Option<(String, Option<jiff::Timestamp>)> {
     let name = role.claim_name(&snap.cluster.name);
-    let choice = choose_pool(&snap.pools, class, role.label());
+    let candidates = candidates(&snap.pools, &snap.cluster.namespace, class, role.label());
+    let choice = choose_pool(&snap.pools, &snap.cluster.namespace, class, role.label());
     let claim = match snap.inputs(role).claim.as_ref().map(|c| ownership(snap, c)) {
         None => {
             match choice {
@@ -571,11 +572,9 @@ fn claimed_vip(
     let current = claim
         .pool_ref
         .as_ref()
-        .and_then(|r| find_pool(&snap.pools, r));
-    let fits = current.is_some_and(|p| {
-        !p.deleting && pool_matches(&p.labels, &p.annotations, class, role.label())
-    });
-    let better = choice.filter(|c| Some(c.name.as_str()) != current.map(|p| p.name.as_str()));
+        .and_then(|r| find_pool(&snap.pools, r, &claim.namespace));
+    let fits = current.is_some_and(|p| candidates.iter().any(|c| std::ptr::eq(*c, p)));
+    let better = choice.filter(|c| !current.is_some_and(|p| std::ptr::eq(*c, p)));
     let replace = match (fits, current, better) {
         (false, _, Some(_)) => true,
         (true, Some(p), Some(b)) => p.exhausted() && !b.exhausted(),
@@ -621,22 +620,45 @@ fn claimed_vip(
             role,
             severity: Severity::Warning,
             reason: reasons::POOL_EXHAUSTED,
-            note: format!(
-                "pool {} has no free address; IPAddressClaim {} is waiting",
-                p.name, claim.name
-            ),
+            note: if candidates.len() > 1 {
+                format!(
+                    "every candidate pool is exhausted (tried, in order: {}); IPAddressClaim {} waits on pool {}",
+                    pool_names(&candidates),
+                    claim.name,
+                    p.name
+                )
+            } else {
+                format!(
+                    "pool {} has no free address; IPAddressClaim {} is waiting",
+                    p.name, claim.name
+                )
+            },
             is_error: true,
         });
     }
     None
 }
 
-fn find_pool<'a>(pools: &'a [PoolView], r: &PoolRef) -> Option<&'a PoolView> {
+/// The pool `r` names for a claim in `namespace`: a namespaced kind resolves in the claim's own namespace.
+fn find_pool<'a>(pools: &'a [PoolView], r: &PoolRef, namespace: &str) -> Option<&'a PoolView> {
     pools.iter().find(|p| {
         p.kind == r.kind
             && p.name == r.name
+            && p.namespace.as_deref().is_none_or(|ns| ns == namespace)
             && (r.api_group.is_empty() || r.api_group == IPAM_GROUP)
     })
+}
+
+/// `a, b and c` for Event notes (pools as `namespace/name` when namespaced).
+fn pool_names(pools: &[&PoolView]) -> String {
+    let names: Vec<String> = pools
+        .iter()
+        .map(|p| match &p.namespace {
+            Some(ns) => format!("{ns}/{}", p.name),
+            None => p.name.clone(),
+        })
+        .collect();
+    names.join(", ")
 }
 
 fn pool_ref(pool: &PoolView) -> PoolRef {

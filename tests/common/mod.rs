@@ -413,31 +413,57 @@ impl Env {
         classes: &str,
         roles: &str,
     ) {
+        self.pool_with(None, name, addresses, prefix, classes, roles, json!({}))
+            .await
+    }
+
+    /// Creates a pool: an InClusterIPPool in `ns`, or a GlobalInClusterIPPool when `ns` is `None`, with extra
+    /// `annotations` (priority, fall-through).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn pool_with(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        addresses: &[&str],
+        prefix: u8,
+        classes: &str,
+        roles: &str,
+        annotations: Value,
+    ) {
         let legal = |v: &str| {
             v.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
-        let (class_label, annotations) = if legal(classes) {
-            (classes, json!({}))
+        let mut annotations = annotations;
+        let class_label = if legal(classes) {
+            classes
         } else {
-            (
-                "true",
-                json!({"vip.capi.gorizond.io/cluster-class": classes}),
-            )
+            annotations["vip.capi.gorizond.io/cluster-class"] = json!(classes);
+            "true"
         };
+        let (ar, kind) = match ns {
+            Some(_) => (&self.shapes.pool, "InClusterIPPool"),
+            None => (&self.shapes.global_pool, "GlobalInClusterIPPool"),
+        };
+        let mut metadata = json!({"name": name, "annotations": annotations, "labels": {
+            "vip.capi.gorizond.io/cluster-class": class_label, "vip.capi.gorizond.io/role": roles}});
+        if let Some(ns) = ns {
+            metadata["namespace"] = json!(ns);
+        }
         let body = json!({
-            "apiVersion": self.shapes.global_pool.api_version, "kind": "GlobalInClusterIPPool",
-            "metadata": {"name": name, "annotations": annotations, "labels": {
-                "vip.capi.gorizond.io/cluster-class": class_label, "vip.capi.gorizond.io/role": roles}},
+            "apiVersion": ar.api_version, "kind": kind, "metadata": metadata,
             "spec": {"addresses": addresses, "prefix": prefix}
         });
-        self.pools()
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(body).unwrap(),
-            )
-            .await
-            .expect("create pool");
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
+            None => Api::all_with(self.client.clone(), ar),
+        };
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(body).unwrap(),
+        )
+        .await
+        .expect("create pool");
     }
 
     /// The topology part of a Cluster for this profile.
@@ -536,6 +562,20 @@ impl Env {
         wait_for(api, name, what, |o| o.is_some_and(&pred), &self.op)
             .await
             .expect("object exists")
+    }
+
+    /// Waits until the IPAddress named `name` (our claim's) carries the operator's protection finalizer and is not
+    /// being deleted: the last write of an allocation.
+    pub async fn wait_protected(&self, ns: &str, name: &str) -> DynamicObject {
+        self.wait_object(&self.addresses(ns), name, "our finalizer", |a| {
+            a.metadata.deletion_timestamp.is_none()
+                && a.metadata
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == "vip.capi.gorizond.io/address-protection")
+        })
+        .await
     }
 
     /// Waits until the object is gone.

@@ -1,0 +1,141 @@
+//! Pools as fleets run them: a tenant's namespaced pools first, then the global ones; priorities; fall-through
+//! when a tier is exhausted, and the opt-out; `PoolExhausted` naming every candidate.
+
+mod common;
+
+use common::Env;
+use serde_json::json;
+use testbed::Profile;
+
+const CP: &str = "control-plane";
+
+/// A Cluster of class `gold` without ingress VIP; returns its control-plane VIP.
+async fn cp_only(env: &Env, ns: &str, name: &str) -> String {
+    create_cp_only(env, ns, name).await;
+    env.wait_cp_vip(ns, name).await
+}
+
+async fn create_cp_only(env: &Env, ns: &str, name: &str) {
+    env.cluster_with(
+        ns,
+        name,
+        json!({"annotations": {"vip.capi.gorizond.io/ingress-enabled": "false"}}),
+        json!({"topology": env.topology("gold", None, None)}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn namespaced_pools_first_then_global_priority_and_fallthrough() {
+    let env = Env::start(Profile::Capi112).await;
+    let tenant = env.namespace("tenant").await;
+    let other = env.namespace("other").await;
+    for ns in [&tenant, &other] {
+        env.class(ns, "gold", &[]).await;
+    }
+    // Two global pools: the higher priority one is used first, whatever the names say.
+    env.pool_with(
+        None,
+        "a-global",
+        &["10.70.0.10-10.70.0.20"],
+        24,
+        "gold",
+        CP,
+        json!({}),
+    )
+    .await;
+    env.pool_with(
+        None,
+        "z-global",
+        &["10.70.1.10-10.70.1.20"],
+        24,
+        "gold",
+        CP,
+        json!({"vip.capi.gorizond.io/priority": "10"}),
+    )
+    .await;
+    // The tenant's own pool: one address.
+    env.pool_with(
+        Some(&tenant),
+        "tenant-pool",
+        &["10.70.9.10"],
+        24,
+        "gold",
+        CP,
+        json!({}),
+    )
+    .await;
+
+    assert_eq!(
+        cp_only(&env, &tenant, "first").await,
+        "10.70.9.10",
+        "the tenant's pool first"
+    );
+    let claim = env.claims(&tenant).get("vip-cp-first").await.unwrap();
+    assert_eq!(
+        claim.data.pointer("/spec/poolRef"),
+        Some(
+            &json!({"apiGroup": "ipam.cluster.x-k8s.io", "kind": "InClusterIPPool", "name": "tenant-pool"})
+        )
+    );
+    assert_eq!(
+        cp_only(&env, &other, "elsewhere").await,
+        "10.70.1.10",
+        "another namespace never uses the tenant's pool; priority 10 beats the name"
+    );
+    // The tenant's pool is full: the next Cluster falls through to the global pools.
+    assert_eq!(cp_only(&env, &tenant, "second").await, "10.70.1.11");
+}
+
+#[tokio::test]
+async fn a_namespace_can_keep_its_clusters_off_the_global_pools() {
+    let env = Env::start(Profile::Capi112).await;
+    let tenant = env.namespace("closed").await;
+    env.class(&tenant, "gold", &[]).await;
+    env.pool("global", &["10.71.0.10-10.71.0.20"], 24, "gold", CP)
+        .await;
+    env.pool_with(
+        Some(&tenant),
+        "own",
+        &["10.71.9.10"],
+        24,
+        "gold",
+        CP,
+        json!({"vip.capi.gorizond.io/fallthrough": "false"}),
+    )
+    .await;
+    assert_eq!(cp_only(&env, &tenant, "first").await, "10.71.9.10");
+    create_cp_only(&env, &tenant, "second").await;
+    let e = env.wait_event(&tenant, "second", "PoolExhausted").await;
+    let note = e.note.unwrap_or_default();
+    assert!(note.contains("own"), "{note}");
+    let c = env.clusters(&tenant).get("second").await.unwrap();
+    assert_eq!(common::host(&c), "", "never a global address");
+}
+
+#[tokio::test]
+async fn every_exhausted_candidate_is_named() {
+    let env = Env::start(Profile::Capi112).await;
+    let ns = env.namespace("full").await;
+    env.class(&ns, "gold", &[]).await;
+    env.pool("one", &["10.72.0.10"], 24, "gold", CP).await;
+    env.pool_with(
+        Some(&ns),
+        "mine",
+        &["10.72.9.10"],
+        24,
+        "gold",
+        CP,
+        json!({}),
+    )
+    .await;
+    cp_only(&env, &ns, "a").await;
+    cp_only(&env, &ns, "b").await;
+    create_cp_only(&env, &ns, "c").await;
+    let e = env.wait_event(&ns, "c", "PoolExhausted").await;
+    let note = e.note.unwrap_or_default();
+    assert!(
+        note.contains(&format!("{ns}/mine, one")),
+        "in order: {note}"
+    );
+}
