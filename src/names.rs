@@ -158,11 +158,12 @@ pub mod metrics {
     pub const ALLOCATION_DURATION_SECONDS: &str = "capi_vip_allocator_allocation_duration_seconds";
     /// Gauge `{cluster_class,role}`: pools matching a class and role.
     pub const POOLS_AVAILABLE: &str = "capi_vip_allocator_pools_available";
-    /// Gauge `{pool_name}`: `status.ipAddresses.total` of a pool.
+    /// Gauge `{pool_name,pool_namespace}`: `status.ipAddresses.total` of a pool (`pool_namespace` empty for global
+    /// pools; same for the two below).
     pub const POOL_ADDRESSES_TOTAL: &str = "capi_vip_allocator_pool_addresses_total";
-    /// Gauge `{pool_name}`: `status.ipAddresses.free` of a pool.
+    /// Gauge `{pool_name,pool_namespace}`: `status.ipAddresses.free` of a pool.
     pub const POOL_ADDRESSES_FREE: &str = "capi_vip_allocator_pool_addresses_free";
-    /// Gauge `{pool_name}`: `status.ipAddresses.used` of a pool.
+    /// Gauge `{pool_name,pool_namespace}`: `status.ipAddresses.used` of a pool.
     pub const POOL_ADDRESSES_USED: &str = "capi_vip_allocator_pool_addresses_used";
     /// Gauge `{role,namespace}`: our claims.
     pub const CLAIMS_TOTAL: &str = "capi_vip_allocator_claims_total";
@@ -172,6 +173,9 @@ pub mod metrics {
     pub const CLAIMS_PENDING: &str = "capi_vip_allocator_claims_pending";
     /// Gauge (no labels): control-plane hosts shared by two or more Clusters.
     pub const DUPLICATE_VIPS: &str = "capi_vip_allocator_duplicate_vips";
+    /// Gauge `{role,namespace}`: age in seconds of the oldest of our claims still waiting for an address.
+    pub const CLAIM_PENDING_OLDEST_SECONDS: &str =
+        "capi_vip_allocator_claim_pending_oldest_seconds";
     /// Counter `{cluster_class,result}`: reconciles by result (`success`, `error`, `skipped`).
     pub const RECONCILE_TOTAL: &str = "capi_vip_allocator_reconcile_total";
     /// Histogram `{cluster_class}`: reconcile wall time in seconds.
@@ -250,6 +254,7 @@ mod tests {
             m::CLAIMS_READY,
             m::CLAIMS_PENDING,
             m::DUPLICATE_VIPS,
+            m::CLAIM_PENDING_OLDEST_SECONDS,
             m::RECONCILE_TOTAL,
             m::RECONCILE_DURATION_SECONDS,
             m::RUNTIME_EXTENSION_REQUESTS_TOTAL,

@@ -111,6 +111,17 @@ async fn a_namespace_can_keep_its_clusters_off_the_global_pools() {
     assert!(note.contains("own"), "{note}");
     let c = env.clusters(&tenant).get("second").await.unwrap();
     assert_eq!(common::host(&c), "", "never a global address");
+    // The waiting claim's age and the namespaced pool's counters are on /metrics.
+    let pending = format!(
+        "capi_vip_allocator_claim_pending_oldest_seconds{{namespace=\"{tenant}\",role=\"control-plane\"}}"
+    );
+    let pool = format!(
+        "capi_vip_allocator_pool_addresses_free{{pool_name=\"own\",pool_namespace=\"{tenant}\"}} 0"
+    );
+    env.wait_metrics("the pending claim's age and the tenant pool", |t| {
+        t.contains(&pending) && t.contains(&pool)
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -407,6 +407,7 @@ impl SampleSource for Stores {
     }
 
     fn sample(&self) -> GaugeSample {
+        let now = jiff::Timestamp::now();
         let mut sample = GaugeSample {
             duplicate_vips: self.hosts.duplicated(),
             ..Default::default()
@@ -426,6 +427,7 @@ impl SampleSource for Stores {
             );
             sample.pools.push(PoolSample {
                 name: p.name.clone(),
+                namespace: p.namespace.clone().unwrap_or_default(),
                 total: p.total,
                 free: p.free,
                 used: p.used,
@@ -455,6 +457,16 @@ impl SampleSource for Stores {
                 .or_default();
             entry.0 += 1;
             entry.1 += u64::from(claim.address_ref.is_some());
+            // 0 while none of the namespace's claims of this role waits, so the series exists alongside the counts.
+            let age = match (&claim.address_ref, claim.created) {
+                (None, Some(created)) => now.duration_since(created).as_secs_f64().max(0.0),
+                _ => 0.0,
+            };
+            let oldest = sample
+                .pending_oldest
+                .entry((role.label().to_owned(), claim.namespace.clone()))
+                .or_insert(age);
+            *oldest = oldest.max(age);
         }
         sample
     }

@@ -202,6 +202,8 @@ fn prune<V: Collector>(
 pub struct PoolSample {
     /// Pool name.
     pub name: String,
+    /// Pool namespace (empty for a cluster-scoped pool).
+    pub namespace: String,
     /// `status.ipAddresses.{total,free,used}`.
     pub total: Option<i64>,
     /// Free.
@@ -221,6 +223,8 @@ pub struct GaugeSample {
     pub claims: BTreeMap<(String, String), (u64, u64)>,
     /// Control-plane hosts that two or more Clusters share.
     pub duplicate_vips: u64,
+    /// `(role, namespace)` → age in seconds of the oldest of our claims without an address.
+    pub pending_oldest: BTreeMap<(String, String), f64>,
 }
 
 /// A source of gauge samples (the controller's caches).
@@ -247,7 +251,7 @@ struct GaugeDef {
     labels: &'static [&'static str],
 }
 
-const GAUGES: [GaugeDef; 8] = [
+const GAUGES: [GaugeDef; 9] = [
     GaugeDef {
         name: m::POOLS_AVAILABLE,
         help: "Pools whose labels match a ClusterClass and role.",
@@ -256,17 +260,17 @@ const GAUGES: [GaugeDef; 8] = [
     GaugeDef {
         name: m::POOL_ADDRESSES_TOTAL,
         help: "Allocatable addresses of a pool (status.ipAddresses.total).",
-        labels: &["pool_name"],
+        labels: &["pool_name", "pool_namespace"],
     },
     GaugeDef {
         name: m::POOL_ADDRESSES_FREE,
         help: "Free addresses of a pool (status.ipAddresses.free).",
-        labels: &["pool_name"],
+        labels: &["pool_name", "pool_namespace"],
     },
     GaugeDef {
         name: m::POOL_ADDRESSES_USED,
         help: "Used addresses of a pool (status.ipAddresses.used).",
-        labels: &["pool_name"],
+        labels: &["pool_name", "pool_namespace"],
     },
     GaugeDef {
         name: m::CLAIMS_TOTAL,
@@ -287,6 +291,11 @@ const GAUGES: [GaugeDef; 8] = [
         name: m::DUPLICATE_VIPS,
         help: "Control-plane endpoint hosts shared by two or more Clusters (any namespace).",
         labels: &[],
+    },
+    GaugeDef {
+        name: m::CLAIM_PENDING_OLDEST_SECONDS,
+        help: "Age in seconds of the oldest IPAddressClaim made by the operator that still waits for an address.",
+        labels: &["role", "namespace"],
     },
 ];
 
@@ -336,7 +345,9 @@ impl Collector for CacheGauges {
         for p in &sample.pools {
             for (i, v) in [(1, p.total), (2, p.free), (3, p.used)] {
                 if let Some(v) = v {
-                    vecs[i].with_label_values(&[p.name.as_str()]).set(v as f64);
+                    vecs[i]
+                        .with_label_values(&[p.name.as_str(), p.namespace.as_str()])
+                        .set(v as f64);
                 }
             }
         }
@@ -351,6 +362,11 @@ impl Collector for CacheGauges {
         vecs[7]
             .with_label_values(&[] as &[&str])
             .set(sample.duplicate_vips as f64);
+        for ((role, ns), age) in &sample.pending_oldest {
+            vecs[8]
+                .with_label_values(&[role.as_str(), ns.as_str()])
+                .set(*age);
+        }
         vecs.iter().flat_map(|v| v.collect()).collect()
     }
 }
@@ -375,6 +391,7 @@ mod tests {
             .insert(("gold".into(), "control-plane".into()), 2);
         sample.pools.push(PoolSample {
             name: "p1".into(),
+            namespace: String::new(),
             total: Some(10),
             free: Some(7),
             used: Some(3),
@@ -382,6 +399,9 @@ mod tests {
         sample
             .claims
             .insert(("control-plane".into(), "ns".into()), (3, 2));
+        sample
+            .pending_oldest
+            .insert(("control-plane".into(), "ns".into()), 42.5);
         metrics
             .register_gauges(CacheGauges::new(Box::new(Fixed(sample))).unwrap())
             .unwrap();
@@ -391,9 +411,10 @@ mod tests {
         let text = metrics.render().unwrap();
         for line in [
             "capi_vip_allocator_pools_available{cluster_class=\"gold\",role=\"control-plane\"} 2",
-            "capi_vip_allocator_pool_addresses_total{pool_name=\"p1\"} 10",
-            "capi_vip_allocator_pool_addresses_free{pool_name=\"p1\"} 7",
-            "capi_vip_allocator_pool_addresses_used{pool_name=\"p1\"} 3",
+            "capi_vip_allocator_pool_addresses_total{pool_name=\"p1\",pool_namespace=\"\"} 10",
+            "capi_vip_allocator_pool_addresses_free{pool_name=\"p1\",pool_namespace=\"\"} 7",
+            "capi_vip_allocator_pool_addresses_used{pool_name=\"p1\",pool_namespace=\"\"} 3",
+            "capi_vip_allocator_claim_pending_oldest_seconds{namespace=\"ns\",role=\"control-plane\"} 42.5",
             "capi_vip_allocator_claims_total{namespace=\"ns\",role=\"control-plane\"} 3",
             "capi_vip_allocator_claims_ready{namespace=\"ns\",role=\"control-plane\"} 2",
             "capi_vip_allocator_claims_pending{namespace=\"ns\",role=\"control-plane\"} 1",
@@ -423,6 +444,7 @@ mod tests {
         let state = Arc::new(Mutex::new(GaugeSample::default()));
         state.lock().unwrap().pools.push(PoolSample {
             name: "gone".into(),
+            namespace: String::new(),
             total: Some(1),
             free: Some(1),
             used: Some(0),
