@@ -95,6 +95,9 @@ pub mod reasons {
     pub const VIP_RELEASED: &str = "VIPReleased";
     /// Warning: another Cluster (any namespace) has the same control-plane host.
     pub const DUPLICATE_VIP: &str = "DuplicateVIP";
+    /// Warning: a hand-set endpoint (host or ingress annotation) lies in a VIP pool's range but no IPAddress
+    /// reserves it: the IPAM provider may hand it to another Cluster.
+    pub const ENDPOINT_NOT_RESERVED: &str = "EndpointNotReserved";
     /// Warning: the claim of a VIP the Cluster uses was deleted; the address stayed reserved (our finalizer on its
     /// IPAddress) and the claim is recreated on the same address.
     pub const CLAIM_RESTORED: &str = "ClaimRestored";
@@ -114,6 +117,7 @@ pub mod reasons {
         VIP_RELEASED,
         DUPLICATE_VIP,
         CLAIM_RESTORED,
+        ENDPOINT_NOT_RESERVED,
     ];
 }
 

@@ -200,3 +200,108 @@ async fn the_readme_uninstall_command_releases_what_we_hold() {
         "the IPAM provider's own finalizer stays: {a:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_force_released_vip_is_reserved_again_while_its_pool_has_it_free() {
+    let env = Env::start(Profile::Capi112).await;
+    let ns = setup(&env, "forced").await;
+    let vip = cp_only_cluster(&env, &ns, "first").await;
+    env.wait_protected(&ns, "vip-cp-first").await;
+    // With the operator down, the claim is deleted and our finalizer removed by hand: the address is free.
+    let Env {
+        tb,
+        op,
+        client,
+        profile,
+        shapes,
+    } = env;
+    op.terminate().await;
+    let claims: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), &ns, &shapes.claim);
+    let addresses: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), &ns, &shapes.address);
+    claims
+        .delete("vip-cp-first", &DeleteParams::default())
+        .await
+        .expect("delete claim");
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let a = addresses.get_opt("vip-cp-first").await.unwrap();
+        match a {
+            Some(a) if a.metadata.deletion_timestamp.is_some() => {
+                let kept: Vec<String> = finalizers(&a)
+                    .into_iter()
+                    .filter(|f| f != FINALIZER)
+                    .collect();
+                addresses
+                    .patch(
+                        "vip-cp-first",
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(json!({"metadata": {"finalizers": kept}})),
+                    )
+                    .await
+                    .expect("remove our finalizer by hand");
+            }
+            None => break,
+            Some(_) => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the IPAddress never went"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let mut op = common::Operator::spawn(tb.kubeconfig_path(), &[]);
+    op.wait_ready().await;
+    let env = Env {
+        tb,
+        op,
+        client,
+        profile,
+        shapes,
+    };
+    let e = env.wait_event(&ns, "first", "VIPReleased").await;
+    assert!(
+        e.note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("reserved again"),
+        "{e:?}"
+    );
+    let claim = env
+        .wait_object(&env.claims(&ns), "vip-cp-first", "claim bound again", |c| {
+            c.data.pointer("/status/addressRef/name").is_some()
+        })
+        .await;
+    assert!(claim.metadata.deletion_timestamp.is_none());
+    let a = env.wait_protected(&ns, "vip-cp-first").await;
+    assert_eq!(address_of(&a), vip, "the same address, reserved again");
+    assert_ne!(cp_only_cluster(&env, &ns, "second").await, vip);
+}
+
+#[tokio::test]
+async fn a_hand_set_host_inside_a_pool_is_reported_unreserved() {
+    let env = Env::start(Profile::Capi112).await;
+    let ns = setup(&env, "unreserved").await;
+    for (name, host) in [("inside", "10.60.0.15"), ("outside", "192.168.7.7")] {
+        env.cluster_with(
+            &ns,
+            name,
+            json!({"annotations": {"vip.capi.gorizond.io/ingress-enabled": "false"}}),
+            json!({"topology": env.topology("gold", None, None),
+                   "controlPlaneEndpoint": {"host": host, "port": 6443}}),
+        )
+        .await;
+    }
+    let e = env.wait_event(&ns, "inside", "EndpointNotReserved").await;
+    assert!(
+        e.note.as_deref().unwrap_or_default().contains("cp-pool"),
+        "{e:?}"
+    );
+    env.wait_event(&ns, "outside", "ManualEndpoint").await;
+    assert!(env
+        .events(&ns, "outside", "EndpointNotReserved")
+        .await
+        .is_empty());
+}

@@ -216,6 +216,13 @@ pub struct PoolView {
     pub used: Option<i64>,
     /// Being deleted.
     pub deleting: bool,
+    /// What the pool can hand out, read from an in-cluster pool `spec` (`None` when it has no such spec or it
+    /// cannot be read).
+    pub addresses: Option<crate::plan::ranges::AddressSet>,
+    /// `spec.prefix`.
+    pub prefix: Option<i64>,
+    /// `spec.gateway`, when set.
+    pub gateway: Option<String>,
 }
 
 impl PoolView {
@@ -238,6 +245,10 @@ impl PoolView {
             free: count("free"),
             used: count("used"),
             deleting: meta.deletion_timestamp.is_some(),
+            addresses: at(&obj.data, &["spec"])
+                .and_then(|spec| crate::plan::ranges::AddressSet::of_pool_spec(spec).ok()),
+            prefix: at(&obj.data, &["spec", "prefix"]).and_then(Value::as_i64),
+            gateway: str_at(&obj.data, &["spec", "gateway"]).filter(|g| !g.is_empty()),
         })
     }
 

@@ -36,10 +36,15 @@ fn parse_address(obj: &DynamicObject) -> Option<AddressEntry> {
     }))
 }
 
+/// The index of the IPAddress cache: the address, canonically spelled.
+fn address_ip(entry: &AddressEntry) -> Option<String> {
+    entry.as_ref().ok().map(|a| a.address.to_string())
+}
+
 /// Why a pool's `spec.addresses` cannot be allocated from, if it cannot: each entry must be an IP address, a
-/// `first-last` range or a CIDR, all of one family, and there must be at least one.
+/// `first-last` range or a CIDR, all of one family, and there must be at least one (read as the provider reads
+/// them: `plan::ranges`).
 pub fn pool_addresses_problem(pool: &DynamicObject) -> Option<String> {
-    use std::net::IpAddr;
     let Some(entries) = pool
         .data
         .pointer("/spec/addresses")
@@ -47,35 +52,11 @@ pub fn pool_addresses_problem(pool: &DynamicObject) -> Option<String> {
     else {
         return Some("spec.addresses is missing".to_owned());
     };
-    if entries.is_empty() {
-        return Some("spec.addresses is empty".to_owned());
+    if let Some(entry) = entries.iter().find(|e| !e.is_string()) {
+        return Some(format!("entry {entry} is not a string"));
     }
-    let mut v4 = false;
-    let mut v6 = false;
-    for entry in entries {
-        let Some(text) = entry.as_str().map(str::trim) else {
-            return Some(format!("entry {entry} is not a string"));
-        };
-        let first: IpAddr = if let Some((a, b)) = text.split_once('-') {
-            match (a.trim().parse::<IpAddr>(), b.trim().parse::<IpAddr>()) {
-                (Ok(a), Ok(b)) if a.is_ipv4() == b.is_ipv4() && a <= b => a,
-                _ => return Some(format!("{text:?} is not a valid address range")),
-            }
-        } else if text.contains('/') {
-            match text.parse::<ipnet::IpNet>() {
-                Ok(net) => net.addr(),
-                Err(_) => return Some(format!("{text:?} is not a valid CIDR")),
-            }
-        } else {
-            match text.parse::<IpAddr>() {
-                Ok(ip) => ip,
-                Err(_) => return Some(format!("{text:?} is not an IP address")),
-            }
-        };
-        v4 |= first.is_ipv4();
-        v6 |= first.is_ipv6();
-    }
-    (v4 && v6).then(|| "spec.addresses mixes IPv4 and IPv6".to_owned())
+    let spec = pool.data.get("spec")?;
+    crate::plan::ranges::AddressSet::of_pool_spec(spec).err()
 }
 
 /// Read handles of every cache.
@@ -127,7 +108,7 @@ impl Stores {
             clusters: w(&shapes.cluster),
             classes: w(&shapes.cluster_class),
             claims: ViewCache::new(parse_claim),
-            addresses: ViewCache::new(parse_address),
+            addresses: ViewCache::new(parse_address).with_index(address_ip),
             pools: w(&shapes.global_pool),
             ns_pools: w(&shapes.pool),
         };
@@ -269,12 +250,23 @@ impl Stores {
                     .get(&cluster.namespace, name)
                     .and_then(|e| e.as_ref().as_ref().ok().cloned())
             };
+            let same_ip = crate::plan::holds::in_use(&cluster, role)
+                .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+                .map(|ip| {
+                    self.addresses
+                        .indexed(&ip.to_string())
+                        .iter()
+                        .filter_map(|e| e.as_ref().as_ref().ok().cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
             RoleInputs {
                 claim,
                 address,
                 address_problem,
                 named: view(&role.claim_name(&cluster.name)),
                 holder: view(&role.holder_name(&cluster.name)),
+                same_ip,
             }
         };
         let same_host = self
@@ -553,6 +545,9 @@ mod tests {
             free: Some(5),
             used: Some(5),
             deleting: false,
+            addresses: None,
+            prefix: None,
+            gateway: None,
         };
         let before = PoolSignature::of(&p);
         p.free = Some(4);

@@ -19,6 +19,34 @@ struct State<V> {
     /// A relist in progress.
     relist: Option<HashMap<Key, Arc<V>>>,
     ready: bool,
+    /// Secondary index: `index(view)` → the keys of the views with that value (kept with `items`).
+    by: HashMap<String, Vec<Key>>,
+}
+
+impl<V> State<V> {
+    fn unindex(&mut self, index: Option<fn(&V) -> Option<String>>, key: &Key) {
+        let (Some(index), Some(old)) = (index, self.items.get(key)) else {
+            return;
+        };
+        if let Some(v) = index(old) {
+            if let Some(keys) = self.by.get_mut(&v) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    self.by.remove(&v);
+                }
+            }
+        }
+    }
+
+    fn reindex(&mut self, index: Option<fn(&V) -> Option<String>>) {
+        self.by.clear();
+        let Some(index) = index else { return };
+        for (key, v) in &self.items {
+            if let Some(value) = index(v) {
+                self.by.entry(value).or_default().push(key.clone());
+            }
+        }
+    }
 }
 
 /// Parsed views by namespace/name; cheap to clone (shared).
@@ -26,6 +54,7 @@ struct State<V> {
 pub struct ViewCache<V> {
     state: Arc<RwLock<State<V>>>,
     parse: fn(&DynamicObject) -> Option<V>,
+    index: Option<fn(&V) -> Option<String>>,
 }
 
 impl<V> Clone for ViewCache<V> {
@@ -33,6 +62,7 @@ impl<V> Clone for ViewCache<V> {
         Self {
             state: self.state.clone(),
             parse: self.parse,
+            index: self.index,
         }
     }
 }
@@ -51,9 +81,28 @@ impl<V> ViewCache<V> {
                 items: HashMap::new(),
                 relist: None,
                 ready: false,
+                by: HashMap::new(),
             })),
             parse,
+            index: None,
         }
+    }
+
+    /// The same cache, also indexed by `index(view)` (see [`Self::indexed`]).
+    pub fn with_index(mut self, index: fn(&V) -> Option<String>) -> Self {
+        self.index = Some(index);
+        self
+    }
+
+    /// The views whose index value is `value`.
+    pub fn indexed(&self, value: &str) -> Vec<Arc<V>> {
+        let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        st.by
+            .get(value)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| st.items.get(k).cloned())
+            .collect()
     }
 
     /// Applies one watcher event.
@@ -62,14 +111,21 @@ impl<V> ViewCache<V> {
         match event {
             watcher::Event::Apply(obj) => {
                 if let Some(key) = key_of(obj) {
+                    st.unindex(self.index, &key);
                     match (self.parse)(obj) {
-                        Some(v) => st.items.insert(key, Arc::new(v)),
+                        Some(v) => {
+                            if let Some(value) = self.index.and_then(|index| index(&v)) {
+                                st.by.entry(value).or_default().push(key.clone());
+                            }
+                            st.items.insert(key, Arc::new(v))
+                        }
                         None => st.items.remove(&key),
                     };
                 }
             }
             watcher::Event::Delete(obj) => {
                 if let Some(key) = key_of(obj) {
+                    st.unindex(self.index, &key);
                     st.items.remove(&key);
                 }
             }
@@ -85,6 +141,7 @@ impl<V> ViewCache<V> {
                 if let Some(mut fresh) = st.relist.take() {
                     fresh.shrink_to_fit();
                     st.items = fresh;
+                    st.reindex(self.index);
                 }
                 st.ready = true;
             }
@@ -193,5 +250,28 @@ mod tests {
         c.apply(&watcher::Event::InitApply(obj("a", "y", -1)));
         c.apply(&watcher::Event::InitDone);
         assert!(c.state().is_empty());
+    }
+
+    #[test]
+    fn the_index_follows_applies_deletes_and_relists() {
+        let c = ViewCache::new(value).with_index(|v: &i64| Some((v % 2).to_string()));
+        c.apply(&watcher::Event::Apply(obj("a", "x", 1)));
+        c.apply(&watcher::Event::Apply(obj("a", "y", 3)));
+        c.apply(&watcher::Event::Apply(obj("a", "z", 4)));
+        let odd = |c: &ViewCache<i64>| {
+            let mut v: Vec<i64> = c.indexed("1").iter().map(|v| **v).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(odd(&c), vec![1, 3]);
+        c.apply(&watcher::Event::Apply(obj("a", "y", 6)));
+        assert_eq!(odd(&c), vec![1], "a changed value leaves its old entry");
+        c.apply(&watcher::Event::Delete(obj("a", "x", 1)));
+        assert!(odd(&c).is_empty());
+        c.apply(&watcher::Event::Init);
+        c.apply(&watcher::Event::InitApply(obj("a", "w", 5)));
+        c.apply(&watcher::Event::InitDone);
+        assert_eq!(odd(&c), vec![5], "a relist rebuilds the index");
+        assert_eq!(c.indexed("0").len(), 0);
     }
 }

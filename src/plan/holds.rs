@@ -16,7 +16,7 @@
 
 use super::{NewAddress, Plan, Report, Role, Severity, Snapshot, Step};
 use crate::{
-    api::{AddressView, ClusterView},
+    api::{AddressView, ClusterView, PoolRef, PoolView},
     names::{reasons, ANNOTATION_INGRESS_VIP, FINALIZER_ADDRESS_PROTECTION},
 };
 
@@ -206,4 +206,92 @@ pub fn release_orphan(
         name: address.name.clone(),
         delete: !address.deleting && !claim_alive && !address.claim_owned,
     })
+}
+
+/// Whether `a` is an IPAddress of pool `p`.
+fn of_pool(a: &AddressView, p: &PoolView) -> bool {
+    a.pool_ref
+        .as_ref()
+        .is_some_and(|r| r.kind == p.kind && r.name == p.name)
+        && p.namespace.as_ref().is_none_or(|ns| *ns == a.namespace)
+}
+
+/// `namespace/name` of a namespaced pool, else its name.
+pub(super) fn pool_label(p: &PoolView) -> String {
+    match &p.namespace {
+        Some(ns) => format!("{ns}/{}", p.name),
+        None => p.name.clone(),
+    }
+}
+
+/// The pools this Cluster sees whose range holds `written` while no IPAddress of theirs reserves it: the IPAM
+/// provider may hand the address to another claim.
+pub(super) fn unreserved_in<'a>(
+    snap: &'a Snapshot,
+    role: Role,
+    written: &str,
+) -> Vec<&'a PoolView> {
+    let Ok(ip) = written.trim().parse::<std::net::IpAddr>() else {
+        return Vec::new();
+    };
+    let held = &snap.inputs(role).same_ip;
+    snap.pools
+        .iter()
+        .filter(|p| !p.deleting && p.addresses.as_ref().is_some_and(|a| a.contains(ip)))
+        .filter(|p| !held.iter().any(|a| of_pool(a, p)))
+        .collect()
+}
+
+/// A VIP whose address went back to its pool by force (our finalizer removed by hand, the IPAddress deleted): the
+/// steps that reserve it again, when a pool serving the Cluster (the candidates first, then any pool it sees) holds
+/// it and nothing reserves it there; else why not.
+pub(super) fn rereserve(snap: &Snapshot, role: Role, written: &str) -> Result<Vec<Step>, String> {
+    let ip: std::net::IpAddr = written
+        .trim()
+        .parse()
+        .map_err(|_| format!("{written:?} is not an IP address"))?;
+    let held = &snap.inputs(role).same_ip;
+    if let Some(other) = held.first() {
+        return Err(format!(
+            "IPAddress {}/{} already holds it",
+            other.namespace, other.name
+        ));
+    }
+    let class = snap
+        .cluster
+        .class
+        .as_ref()
+        .map(|c| c.name.as_str())
+        .unwrap_or_default();
+    let candidates =
+        super::pools::candidates(&snap.pools, &snap.cluster.namespace, class, role.label());
+    let pool = candidates
+        .into_iter()
+        .chain(snap.pools.iter())
+        .find(|p| !p.deleting && p.addresses.as_ref().is_some_and(|a| a.contains(ip)))
+        .ok_or_else(|| "no pool this Cluster sees holds it".to_owned())?;
+    let claim = role.claim_name(&snap.cluster.name);
+    let pool_ref = PoolRef {
+        api_group: crate::names::IPAM_GROUP.to_owned(),
+        kind: pool.kind.clone(),
+        name: pool.name.clone(),
+    };
+    Ok(vec![
+        Step::CreateAddress {
+            role,
+            address: NewAddress {
+                name: claim.clone(),
+                claim: claim.clone(),
+                address: ip.to_string(),
+                prefix: pool.prefix.unwrap_or(if ip.is_ipv4() { 32 } else { 128 }),
+                gateway: pool.gateway.clone(),
+                pool: pool_ref.clone(),
+            },
+        },
+        Step::CreateClaim {
+            role,
+            name: claim,
+            pool: pool_ref,
+        },
+    ])
 }

@@ -5,6 +5,7 @@ pub mod holds;
 pub mod labels;
 pub mod patch;
 pub mod pools;
+pub mod ranges;
 mod rules;
 
 #[cfg(test)]
@@ -113,6 +114,9 @@ pub struct RoleInputs {
     pub named: Option<AddressView>,
     /// Our temporary IPAddress `<claim name>-held`, if it exists.
     pub holder: Option<AddressView>,
+    /// Every IPAddress (any namespace, any pool) holding the address the Cluster uses for this role (its host, or
+    /// its ingress annotation): who reserved it, if anyone.
+    pub same_ip: Vec<AddressView>,
 }
 
 /// Everything the rules look at for one Cluster.

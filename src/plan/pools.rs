@@ -104,6 +104,9 @@ mod tests {
             free,
             used: Some(1),
             deleting: false,
+            addresses: None,
+            prefix: None,
+            gateway: None,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::{
     api::{AddressView, ClaimView, PoolRef, PoolView},
     names::{
         reasons, ANNOTATION_DELETE_FOR_MOVE, ANNOTATION_INGRESS_ENABLED, ANNOTATION_INGRESS_VIP,
-        IPAM_GROUP,
+        FINALIZER_ADDRESS_PROTECTION, IPAM_GROUP,
     },
 };
 
@@ -262,10 +262,25 @@ fn judge_written<'a>(snap: &'a Snapshot, role: Role, written: &str) -> Written<'
         return Written::Manual;
     }
     match inputs.claim.as_ref() {
-        None => Written::Released(format!(
-            "IPAddressClaim {claim_name}, which holds {written} for this Cluster, was deleted; the IPAM provider may \
-             give {written} to another Cluster. Keep the claims of running Clusters (the address stays in use here)"
-        )),
+        None => {
+            let lost = format!(
+                "IPAddressClaim {claim_name}, which holds {written} for this Cluster, was deleted and its IPAddress \
+                 released by force (finalizer {FINALIZER_ADDRESS_PROTECTION} removed)"
+            );
+            match super::holds::rereserve(snap, role, written) {
+                Ok(steps) => Written::Restore(
+                    steps,
+                    Some(released_report(
+                        role,
+                        format!("{lost}; {written} was still free in its pool and is reserved again for this Cluster"),
+                    )),
+                ),
+                Err(why) => Written::Released(format!(
+                    "{lost}; it cannot be reserved again ({why}): the IPAM provider may give {written} to another \
+                     Cluster. Keep the claims of running Clusters"
+                )),
+            }
+        }
         // Being deleted, pending or waiting for its IPAddress: nothing is decided about the address yet.
         Some(c) => match vip_of(snap, role, c).filter(|_| !c.deleting) {
             Some(other) => Written::Released(format!(
@@ -292,21 +307,27 @@ fn restored(steps: Vec<Step>, report: Option<Report>, out: &mut Plan) {
     out.reports.extend(report);
 }
 
-fn released(role: Role, note: String, out: &mut Plan) {
-    out.reports.push(Report {
+fn released_report(role: Role, note: String) -> Report {
+    Report {
         role,
         severity: Severity::Warning,
         reason: reasons::VIP_RELEASED,
         note,
         is_error: true,
-    });
+    }
+}
+
+fn released(role: Role, note: String, out: &mut Plan) {
+    out.reports.push(released_report(role, note));
 }
 
 /// A VIP set by hand (or by another controller): our pending claim is withdrawn so no address is burned, a bound one
 /// is kept and named (its address may still be in use somewhere; the user decides), and a Normal `ManualEndpoint`
 /// says so.
 fn manual(
+    snap: &Snapshot,
     role: Role,
+    written: &str,
     mut note: String,
     our_claim: Option<&ClaimView>,
     our_vip: Option<&str>,
@@ -324,6 +345,26 @@ fn manual(
             our_vip.unwrap_or("its address")
         )),
         None => {}
+    }
+    let unreserved = super::holds::unreserved_in(snap, role, written);
+    if !unreserved.is_empty() {
+        let pools: Vec<String> = unreserved
+            .iter()
+            .map(|p| super::holds::pool_label(p))
+            .collect();
+        out.reports.push(Report {
+            role,
+            severity: Severity::Warning,
+            reason: reasons::ENDPOINT_NOT_RESERVED,
+            note: format!(
+                "{note}; {written} lies in the range of pool {} but no IPAddress reserves it there: the IPAM \
+                 provider may hand it to another Cluster. Add it to the pool's spec.excludedAddresses, or use an \
+                 address outside every pool",
+                pools.join(", ")
+            ),
+            is_error: true,
+        });
+        return;
     }
     out.reports.push(Report {
         role,
@@ -377,7 +418,9 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
                 .push((role.variable().to_owned(), json!(host)));
         }
         manual(
+            snap,
             role,
+            &host,
             format!("spec.controlPlaneEndpoint.host is already {host}; no VIP is claimed"),
             our_claim,
             our_vip.as_deref(),
@@ -441,7 +484,9 @@ fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
                     .push((role.variable().to_owned(), json!(current)));
             }
             manual(
+                snap,
                 role,
+                &current,
                 format!(
                     "annotation {ANNOTATION_INGRESS_VIP} is already {current}; no {} VIP is claimed",
                     role.label()

@@ -55,6 +55,9 @@ pub(crate) fn pool(name: &str, roles: &str, free: Option<i64>) -> PoolView {
         free,
         used: Some(0),
         deleting: false,
+        addresses: None,
+        prefix: None,
+        gateway: None,
     }
 }
 
@@ -1402,5 +1405,96 @@ fn orphaned_addresses_are_released_only_when_their_cluster_is_gone_or_going() {
         holds::release_orphan(&address(Role::ControlPlane, "10.0.0.5"), None, false),
         None,
         "not ours"
+    );
+}
+
+/// `cp-pool` with the range 10.0.0.2–10.0.0.254 (what the IPAM provider hands out).
+fn with_cp_range(s: &mut Snapshot) {
+    let p = s.pools.iter_mut().find(|p| p.name == "cp-pool").unwrap();
+    p.addresses = Some(
+        ranges::AddressSet::of_pool_spec(
+            &json!({"addresses": ["10.0.0.0/24"], "prefix": 24, "gateway": "10.0.0.1"}),
+        )
+        .unwrap(),
+    );
+    p.prefix = Some(24);
+    p.gateway = Some("10.0.0.1".into());
+}
+
+#[test]
+fn a_hand_set_host_inside_a_pool_that_nothing_reserves_is_a_warning() {
+    let manual = |host: &str| {
+        let mut c = cluster_json();
+        c["spec"]["controlPlaneEndpoint"] = json!({"host": host, "port": 6443});
+        c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_ENABLED: "false"});
+        let mut s = snap(c);
+        with_cp_range(&mut s);
+        s
+    };
+    let p = plan(&manual("10.0.0.77"));
+    assert_eq!(reasons_of(&p), vec!["EndpointNotReserved"]);
+    assert!(
+        p.reports[0].note.contains("cp-pool") && p.reports[0].is_error,
+        "{:?}",
+        p.reports
+    );
+    assert!(p.steps.is_empty(), "nothing is claimed for a hand-set host");
+    // Reserved there (an IPAddress of that pool holds it): only the manual endpoint is told.
+    let mut s = manual("10.0.0.77");
+    let mut reserved = address(Role::ControlPlane, "10.0.0.77");
+    reserved.name = "someone-else".into();
+    s.control_plane.same_ip = vec![reserved];
+    assert_eq!(reasons_of(&plan(&s)), vec!["ManualEndpoint"]);
+    // Outside every pool, or the gateway (never handed out): a manual endpoint.
+    assert_eq!(
+        reasons_of(&plan(&manual("192.168.1.1"))),
+        vec!["ManualEndpoint"]
+    );
+    assert_eq!(
+        reasons_of(&plan(&manual("10.0.0.1"))),
+        vec!["ManualEndpoint"]
+    );
+}
+
+#[test]
+fn a_force_released_vip_still_free_in_its_pool_is_reserved_again() {
+    let mut s = claim_deleted_while_held();
+    s.control_plane.named = None;
+    with_cp_range(&mut s);
+    let p = plan(&s);
+    assert_eq!(
+        reasons_of(&p),
+        vec!["VIPReleased"],
+        "still told: the address was free for a while"
+    );
+    assert!(
+        p.reports[0].note.contains("reserved again"),
+        "{}",
+        p.reports[0].note
+    );
+    assert_eq!(
+        p.steps,
+        vec![
+            Step::CreateAddress {
+                role: Role::ControlPlane,
+                address: new_address("vip-cp-c1")
+            },
+            Step::CreateClaim {
+                role: Role::ControlPlane,
+                name: "vip-cp-c1".into(),
+                pool: new_address("x").pool
+            },
+        ]
+    );
+    // Taken meanwhile by someone else: told, never reserved twice.
+    let mut taken = address(Role::ControlPlane, "10.0.0.5");
+    taken.name = "vip-cp-other".into();
+    s.control_plane.same_ip = vec![taken];
+    let p = plan(&s);
+    assert!(p.steps.is_empty(), "{p:?}");
+    assert!(
+        p.reports[0].note.contains("vip-cp-other"),
+        "{}",
+        p.reports[0].note
     );
 }
