@@ -98,6 +98,9 @@ pub mod reasons {
     /// Warning: a hand-set endpoint (host or ingress annotation) lies in a VIP pool's range but no IPAddress
     /// reserves it: the IPAM provider may hand it to another Cluster.
     pub const ENDPOINT_NOT_RESERVED: &str = "EndpointNotReserved";
+    /// Warning (on a pool): two pools that serve VIPs share addresses; the IPAM provider keeps addresses unique only
+    /// within one pool.
+    pub const POOL_OVERLAP: &str = "PoolOverlap";
     /// Warning: the claim of a VIP the Cluster uses was deleted; the address stayed reserved (our finalizer on its
     /// IPAddress) and the claim is recreated on the same address.
     pub const CLAIM_RESTORED: &str = "ClaimRestored";
@@ -118,6 +121,7 @@ pub mod reasons {
         DUPLICATE_VIP,
         CLAIM_RESTORED,
         ENDPOINT_NOT_RESERVED,
+        POOL_OVERLAP,
     ];
 }
 
@@ -177,6 +181,8 @@ pub mod metrics {
     pub const CLAIMS_PENDING: &str = "capi_vip_allocator_claims_pending";
     /// Gauge (no labels): control-plane hosts shared by two or more Clusters.
     pub const DUPLICATE_VIPS: &str = "capi_vip_allocator_duplicate_vips";
+    /// Gauge (no labels): pools serving VIPs that share addresses with another such pool.
+    pub const OVERLAPPING_POOLS: &str = "capi_vip_allocator_overlapping_pools";
     /// Gauge `{role,namespace}`: age in seconds of the oldest of our claims still waiting for an address.
     pub const CLAIM_PENDING_OLDEST_SECONDS: &str =
         "capi_vip_allocator_claim_pending_oldest_seconds";
@@ -259,6 +265,7 @@ mod tests {
             m::CLAIMS_PENDING,
             m::DUPLICATE_VIPS,
             m::CLAIM_PENDING_OLDEST_SECONDS,
+            m::OVERLAPPING_POOLS,
             m::RECONCILE_TOTAL,
             m::RECONCILE_DURATION_SECONDS,
             m::RUNTIME_EXTENSION_REQUESTS_TOTAL,

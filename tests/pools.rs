@@ -150,3 +150,59 @@ async fn every_exhausted_candidate_is_named() {
         "in order: {note}"
     );
 }
+
+#[tokio::test]
+async fn overlapping_vip_pools_are_told_on_each_pool_and_counted() {
+    let env = Env::start(Profile::Capi112).await;
+    env.pool("ov-a", &["10.73.0.10-10.73.0.20"], 24, "gold", CP)
+        .await;
+    env.pool("ov-b", &["10.73.0.0/24"], 24, "silver", "ingress")
+        .await;
+    env.pool("ov-c", &["10.73.1.10-10.73.1.20"], 24, "gold", CP)
+        .await;
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.client.clone(), "default");
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let list = events.list(&Default::default()).await.unwrap().items;
+        let on = |pool: &str| {
+            list.iter().find(|e| {
+                e.reason.as_deref() == Some("PoolOverlap")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pool)
+            })
+        };
+        if let (Some(a), Some(b)) = (on("ov-a"), on("ov-b")) {
+            let (a, b) = (
+                a.note.clone().unwrap_or_default(),
+                b.note.clone().unwrap_or_default(),
+            );
+            assert!(a.contains("ov-b (from 10.73.0.10)"), "{a}");
+            assert!(b.contains("ov-a (from 10.73.0.10)"), "{b}");
+            assert!(on("ov-c").is_none(), "a disjoint pool is not told");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no PoolOverlap Events: {list:#?}\n{}",
+            env.op.diagnostics().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    env.wait_metrics("two overlapping pools", |t| {
+        t.contains("capi_vip_allocator_overlapping_pools 2")
+    })
+    .await;
+    // Made disjoint: the gauge goes back to 0.
+    env.pools()
+        .patch(
+            "ov-b",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"addresses": ["10.73.0.100-10.73.0.200"]}})),
+        )
+        .await
+        .unwrap();
+    env.wait_metrics("no overlap", |t| {
+        t.contains("capi_vip_allocator_overlapping_pools 0")
+    })
+    .await;
+}

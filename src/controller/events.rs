@@ -54,6 +54,16 @@ pub struct Publisher {
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
+/// The namespace an Event about `notice.regarding` lives in: the object's, or `default` for a cluster-scoped one.
+fn event_namespace(notice: &Notice<'_>) -> String {
+    notice
+        .regarding
+        .namespace
+        .clone()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".to_owned())
+}
+
 /// What one Event says about one object.
 #[derive(Debug, Clone)]
 pub struct Notice<'a> {
@@ -105,13 +115,14 @@ impl Publisher {
         });
     }
 
-    /// Creates the Event in the namespace of the object it is about.
+    /// Creates the Event in the namespace of the object it is about (`default` for a cluster-scoped object, as
+    /// client-go's recorder does).
     pub async fn publish(
         &self,
         notice: Notice<'_>,
         now: jiff::Timestamp,
     ) -> Result<(), kube::Error> {
-        let namespace = notice.regarding.namespace.clone().unwrap_or_default();
+        let namespace = event_namespace(&notice);
         let event = self.build(notice, now);
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         api.create(
@@ -132,7 +143,7 @@ impl Publisher {
         Event {
             metadata: ObjectMeta {
                 name: Some(event_name(object, suffix)),
-                namespace: notice.regarding.namespace.clone(),
+                namespace: Some(event_namespace(&notice)),
                 ..Default::default()
             },
             event_time: Some(MicroTime(now)),

@@ -8,6 +8,7 @@ pub mod health;
 pub mod hosts;
 pub mod memory;
 pub mod orphans;
+pub mod pool_check;
 pub mod stores;
 mod triggers;
 pub mod trim;
@@ -106,6 +107,8 @@ pub struct Context {
     pub trimmer: trim::Trimmer,
     /// IPAddresses our finalizer may hold for Clusters that are gone, offered to the leader's releaser.
     pub orphans: orphans::Orphans,
+    /// Rung on every pool event: the leader's overlap checker looks again.
+    pub pool_check: pool_check::PoolCheck,
 }
 
 /// The reconcile: gather → plan → act → report.
@@ -314,6 +317,7 @@ pub async fn run(
         memory: Memory::default(),
         trimmer: trim::Trimmer::default(),
         orphans: orphans::Orphans::default(),
+        pool_check: pool_check::PoolCheck::default(),
     });
     let trim_stop = shutdown.child_token();
     let trimming = ctx.trimmer.clone().run(trim_stop.clone());
@@ -520,21 +524,11 @@ async fn term(
         }))
     });
     let mut releaser = health::AbortOnDrop(tokio::spawn(orphans::run(ctx.clone(), stop.clone())));
+    let mut checker = health::AbortOnDrop(tokio::spawn(pool_check::run(ctx.clone(), stop.clone())));
     let ended = tokio::select! {
         r = &mut task.0 => Some(r),
-        r = &mut releaser.0 => {
-            if !stop.is_cancelled() {
-                if let Ok(mut s) = slot.lock() {
-                    *s = None;
-                }
-                let why = match r {
-                    Ok(()) => "it ended".to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                return Err(Stopped::Reconciler(format!("the IPAddress releaser stopped: {why}")));
-            }
-            None
-        }
+        r = &mut checker.0 => side_task_ended(&stop, slot, "the pool overlap checker", r)?,
+        r = &mut releaser.0 => side_task_ended(&stop, slot, "the IPAddress releaser", r)?,
         _ = stop.cancelled() => None,
     };
     if let Ok(mut s) = slot.lock() {
@@ -566,6 +560,27 @@ async fn term(
     };
     health.reconciler_progressed();
     result
+}
+
+/// A term's side task (releaser, overlap checker) ended: fine when the term is stopping, else the term fails (and the
+/// process exits, so the Deployment restarts it).
+fn side_task_ended(
+    stop: &CancellationToken,
+    slot: &RequestSlot,
+    what: &str,
+    r: Result<(), tokio::task::JoinError>,
+) -> Result<Option<Result<(), tokio::task::JoinError>>, Stopped> {
+    if stop.is_cancelled() {
+        return Ok(None);
+    }
+    if let Ok(mut s) = slot.lock() {
+        *s = None;
+    }
+    let why = match r {
+        Ok(()) => "it ended".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(Stopped::Reconciler(format!("{what} stopped: {why}")))
 }
 
 /// Runs the reconcile on the multi-threaded runtime, bounded by `deadline`. A panic becomes a stale-cache error

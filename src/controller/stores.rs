@@ -405,6 +405,7 @@ impl SampleSource for Stores {
             ..Default::default()
         };
         let pools = self.pool_views();
+        sample.overlapping_pools = crate::plan::ranges::overlaps(&pools).len() as u64;
         let mut classes: BTreeSet<String> = self
             .classes
             .state()

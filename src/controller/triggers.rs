@@ -415,7 +415,10 @@ fn pool_trigger(
             stream::iter(objs.into_iter().map(Ok))
         })
         .try_flatten();
+    let pool_check = ctx.pool_check.clone();
     trigger_with(pools, move |(o, deleted): (DynamicObject, bool)| {
+        // Any change (addresses included) may make or end an overlap.
+        pool_check.poke();
         let Ok(pool) = PoolView::parse(&kind, &o) else {
             return Vec::new();
         };

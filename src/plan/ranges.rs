@@ -200,6 +200,39 @@ impl AddressSet {
     }
 }
 
+/// Pools that serve VIPs (they carry the class label) and share addresses with another such pool: for each pool
+/// (`namespace/name` or `name`), the others it overlaps, with the first shared address. The in-cluster provider only
+/// keeps addresses unique within one pool, so two overlapping pools can hand one address to two Clusters. Pools are
+/// few: every pair is compared.
+pub fn overlaps(
+    pools: &[crate::api::PoolView],
+) -> std::collections::BTreeMap<String, Vec<(String, IpAddr)>> {
+    let vip_pools: Vec<(String, &AddressSet)> = pools
+        .iter()
+        .filter(|p| !p.deleting && p.labels.contains_key(crate::names::LABEL_CLUSTER_CLASS))
+        .filter_map(|p| {
+            let key = match &p.namespace {
+                Some(ns) => format!("{ns}/{}", p.name),
+                None => p.name.clone(),
+            };
+            p.addresses.as_ref().map(|a| (key, a))
+        })
+        .collect();
+    let mut out: std::collections::BTreeMap<String, Vec<(String, IpAddr)>> = Default::default();
+    for (i, (a, sa)) in vip_pools.iter().enumerate() {
+        for (b, sb) in &vip_pools[i + 1..] {
+            if let Some(shared) = sa.first_shared(sb) {
+                out.entry(a.clone()).or_default().push((b.clone(), shared));
+                out.entry(b.clone()).or_default().push((a.clone(), shared));
+            }
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +303,47 @@ mod tests {
         assert_eq!(b.first_shared(&a), Some("10.0.0.15".parse().unwrap()));
         assert_eq!(a.first_shared(&c), None);
         assert_eq!(a.first_shared(&v6), None);
+    }
+
+    #[test]
+    fn overlapping_vip_pools_name_each_other() {
+        let pool = |name: &str, addresses: &str, vip: bool| {
+            let mut labels = std::collections::BTreeMap::new();
+            if vip {
+                labels.insert(
+                    crate::names::LABEL_CLUSTER_CLASS.to_owned(),
+                    "gold".to_owned(),
+                );
+            }
+            crate::api::PoolView {
+                kind: "GlobalInClusterIPPool".into(),
+                name: name.into(),
+                namespace: None,
+                labels,
+                annotations: Default::default(),
+                total: None,
+                free: None,
+                used: None,
+                deleting: false,
+                addresses: Some(set(json!({"addresses": [addresses], "prefix": 24}))),
+                prefix: Some(24),
+                gateway: None,
+            }
+        };
+        let o = overlaps(&[
+            pool("a", "10.0.0.10-10.0.0.20", true),
+            pool("b", "10.0.0.20-10.0.0.30", true),
+            pool("c", "10.0.0.40-10.0.0.50", true),
+            pool("workers", "10.0.0.0/24", false),
+        ]);
+        let first: IpAddr = "10.0.0.20".parse().unwrap();
+        assert_eq!(o.get("a"), Some(&vec![("b".to_owned(), first)]));
+        assert_eq!(o.get("b"), Some(&vec![("a".to_owned(), first)]));
+        assert!(!o.contains_key("c"), "disjoint");
+        assert!(
+            !o.contains_key("workers"),
+            "only pools that serve VIPs are compared"
+        );
     }
 
     #[test]

@@ -225,6 +225,8 @@ pub struct GaugeSample {
     pub duplicate_vips: u64,
     /// `(role, namespace)` → age in seconds of the oldest of our claims without an address.
     pub pending_oldest: BTreeMap<(String, String), f64>,
+    /// Pools serving VIPs that share addresses with another such pool.
+    pub overlapping_pools: u64,
 }
 
 /// A source of gauge samples (the controller's caches).
@@ -251,7 +253,7 @@ struct GaugeDef {
     labels: &'static [&'static str],
 }
 
-const GAUGES: [GaugeDef; 9] = [
+const GAUGES: [GaugeDef; 10] = [
     GaugeDef {
         name: m::POOLS_AVAILABLE,
         help: "Pools whose labels match a ClusterClass and role.",
@@ -296,6 +298,11 @@ const GAUGES: [GaugeDef; 9] = [
         name: m::CLAIM_PENDING_OLDEST_SECONDS,
         help: "Age in seconds of the oldest IPAddressClaim made by the operator that still waits for an address.",
         labels: &["role", "namespace"],
+    },
+    GaugeDef {
+        name: m::OVERLAPPING_POOLS,
+        help: "Pools serving VIPs whose addresses overlap another such pool's (0 is healthy).",
+        labels: &[],
     },
 ];
 
@@ -362,6 +369,9 @@ impl Collector for CacheGauges {
         vecs[7]
             .with_label_values(&[] as &[&str])
             .set(sample.duplicate_vips as f64);
+        vecs[9]
+            .with_label_values(&[] as &[&str])
+            .set(sample.overlapping_pools as f64);
         for ((role, ns), age) in &sample.pending_oldest {
             vecs[8]
                 .with_label_values(&[role.as_str(), ns.as_str()])
