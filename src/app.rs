@@ -347,6 +347,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
                         .filter(|s| !s.is_empty())
                         .collect(),
                     max_concurrent_reconciles: args.max_concurrent_reconciles,
+                    vip_probe: args.vip_probe == crate::cli::VipProbe::Tcp,
                 },
                 metrics,
                 health,

@@ -14,6 +14,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the operator checks before it writes a freshly bound VIP for the first time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VipProbe {
+    /// Nothing: the IPAM provider's word is enough.
+    None,
+    /// A TCP connect to `<vip>:<port>`; an answer means a machine the IPAM does not know uses the address.
+    Tcp,
+}
+
 /// Allocates control-plane and ingress VIPs for Cluster API topology Clusters from IPAM pools.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "capi-vip-allocator", version, about, long_about = None, args_override_self = true)]
@@ -56,6 +65,12 @@ pub struct Args {
     /// Leader-election retry period.
     #[arg(long, default_value = "2s", value_parser = parse_go_duration, value_name = "DURATION")]
     pub leader_elect_retry_period: Duration,
+
+    /// Before writing a freshly bound VIP for the first time, check nobody answers on it: `tcp` connects to
+    /// `<vip>:<port>` (the Cluster's endpoint port, else `--default-port`) for up to 300 ms; if something answers, the
+    /// VIP is not written, Warning `VIPInUse`, and it is tried again every 30 s. Off (`none`) by default.
+    #[arg(long, value_enum, default_value_t = VipProbe::None, value_name = "none|tcp")]
+    pub vip_probe: VipProbe,
 
     /// Port written to `spec.controlPlaneEndpoint.port` when the Cluster has none (unset or 0).
     #[arg(long, default_value_t = 6443, value_parser = clap::value_parser!(u16).range(1..), value_name = "PORT")]

@@ -98,6 +98,8 @@ pub mod reasons {
     /// Warning: a hand-set endpoint (host or ingress annotation) lies in a VIP pool's range but no IPAddress
     /// reserves it: the IPAM provider may hand it to another Cluster.
     pub const ENDPOINT_NOT_RESERVED: &str = "EndpointNotReserved";
+    /// Warning: `--vip-probe=tcp` found something answering on a freshly bound VIP; it is not written.
+    pub const VIP_IN_USE: &str = "VIPInUse";
     /// Warning (on a pool): two pools that serve VIPs share addresses; the IPAM provider keeps addresses unique only
     /// within one pool.
     pub const POOL_OVERLAP: &str = "PoolOverlap";
@@ -122,6 +124,7 @@ pub mod reasons {
         CLAIM_RESTORED,
         ENDPOINT_NOT_RESERVED,
         POOL_OVERLAP,
+        VIP_IN_USE,
     ];
 }
 

@@ -305,3 +305,38 @@ async fn a_hand_set_host_inside_a_pool_is_reported_unreserved() {
         .await
         .is_empty());
 }
+
+#[tokio::test]
+async fn the_tcp_probe_keeps_an_answering_vip_off_the_cluster() {
+    // Tests may only probe loopback: 127.0.0.0/8 is all loopback on Linux.
+    let port = common::free_port();
+    let listener = tokio::net::TcpListener::bind(("127.0.33.10", port))
+        .await
+        .expect("listen on a loopback VIP");
+    let port_flag = format!("--default-port={port}");
+    let env = Env::start_with(Profile::Capi112, &["--vip-probe=tcp", &port_flag]).await;
+    let ns = env.namespace("probe").await;
+    env.class(&ns, "gold", &[]).await;
+    env.pool("loop-pool", &["127.0.33.10-127.0.33.20"], 24, "gold", CP)
+        .await;
+    env.cluster_with(
+        &ns,
+        "squatted",
+        json!({"annotations": {"vip.capi.gorizond.io/ingress-enabled": "false"}}),
+        json!({"topology": env.topology("gold", None, None)}),
+    )
+    .await;
+    let e = env.wait_event(&ns, "squatted", "VIPInUse").await;
+    assert!(
+        e.note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("127.0.33.10"),
+        "{e:?}"
+    );
+    let c = env.clusters(&ns).get("squatted").await.unwrap();
+    assert_eq!(host(&c), "", "an answering address is never written");
+    // The next Cluster gets the next, silent address, and it is written.
+    assert_eq!(cp_only_cluster(&env, &ns, "second").await, "127.0.33.11");
+    drop(listener);
+}

@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod memory;
 pub mod orphans;
 pub mod pool_check;
+pub mod probe;
 pub mod stores;
 mod triggers;
 pub mod trim;
@@ -83,6 +84,8 @@ pub struct Settings {
     pub pool_allowlist: Vec<String>,
     /// `--max-concurrent-reconciles`.
     pub max_concurrent_reconciles: u16,
+    /// `--vip-probe=tcp`: probe a freshly bound VIP before its first write.
+    pub vip_probe: bool,
 }
 
 /// Everything reconcile needs, shared by `Arc`.
@@ -187,7 +190,32 @@ async fn reconcile_cluster(
     let snapshot = ctx
         .stores
         .snapshot(cluster, ctx.settings.default_port, ctx.clock.now());
-    let plan = plan::plan(&snapshot);
+    let mut snapshot = snapshot;
+    let mut plan = plan::plan(&snapshot);
+    if ctx.settings.vip_probe && !plan.allocations.is_empty() {
+        // Facts for the rules: which of the VIPs about to be written answer already (a machine the IPAM does not
+        // know). Then decide again with them.
+        let port = snapshot
+            .cluster
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.port)
+            .filter(|p| *p > 0)
+            .map_or(ctx.settings.default_port, |p| {
+                u16::try_from(p).unwrap_or(ctx.settings.default_port)
+            });
+        let vips: Vec<String> = plan.allocations.iter().map(|a| a.vip.clone()).collect();
+        let answered =
+            futures::future::join_all(vips.iter().map(|v| probe::answers(v, port))).await;
+        snapshot.answering = vips
+            .into_iter()
+            .zip(answered)
+            .filter_map(|(v, a)| a.then_some(v))
+            .collect();
+        if !snapshot.answering.is_empty() {
+            plan = plan::plan(&snapshot);
+        }
+    }
     if let Some(skip) = plan.skip {
         tracing::debug!(?skip, "cluster skipped");
         return Ok((Some(skip), None));

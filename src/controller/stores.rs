@@ -281,6 +281,7 @@ impl Stores {
             cluster,
             default_port,
             now,
+            answering: Default::default(),
             caches_synced: self.secondary_caches_synced(),
         }
     }

@@ -138,6 +138,8 @@ pub struct Snapshot {
     pub now: jiff::Timestamp,
     /// Other Clusters (`namespace/name`, any namespace) whose control-plane host is this Cluster's.
     pub same_host: Vec<String>,
+    /// VIPs about to be written that answered a `--vip-probe` (something the IPAM does not know uses them).
+    pub answering: std::collections::BTreeSet<String>,
     /// Whether the caches of ClusterClasses, claims, addresses and pools hold their initial lists. Until then an
     /// absent claim or class may just not be cached yet (right after a restart), so nothing is decided.
     pub caches_synced: bool,
@@ -314,6 +316,9 @@ impl Plan {
         self.writes.values().all(ClusterChanges::is_empty)
     }
 }
+
+/// How soon a VIP that answered a probe is probed again.
+pub const PROBE_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a pending claim on a pool showing `free == 0` waits before `PoolExhausted` is reported: the pool's
 /// counters can reflect our own claim's address before the claim's `addressRef` reaches the cache.

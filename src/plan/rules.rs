@@ -76,6 +76,7 @@ pub fn plan(snap: &Snapshot) -> Plan {
             &mut out,
         );
     }
+    in_use_elsewhere(snap, &mut out);
     for role in Role::ALL {
         let allocated = out
             .allocations
@@ -86,6 +87,43 @@ pub fn plan(snap: &Snapshot) -> Plan {
         super::holds::release_unused(snap, role, vip.as_deref(), &mut out);
     }
     out
+}
+
+/// A VIP about to be written for the first time that answered the probe: something the IPAM does not know uses
+/// the address. It is not written (our claim keeps it reserved); looked at again after [`super::PROBE_RETRY`].
+fn in_use_elsewhere(snap: &Snapshot, out: &mut Plan) {
+    let answering: Vec<super::Allocation> = out
+        .allocations
+        .iter()
+        .filter(|a| snap.answering.contains(&a.vip))
+        .cloned()
+        .collect();
+    for a in answering {
+        out.allocations.retain(|x| x.role != a.role);
+        out.writes.remove(&a.role);
+        out.finally
+            .retain(|s| !matches!(s, Step::ProtectAddress { role, .. } if *role == a.role));
+        out.reports.retain(|r| r.role != a.role);
+        out.reports.push(Report {
+            role: a.role,
+            severity: Severity::Warning,
+            reason: reasons::VIP_IN_USE,
+            note: format!(
+                "{} VIP {} answers on TCP already: a machine the IPAM provider does not know uses it; it is not \
+                 written (IPAddressClaim {} keeps it reserved) and is probed again in {}s. Find the machine, or \
+                 exclude the address from the pool and delete the claim",
+                a.role.label(),
+                a.vip,
+                a.role.claim_name(&snap.cluster.name),
+                super::PROBE_RETRY.as_secs()
+            ),
+            is_error: true,
+        });
+        out.requeue_after = Some(
+            out.requeue_after
+                .map_or(super::PROBE_RETRY, |d| d.min(super::PROBE_RETRY)),
+        );
+    }
 }
 
 /// Two Clusters with one control-plane host (ours or hand-set, any namespace): both answer for one address, which is

@@ -134,6 +134,7 @@ pub(crate) fn snap(c: Value) -> Snapshot {
         now: "2026-01-01T00:01:00Z".parse().unwrap(),
         caches_synced: true,
         same_host: Vec::new(),
+        answering: Default::default(),
     }
 }
 
@@ -1496,5 +1497,27 @@ fn a_force_released_vip_still_free_in_its_pool_is_reserved_again() {
         p.reports[0].note.contains("vip-cp-other"),
         "{}",
         p.reports[0].note
+    );
+}
+
+#[test]
+fn a_vip_that_answers_the_probe_is_not_written() {
+    let mut s = snap(cluster_json());
+    bound(&mut s, Role::ControlPlane, "10.0.0.10");
+    bound(&mut s, Role::Ingress, "10.0.1.10");
+    s.answering = ["10.0.0.10".to_owned()].into_iter().collect();
+    let p = plan(&s);
+    assert!(p.changes(Role::ControlPlane).is_empty(), "{p:?}");
+    assert!(!p.allocations.iter().any(|a| a.role == Role::ControlPlane));
+    let r = p
+        .reports
+        .iter()
+        .find(|r| r.role == Role::ControlPlane)
+        .unwrap();
+    assert_eq!((r.reason, r.severity), ("VIPInUse", Severity::Warning));
+    assert_eq!(p.requeue_after, Some(PROBE_RETRY));
+    assert!(
+        p.allocations.iter().any(|a| a.role == Role::Ingress),
+        "the silent ingress VIP is still written"
     );
 }

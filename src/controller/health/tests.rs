@@ -174,6 +174,7 @@ fn runtime_without_server(health: Arc<Health>) -> super::super::Runtime {
             default_port: 6443,
             pool_allowlist: Vec::new(),
             max_concurrent_reconciles: 2,
+            vip_probe: false,
         },
         metrics: Arc::new(crate::telemetry::Metrics::new().unwrap()),
         health,
