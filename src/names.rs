@@ -17,6 +17,10 @@ pub const ANNOTATION_INGRESS_VIP: &str = "vip.capi.gorizond.io/ingress-vip";
 pub const ANNOTATION_CONTROL_PLANE_CLAIM: &str = "vip.capi.gorizond.io/control-plane-claim";
 /// Cluster annotation recording the ingress VIP we allocated, as `<claim name>/<address>`.
 pub const ANNOTATION_INGRESS_CLAIM: &str = "vip.capi.gorizond.io/ingress-claim";
+/// Cluster annotation asking for an exact control-plane VIP (read before the first claim is made).
+pub const ANNOTATION_CONTROL_PLANE_ADDRESS: &str = "vip.capi.gorizond.io/control-plane-address";
+/// Cluster annotation asking for an exact ingress VIP.
+pub const ANNOTATION_INGRESS_ADDRESS: &str = "vip.capi.gorizond.io/ingress-address";
 /// clusterctl's annotation on source objects of a move that are about to be deleted: left alone.
 pub const ANNOTATION_DELETE_FOR_MOVE: &str = "clusterctl.cluster.x-k8s.io/delete-for-move";
 /// Our finalizer on the IPAddress behind every VIP we wrote. The in-cluster IPAM provider deletes the IPAddress as
@@ -98,6 +102,10 @@ pub mod reasons {
     /// Warning: a hand-set endpoint (host or ingress annotation) lies in a VIP pool's range but no IPAddress
     /// reserves it: the IPAM provider may hand it to another Cluster.
     pub const ENDPOINT_NOT_RESERVED: &str = "EndpointNotReserved";
+    /// Warning: the address a Cluster asks for (`vip.capi.gorizond.io/<role>-address`) cannot be reserved (not an
+    /// IP, outside every candidate pool, excluded, the gateway, a reserved address, or allocated), or the annotation
+    /// changed after the VIP was written; no other address is handed out instead.
+    pub const ADDRESS_UNAVAILABLE: &str = "AddressUnavailable";
     /// Warning: `--vip-probe=tcp` found something answering on a freshly bound VIP; it is not written.
     pub const VIP_IN_USE: &str = "VIPInUse";
     /// Warning (on a pool): two pools that serve VIPs share addresses; the IPAM provider keeps addresses unique only
@@ -125,6 +133,7 @@ pub mod reasons {
         ENDPOINT_NOT_RESERVED,
         POOL_OVERLAP,
         VIP_IN_USE,
+        ADDRESS_UNAVAILABLE,
     ];
 }
 
@@ -243,6 +252,8 @@ mod tests {
             super::ANNOTATION_DELETE_FOR_MOVE,
             super::FINALIZER_ADDRESS_PROTECTION,
             super::KIND_POOL,
+            super::ANNOTATION_CONTROL_PLANE_ADDRESS,
+            super::ANNOTATION_INGRESS_ADDRESS,
             super::ANNOTATION_POOL_PRIORITY,
             super::ANNOTATION_POOL_FALLTHROUGH,
             super::HOLDER_SUFFIX,

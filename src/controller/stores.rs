@@ -250,16 +250,20 @@ impl Stores {
                     .get(&cluster.namespace, name)
                     .and_then(|e| e.as_ref().as_ref().ok().cloned())
             };
-            let same_ip = crate::plan::holds::in_use(&cluster, role)
-                .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
-                .map(|ip| {
-                    self.addresses
-                        .indexed(&ip.to_string())
-                        .iter()
-                        .filter_map(|e| e.as_ref().as_ref().ok().cloned())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let holding = |value: Option<&str>| -> Vec<AddressView> {
+                value
+                    .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+                    .map(|ip| {
+                        self.addresses
+                            .indexed(&ip.to_string())
+                            .iter()
+                            .filter_map(|e| e.as_ref().as_ref().ok().cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let same_ip = holding(crate::plan::holds::in_use(&cluster, role));
+            let requested_holders = holding(cluster.annotation(role.requested_annotation()));
             RoleInputs {
                 claim,
                 address,
@@ -267,6 +271,7 @@ impl Stores {
                 named: view(&role.claim_name(&cluster.name)),
                 holder: view(&role.holder_name(&cluster.name)),
                 same_ip,
+                requested_holders,
             }
         };
         let same_host = self

@@ -173,6 +173,11 @@ pub(super) fn release_unused(snap: &Snapshot, role: Role, vip: Option<&str>, out
             continue;
         }
         let claimed = inputs.claim.as_ref().is_some_and(|c| !c.deleting);
+        let asked = super::requested::asked(snap, role)
+            .is_some_and(|v| super::rules::same_address(&a.address.to_string(), v));
+        if vip.is_none() && !is_holder && (claimed || asked) {
+            continue; // reserved for a VIP not written yet (a requested address, or our claim's on its way)
+        }
         release.push(Step::ReleaseAddress {
             role,
             name: a.name.clone(),

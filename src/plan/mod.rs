@@ -6,6 +6,7 @@ pub mod labels;
 pub mod patch;
 pub mod pools;
 pub mod ranges;
+pub mod requested;
 mod rules;
 
 #[cfg(test)]
@@ -90,6 +91,14 @@ impl Role {
         }
     }
 
+    /// The Cluster annotation asking for an exact address for this VIP.
+    pub fn requested_annotation(self) -> &'static str {
+        match self {
+            Role::ControlPlane => crate::names::ANNOTATION_CONTROL_PLANE_ADDRESS,
+            Role::Ingress => crate::names::ANNOTATION_INGRESS_ADDRESS,
+        }
+    }
+
     /// The Normal Event reason published when this VIP is written.
     pub fn allocated_reason(self) -> &'static str {
         match self {
@@ -117,6 +126,9 @@ pub struct RoleInputs {
     /// Every IPAddress (any namespace, any pool) holding the address the Cluster uses for this role (its host, or
     /// its ingress annotation): who reserved it, if anyone.
     pub same_ip: Vec<AddressView>,
+    /// Every IPAddress (any namespace, any pool) holding the address the Cluster asks for in its
+    /// `vip.capi.gorizond.io/<role>-address` annotation.
+    pub requested_holders: Vec<AddressView>,
 }
 
 /// Everything the rules look at for one Cluster.

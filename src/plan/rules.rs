@@ -427,6 +427,7 @@ fn control_plane(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Pla
         if let Some(vip) = our_vip.as_deref().filter(|v| same_address(v, &host)) {
             // Our VIP is in place: keep the port, variable and provenance in line (a retry of a half-done write).
             record_provenance(snap, role, vip, out);
+            super::requested::changed_after_allocation(snap, role, vip, out);
             if port_unset {
                 out.changes_mut(role).endpoint_port = Some(snap.default_port);
             }
@@ -537,6 +538,7 @@ fn ingress(snap: &Snapshot, class: &str, declares_var: bool, out: &mut Plan) {
         }
         // Ours and written: finish a half-done write (label, variable, provenance).
         record_provenance(snap, role, &current, out);
+        super::requested::changed_after_allocation(snap, role, &current, out);
         if is_label_value(&current)
             && cluster.label(ANNOTATION_INGRESS_VIP) != Some(current.as_str())
         {
@@ -591,6 +593,9 @@ fn claimed_vip(
     let choice = choose_pool(&snap.pools, &snap.cluster.namespace, class, role.label());
     let claim = match snap.inputs(role).claim.as_ref().map(|c| ownership(snap, c)) {
         None => {
+            if super::requested::first_claim(snap, role, &candidates, out) {
+                return None;
+            }
             match choice {
                 Some(pool) => out.steps.push(Step::CreateClaim {
                     role,
@@ -658,11 +663,14 @@ fn claimed_vip(
         .and_then(|r| find_pool(&snap.pools, r, &claim.namespace));
     let fits = current.is_some_and(|p| candidates.iter().any(|c| std::ptr::eq(*c, p)));
     let better = choice.filter(|c| !current.is_some_and(|p| std::ptr::eq(*c, p)));
-    let replace = match (fits, current, better) {
-        (false, _, Some(_)) => true,
-        (true, Some(p), Some(b)) => p.exhausted() && !b.exhausted(),
-        _ => false,
-    };
+    // A claim made for an address the Cluster asked for stays where that address is.
+    let asked = super::requested::asked(snap, role).is_some();
+    let replace = !asked
+        && match (fits, current, better) {
+            (false, _, Some(_)) => true,
+            (true, Some(p), Some(b)) => p.exhausted() && !b.exhausted(),
+            _ => false,
+        };
     if replace {
         let to = better.map(|b| b.name.as_str()).unwrap_or_default();
         out.steps.push(Step::DeleteClaim {

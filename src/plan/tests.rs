@@ -1521,3 +1521,90 @@ fn a_vip_that_answers_the_probe_is_not_written() {
         "the silent ingress VIP is still written"
     );
 }
+
+fn asking(ip: &str) -> Snapshot {
+    let mut c = cluster_json();
+    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_ENABLED: "false",
+        crate::names::ANNOTATION_CONTROL_PLANE_ADDRESS: ip});
+    let mut s = snap(c);
+    with_cp_range(&mut s);
+    s
+}
+
+#[test]
+fn a_requested_address_is_reserved_exactly_before_the_claim() {
+    let p = plan(&asking("10.0.0.5"));
+    assert_eq!(
+        p.steps,
+        vec![
+            Step::CreateAddress {
+                role: Role::ControlPlane,
+                address: new_address("vip-cp-c1")
+            },
+            Step::CreateClaim {
+                role: Role::ControlPlane,
+                name: "vip-cp-c1".into(),
+                pool: new_address("x").pool
+            },
+        ]
+    );
+    assert!(p.reports.is_empty(), "{:?}", p.reports);
+    // Reserved, but the claim creation failed: only the claim is made.
+    let mut s = asking("10.0.0.5");
+    let mut ours = protected(address(Role::ControlPlane, "10.0.0.5"));
+    ours.claim_owned = false;
+    s.control_plane.named = Some(ours);
+    assert!(matches!(
+        plan(&s).steps.as_slice(),
+        [Step::CreateClaim { .. }]
+    ));
+}
+
+#[test]
+fn a_requested_address_that_cannot_be_had_is_a_warning_and_no_claim() {
+    for (ip, why) in [
+        ("banana", "not an IP address"),
+        ("192.168.9.9", "no candidate pool can hand it out"),
+        ("10.0.0.1", "gateway of pool cp-pool"),
+        ("10.0.0.0", "no candidate pool can hand it out"),
+    ] {
+        let p = plan(&asking(ip));
+        assert!(p.steps.is_empty(), "{ip}: {p:?}");
+        assert_eq!(reasons_of(&p), vec!["AddressUnavailable"], "{ip}");
+        assert!(
+            p.reports[0].note.contains(why),
+            "{ip}: {}",
+            p.reports[0].note
+        );
+    }
+    let mut s = asking("10.0.0.5");
+    let mut taken = address(Role::ControlPlane, "10.0.0.5");
+    taken.namespace = "other".into();
+    s.control_plane.requested_holders = vec![taken];
+    let p = plan(&s);
+    assert!(p.steps.is_empty());
+    assert!(
+        p.reports[0].note.contains("other/vip-cp-c1 already holds"),
+        "{}",
+        p.reports[0].note
+    );
+}
+
+#[test]
+fn a_requested_address_changed_after_allocation_is_refused() {
+    let mut c = cluster_json();
+    c["spec"]["controlPlaneEndpoint"] = json!({"host": "10.0.0.5", "port": 6443});
+    c["metadata"]["annotations"] = json!({ANNOTATION_INGRESS_ENABLED: "false",
+        ANNOTATION_CONTROL_PLANE_CLAIM: "vip-cp-c1/10.0.0.5",
+        crate::names::ANNOTATION_CONTROL_PLANE_ADDRESS: "10.0.0.9"});
+    let mut s = snap(c);
+    s.class = Some(class(&[]));
+    bound(&mut s, Role::ControlPlane, "10.0.0.5");
+    held(&mut s, Role::ControlPlane);
+    let p = plan(&s);
+    assert_eq!(reasons_of(&p), vec!["AddressUnavailable"]);
+    assert!(
+        p.writes_nothing() && p.steps.is_empty(),
+        "the written VIP stays"
+    );
+}
