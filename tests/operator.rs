@@ -572,7 +572,7 @@ async fn exhaustion(profile: Profile) {
     env.wait_metrics("pool free 0", |t| {
         metric_value(
             t,
-            "capi_vip_allocator_pool_addresses_free{pool_name=\"tiny\"}",
+            "capi_vip_allocator_pool_addresses_free{pool_name=\"tiny\",pool_namespace=\"\"}",
         ) == Some(0.0)
     })
     .await;
@@ -699,9 +699,9 @@ async fn every_seed_metric_is_live_after_an_allocation() {
         "capi_vip_allocator_allocation_errors_total{cluster_class=\"silver-missing\",reason=\"ClusterClassNotFound\",role=\"control-plane\"}",
         "capi_vip_allocator_allocation_duration_seconds_count{cluster_class=\"gold\",role=\"control-plane\"}",
         "capi_vip_allocator_pools_available{cluster_class=\"gold\",role=\"control-plane\"}",
-        "capi_vip_allocator_pool_addresses_total{pool_name=\"cp-pool\"}",
-        "capi_vip_allocator_pool_addresses_free{pool_name=\"cp-pool\"}",
-        "capi_vip_allocator_pool_addresses_used{pool_name=\"cp-pool\"}",
+        "capi_vip_allocator_pool_addresses_total{pool_name=\"cp-pool\",pool_namespace=\"\"}",
+        "capi_vip_allocator_pool_addresses_free{pool_name=\"cp-pool\",pool_namespace=\"\"}",
+        "capi_vip_allocator_pool_addresses_used{pool_name=\"cp-pool\",pool_namespace=\"\"}",
         "capi_vip_allocator_claims_total{namespace=\"",
         "capi_vip_allocator_claims_ready{namespace=\"",
         "capi_vip_allocator_claims_pending{namespace=\"",
@@ -733,14 +733,14 @@ async fn every_seed_metric_is_live_after_an_allocation() {
     assert_eq!(
         metric_value(
             &text,
-            "capi_vip_allocator_pool_addresses_total{pool_name=\"cp-pool\"}"
+            "capi_vip_allocator_pool_addresses_total{pool_name=\"cp-pool\",pool_namespace=\"\"}"
         ),
         Some(11.0)
     );
     assert_eq!(
         metric_value(
             &text,
-            "capi_vip_allocator_pool_addresses_used{pool_name=\"cp-pool\"}"
+            "capi_vip_allocator_pool_addresses_used{pool_name=\"cp-pool\",pool_namespace=\"\"}"
         ),
         Some(1.0)
     );

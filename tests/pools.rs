@@ -65,6 +65,14 @@ async fn namespaced_pools_first_then_global_priority_and_fallthrough() {
         json!({}),
     )
     .await;
+    // The operator sees all three before the first Cluster (a Cluster reconciled earlier would rightly take what
+    // it sees then).
+    env.wait_metrics("three pools", |t| {
+        t.contains(
+            "capi_vip_allocator_pools_available{cluster_class=\"gold\",role=\"control-plane\"} 3",
+        )
+    })
+    .await;
 
     assert_eq!(
         cp_only(&env, &tenant, "first").await,
@@ -104,6 +112,12 @@ async fn a_namespace_can_keep_its_clusters_off_the_global_pools() {
         json!({"vip.capi.gorizond.io/fallthrough": "false"}),
     )
     .await;
+    env.wait_metrics("two pools", |t| {
+        t.contains(
+            "capi_vip_allocator_pools_available{cluster_class=\"gold\",role=\"control-plane\"} 2",
+        )
+    })
+    .await;
     assert_eq!(cp_only(&env, &tenant, "first").await, "10.71.9.10");
     create_cp_only(&env, &tenant, "second").await;
     let e = env.wait_event(&tenant, "second", "PoolExhausted").await;
@@ -139,6 +153,12 @@ async fn every_exhausted_candidate_is_named() {
         CP,
         json!({}),
     )
+    .await;
+    env.wait_metrics("two pools", |t| {
+        t.contains(
+            "capi_vip_allocator_pools_available{cluster_class=\"gold\",role=\"control-plane\"} 2",
+        )
+    })
     .await;
     cp_only(&env, &ns, "a").await;
     cp_only(&env, &ns, "b").await;

@@ -173,11 +173,14 @@ async fn run_steps(
                     role = role.label(), "created IPAddress to keep the VIP reserved");
             }
             Step::ProtectAddress { role, name } => {
-                let patch = protect_patch(ctx, cluster, name)?;
+                let Some((patch, version)) = protect_patch(ctx, cluster, name)? else {
+                    continue; // our patch has not reached the cache yet; its watch event brings us back
+                };
                 addresses(ctx, cluster)
                     .patch(name, &patch_params(), &Patch::<()>::Json(patch))
                     .await
                     .map_err(|e| address_error(*role, "protect", cluster, name, e))?;
+                ctx.memory.protected_from(&cluster.uid, name, version);
                 tracing::debug!(address = %name, role = role.label(), "IPAddress protected");
             }
             Step::ReleaseAddress { role, name, delete } => {
@@ -533,13 +536,19 @@ fn protect_patch(
     ctx: &Context,
     cluster: &ClusterView,
     name: &str,
-) -> Result<json_patch::Patch, Error> {
+) -> Result<Option<(json_patch::Patch, String)>, Error> {
     let cached = ctx
         .stores
         .addresses
         .get(&cluster.namespace, name)
         .and_then(|e| e.as_ref().as_ref().ok().cloned())
         .ok_or_else(|| Error::Stale(format!("IPAddress {name} left the cache")))?;
+    if ctx
+        .memory
+        .protect_behind(&cluster.uid, name, &cached.resource_version)
+    {
+        return Ok(None);
+    }
     let ops = if cached.finalizers.is_empty() {
         json!([
             {"op": "test", "path": "/metadata/resourceVersion", "value": cached.resource_version},
@@ -551,7 +560,9 @@ fn protect_patch(
             {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER_ADDRESS_PROTECTION},
         ])
     };
-    serde_json::from_value(ops).map_err(|e| Error::Stale(format!("building patch: {e}")))
+    let patch =
+        serde_json::from_value(ops).map_err(|e| Error::Stale(format!("building patch: {e}")))?;
+    Ok(Some((patch, cached.resource_version)))
 }
 
 /// A merge patch adding our controller ownerReference and labels; carries the cached resourceVersion so a

@@ -29,6 +29,8 @@ struct ClusterMemory {
     claim_created: HashMap<Role, jiff::Timestamp>,
     /// The resourceVersions our last reconcile's Cluster patches replaced (one per write that changed something).
     patched_from: Vec<String>,
+    /// IPAddress name → the resourceVersion our finalizer patch replaced (until the cache shows a newer one).
+    protected_from: HashMap<String, String>,
 }
 
 /// Per-Cluster memory.
@@ -113,6 +115,24 @@ impl Memory {
     pub fn cache_behind_our_write(&self, uid: &str, resource_version: &str) -> bool {
         self.with(uid, |m| {
             m.patched_from.iter().any(|v| v == resource_version)
+        })
+    }
+
+    /// Records that our finalizer patch of IPAddress `name` replaced version `replaced`.
+    pub fn protected_from(&self, uid: &str, name: &str, replaced: String) {
+        self.with(uid, |m| m.protected_from.insert(name.to_owned(), replaced));
+    }
+
+    /// Whether the cache still shows the version of IPAddress `name` our finalizer patch replaced (protecting it
+    /// again would only fail its guard). Forgets the record once the cache has moved on.
+    pub fn protect_behind(&self, uid: &str, name: &str, cached: &str) -> bool {
+        self.with(uid, |m| match m.protected_from.get(name) {
+            Some(v) if v == cached => true,
+            Some(_) => {
+                m.protected_from.remove(name);
+                false
+            }
+            None => false,
         })
     }
 
