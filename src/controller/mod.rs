@@ -82,6 +82,8 @@ pub struct Settings {
     pub pool_allowlist: Vec<String>,
     /// `--max-concurrent-reconciles`.
     pub max_concurrent_reconciles: u16,
+    /// `--pending-claim-timeout`.
+    pub pending_claim_timeout: Duration,
 }
 
 /// Everything reconcile needs, shared by `Arc`.
@@ -181,9 +183,11 @@ async fn reconcile_cluster(
         tracing::debug!("cache behind our own write; waiting for it");
         return Ok((None, Some(OWN_WRITE_WAIT)));
     }
-    let snapshot = ctx
+    let uid = cluster.uid.clone();
+    let mut snapshot = ctx
         .stores
         .snapshot(cluster, ctx.settings.default_port, ctx.clock.now());
+    snapshot.pending_claims.passed_over = ctx.memory.passed_over(&uid);
     let plan = plan::plan(&snapshot);
     if let Some(skip) = plan.skip {
         tracing::debug!(?skip, "cluster skipped");
@@ -299,7 +303,9 @@ pub async fn run(
         clock,
     } = rt;
     let (stores, writers) = Stores::new(&shapes);
-    let stores = stores.with_pool_allowlist(&settings.pool_allowlist);
+    let stores = stores
+        .with_pool_allowlist(&settings.pool_allowlist)
+        .with_pending_claim_timeout(settings.pending_claim_timeout);
     if let Ok(mut slot) = gauge_stores.lock() {
         *slot = Some(stores.clone());
     }
@@ -321,6 +327,7 @@ pub async fn run(
     let (relisted, relists) = futures::channel::mpsc::unbounded();
     let tracker = Arc::new(triggers::SyncTracker {
         seen: Default::default(),
+        watches: triggers::WATCHES + u8::try_from(shapes.extra_pools.len()).unwrap_or(u8::MAX),
         health: health.clone(),
         relisted,
         trimmer: ctx.trimmer.clone(),
