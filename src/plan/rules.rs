@@ -596,9 +596,16 @@ fn claimed_vip(
             .address
             .as_ref()
             .is_some_and(|a| a.claim_name.as_deref() == Some(claim.name.as_str()));
+        // `creationTimestamp` is truncated to the second: count from the latest instant it may stand for.
         let age = claim
             .created
-            .map(|c| snap.now.duration_since(c).unsigned_abs())
+            .map(|c| {
+                let age = snap.now.duration_since(c).unsigned_abs();
+                match c.subsec_nanosecond() {
+                    0 => age.saturating_sub(std::time::Duration::from_secs(1)),
+                    _ => age,
+                }
+            })
             .unwrap_or(snap.pending_claims.timeout);
         let timeout = snap.pending_claims.timeout;
         match after_timeout(&candidates, p, &passed_over, age, timeout).filter(|_| !answered) {

@@ -1435,7 +1435,7 @@ fn claim_on_a_pool_of_unknown_capacity_moves_on_after_the_pending_claim_timeout(
     let mut c = claim(Role::ControlPlane, Some("uid-1"), "a-metal3", false);
     c.pool_ref = Some(r.clone());
     s.control_plane.claim = Some(c.clone());
-    // 60 s old, timeout 2 m: wait the remaining minute.
+    // 60 s old (59 s counting from the end of its creationTimestamp's second), timeout 2 m: wait the rest.
     let cp_steps = |p: &Plan| -> Vec<Step> {
         p.steps
             .iter()
@@ -1453,7 +1453,7 @@ fn claim_on_a_pool_of_unknown_capacity_moves_on_after_the_pending_claim_timeout(
     };
     let p = plan(&s);
     assert!(cp_steps(&p).is_empty(), "{:?}", p.steps);
-    assert_eq!(p.requeue_after, Some(std::time::Duration::from_secs(60)));
+    assert_eq!(p.requeue_after, Some(std::time::Duration::from_secs(61)));
     // Past the timeout: passed over, deleted (uid precondition), ClaimReplaced names the next candidate.
     s.pending_claims.timeout = std::time::Duration::from_secs(30);
     let p = plan(&s);
