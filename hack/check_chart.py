@@ -172,6 +172,11 @@ def main():
                "defaultPort": 443, "extraArgs": ["--log-format=json"]})[3:] ==
          ["--log-format=text", "--log-level=debug", "--pool-allowlist=a,b.c", "--max-concurrent-reconciles=4",
           "--default-port=443", "--log-format=json"]),
+        ("extraPoolKinds renders --pool-kinds and one ClusterRole rule per kind",
+         "--pool-kinds=IPPool.v1alpha1.ipam.metal3.io" in args(all_values)
+         and "--pending-claim-timeout=5m" in args(all_values)
+         and {"apiGroups": ["ipam.metal3.io"], "resources": ["ippools"], "verbs": ["get", "list", "watch"]} in
+         next(o for o in chart(all_values) if o["kind"] == "ClusterRole")["rules"]),
         ("image.tag and image.digest",
          deployment({"image": {"tag": "v9.9.9"}})["spec"]["template"]["spec"]["containers"][0]["image"]
          == "ghcr.io/gorizond/capi-vip-allocator:v9.9.9"

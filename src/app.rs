@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{discover, ApiShapes},
+    api::{discover, discover_pool_kinds, ApiShapes},
     cli::Args,
     controller::{self, Health, Settings, Stores, SystemClock},
     http::{self, HttpState},
@@ -331,9 +331,18 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
                 shutdown.cancelled().await;
                 return Ok(());
             }
-            let Some(shapes) = discover_until_served(&client, &shutdown).await else {
+            let Some(mut shapes) = discover_until_served(&client, &shutdown).await else {
                 return Ok(());
             };
+            // Unlike the core kinds (retried until CAPI's CRDs are installed), a `--pool-kinds` kind that is not
+            // served ends the process: the flag names it explicitly, so a typo must not look like a slow install.
+            shapes.extra_pools = discover_pool_kinds(&client, &args.pool_kinds)
+                .await
+                .map_err(|e| AppError::Flag(e.to_string()))?;
+            for kind in &shapes.extra_pools {
+                tracing::info!(kind = %kind.resource.kind, api_version = %kind.resource.api_version,
+                    plural = %kind.resource.plural, namespaced = kind.namespaced, "extra pool kind discovered");
+            }
             let runtime = controller::Runtime {
                 client,
                 watch_client,
@@ -348,6 +357,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), AppError
                         .collect(),
                     max_concurrent_reconciles: args.max_concurrent_reconciles,
                     vip_probe: args.vip_probe == crate::cli::VipProbe::Tcp,
+                    pending_claim_timeout: args.pending_claim_timeout,
                 },
                 metrics,
                 health,

@@ -87,6 +87,16 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub pool_allowlist: Vec<String>,
 
+    /// Comma-separated further pool kinds, each `<Kind>.<version>.<group>` (e.g. `IPPool.v1alpha1.ipam.metal3.io`),
+    /// watched besides the two in-cluster kinds (always on). Each must be served at start-up.
+    #[arg(long, value_delimiter = ',', value_parser = parse_pool_kind, value_name = "KINDS")]
+    pub pool_kinds: Vec<crate::api::PoolKindName>,
+
+    /// How long a claim on a pool whose capacity is unknown (a `--pool-kinds` pool without
+    /// `status.ipAddresses.free`) may stay unbound before it moves to the next candidate pool.
+    #[arg(long, default_value = "2m", value_parser = parse_go_duration, value_name = "DURATION")]
+    pub pending_claim_timeout: Duration,
+
     /// Run the Cluster reconciler (the Go operator defaulted this to false by mistake; ours is true).
     #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = ArgAction::Set, value_name = "BOOL")]
@@ -211,6 +221,11 @@ fn zap_level_to_filter(level: &str) -> String {
     }
 }
 
+/// Parses one `--pool-kinds` item (an empty item, as a trailing comma leaves, is an error too).
+fn parse_pool_kind(input: &str) -> Result<crate::api::PoolKindName, String> {
+    input.trim().parse()
+}
+
 /// Parses a Go duration string such as `15s`, `1m30s`, `500ms`, `2h`.
 pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
     let s = input.trim();
@@ -268,6 +283,38 @@ mod tests {
             parse(&["--pool-allowlist=a,b"]).pool_allowlist,
             vec!["a".to_owned(), "b".to_owned()]
         );
+    }
+
+    #[test]
+    fn pool_kinds_parse_kind_version_group_and_reject_malformed_items() {
+        let a = parse(&[]);
+        assert!(a.pool_kinds.is_empty());
+        assert_eq!(a.pending_claim_timeout, Duration::from_secs(120));
+        let a = parse(&[
+            "--pool-kinds=IPPool.v1alpha1.ipam.metal3.io, Other.v1.example.com",
+            "--pending-claim-timeout=2s",
+        ]);
+        let names: Vec<String> = a.pool_kinds.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            vec!["IPPool.v1alpha1.ipam.metal3.io", "Other.v1.example.com"]
+        );
+        assert_eq!(a.pool_kinds[0].group, "ipam.metal3.io");
+        assert_eq!(a.pending_claim_timeout, Duration::from_secs(2));
+        for bad in [
+            "IPPool",
+            "IPPool.v1alpha1",
+            "ippool.v1alpha1.ipam.metal3.io",
+            "IPPool.1.ipam.metal3.io",
+            "IPPool.v1alpha1.",
+            "IPPool..ipam.metal3.io",
+            "IPPool.v1alpha1.ipam.metal3.io,",
+        ] {
+            let err = Args::parse_go_style(["x", &format!("--pool-kinds={bad}")])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("<Kind>.<version>.<group>"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -396,6 +443,8 @@ mod name_tests {
             flags::MAX_CONCURRENT_RECONCILES,
             flags::ENABLE_RECONCILER,
             flags::ENABLE_RUNTIME_EXTENSION,
+            flags::POOL_KINDS,
+            flags::PENDING_CLAIM_TIMEOUT,
         ] {
             assert!(
                 cmd.get_arguments().any(|a| a.get_long() == Some(name)),

@@ -223,6 +223,10 @@ pub mod flags {
     pub const ENABLE_RECONCILER: &str = "enable-reconciler";
     /// Runs the Runtime SDK hook server.
     pub const ENABLE_RUNTIME_EXTENSION: &str = "enable-runtime-extension";
+    /// Further pool kinds (`<Kind>.<version>.<group>`) besides the two in-cluster ones.
+    pub const POOL_KINDS: &str = "pool-kinds";
+    /// How long a claim on a pool of unknown capacity may stay unbound before it moves to the next candidate.
+    pub const PENDING_CLAIM_TIMEOUT: &str = "pending-claim-timeout";
 }
 
 #[cfg(test)]

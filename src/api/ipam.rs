@@ -195,9 +195,11 @@ impl AddressView {
     }
 }
 
-/// An IP pool (`GlobalInClusterIPPool` or `InClusterIPPool`).
+/// An IP pool (`GlobalInClusterIPPool`, `InClusterIPPool`, or a `--pool-kinds` kind).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolView {
+    /// API group (`ipam.cluster.x-k8s.io` for the in-cluster kinds).
+    pub group: String,
     /// Kind.
     pub kind: String,
     /// Name.
@@ -226,8 +228,8 @@ pub struct PoolView {
 }
 
 impl PoolView {
-    /// Reads a pool of kind `kind`.
-    pub fn parse(kind: &str, obj: &DynamicObject) -> Result<Self, ParseProblem> {
+    /// Reads a pool of kind `kind` in `group`.
+    pub fn parse(group: &str, kind: &str, obj: &DynamicObject) -> Result<Self, ParseProblem> {
         let meta = &obj.metadata;
         let name = meta
             .name
@@ -236,6 +238,7 @@ impl PoolView {
         let count =
             |key: &str| at(&obj.data, &["status", "ipAddresses", key]).and_then(Value::as_i64);
         Ok(Self {
+            group: group.to_owned(),
             kind: kind.to_owned(),
             name,
             namespace: meta.namespace.clone(),
@@ -255,6 +258,41 @@ impl PoolView {
     /// Known to have no free address (`status.ipAddresses.free == 0`).
     pub fn exhausted(&self) -> bool {
         self.free == Some(0)
+    }
+
+    /// One of the two in-cluster kinds, whose provider always reports `status.ipAddresses`.
+    pub fn in_cluster(&self) -> bool {
+        self.group == crate::names::IPAM_GROUP
+            && (self.kind == crate::names::KIND_POOL || self.kind == crate::names::KIND_GLOBAL_POOL)
+    }
+
+    /// Capacity unknown: a `--pool-kinds` pool without the in-cluster `status.ipAddresses.free` counter. A claim on
+    /// it that stays unbound past `--pending-claim-timeout` moves on.
+    pub fn capacity_unknown(&self) -> bool {
+        self.free.is_none() && !self.in_cluster()
+    }
+
+    /// Whether `r` (a claim's `spec.poolRef`, the claim in `namespace`) names this pool: group (empty = the IPAM
+    /// group, as v1beta1 allowed), kind, name, and for a namespaced pool the claim's namespace.
+    pub fn is_referenced_by(&self, r: &PoolRef, namespace: &str) -> bool {
+        let group = if r.api_group.is_empty() {
+            crate::names::IPAM_GROUP
+        } else {
+            r.api_group.as_str()
+        };
+        self.group == group
+            && self.kind == r.kind
+            && self.name == r.name
+            && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+    }
+
+    /// The `spec.poolRef` a claim on this pool carries.
+    pub fn reference(&self) -> PoolRef {
+        PoolRef {
+            api_group: self.group.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+        }
     }
 }
 
@@ -328,7 +366,7 @@ mod tests {
 
     #[test]
     fn pool_status_counts() {
-        let p = PoolView::parse("GlobalInClusterIPPool", &obj(json!({
+        let p = PoolView::parse("ipam.cluster.x-k8s.io", "GlobalInClusterIPPool", &obj(json!({
             "apiVersion": "ipam.cluster.x-k8s.io/v1alpha2", "kind": "GlobalInClusterIPPool",
             "metadata": {"name": "p"}, "spec": {"addresses": ["10.0.0.1-10.0.0.2"], "prefix": 24},
             "status": {"ipAddresses": {"total": 2, "used": 2, "free": 0, "outOfRange": 0}}
@@ -336,10 +374,44 @@ mod tests {
         .unwrap();
         assert!(p.exhausted());
         assert_eq!((p.total, p.used), (Some(2), Some(2)));
-        let fresh = PoolView::parse("GlobalInClusterIPPool", &obj(json!({
+        let fresh = PoolView::parse("ipam.cluster.x-k8s.io", "GlobalInClusterIPPool", &obj(json!({
             "apiVersion": "ipam.cluster.x-k8s.io/v1alpha2", "kind": "GlobalInClusterIPPool", "metadata": {"name": "q"}
         })))
         .unwrap();
         assert!(!fresh.exhausted(), "unknown status is not exhaustion");
+        assert!(
+            !fresh.capacity_unknown(),
+            "the in-cluster provider reports counters"
+        );
+    }
+
+    #[test]
+    fn extra_kind_pool_carries_its_group_and_matches_refs_by_group_kind_name_namespace() {
+        let p = PoolView::parse("ipam.metal3.io", "IPPool", &obj(json!({
+            "apiVersion": "ipam.metal3.io/v1alpha1", "kind": "IPPool",
+            "metadata": {"name": "m", "namespace": "ns"}, "status": {"lastUpdated": "2026-01-01T00:00:00Z"}
+        })))
+        .unwrap();
+        assert!(p.capacity_unknown());
+        let r = p.reference();
+        assert_eq!(r.api_group, "ipam.metal3.io");
+        assert!(p.is_referenced_by(&r, "ns"));
+        assert!(
+            !p.is_referenced_by(&r, "other"),
+            "a namespaced pool of another namespace"
+        );
+        let in_cluster_group = PoolRef {
+            api_group: String::new(),
+            ..r.clone()
+        };
+        assert!(
+            !p.is_referenced_by(&in_cluster_group, "ns"),
+            "an empty group is the IPAM group"
+        );
+        let other_kind = PoolRef {
+            kind: "InClusterIPPool".into(),
+            ..r
+        };
+        assert!(!p.is_referenced_by(&other_kind, "ns"));
     }
 }

@@ -6,7 +6,10 @@ mod discovery;
 mod ipam;
 
 pub use cluster::{ClassRef, ClassView, ClusterView, Endpoint};
-pub use discovery::{discover, ApiShapes, DiscoveryError};
+pub use discovery::{
+    discover, discover_pool_kinds, ApiShapes, DiscoveryError, PoolKind, PoolKindName,
+    MAX_POOL_KINDS,
+};
 pub use ipam::{AddressView, ClaimView, PoolRef, PoolView};
 
 use std::collections::BTreeMap;

@@ -172,6 +172,12 @@ async fn run_steps(
                 tracing::info!(address = %address.name, ip = %address.address, pool = %address.pool.name,
                     role = role.label(), "created IPAddress to keep the VIP reserved");
             }
+            Step::PassOverPool { role, pool } => {
+                ctx.memory.pass_over(&cluster.uid, *role, pool);
+                tracing::info!(pool = %pool.name, kind = %pool.kind, role = role.label(),
+                    "pool passed over: it did not answer the claim within --pending-claim-timeout");
+                continue;
+            }
             Step::ProtectAddress { role, name } => {
                 let Some((patch, version)) = protect_patch(ctx, cluster, name)? else {
                     continue; // our patch has not reached the cache yet; its watch event brings us back

@@ -27,6 +27,8 @@ struct ClusterMemory {
     failures: HashMap<&'static str, u32>,
     /// When this process created the claim of a role (sub-second, unlike `creationTimestamp`).
     claim_created: HashMap<Role, jiff::Timestamp>,
+    /// Pools a claim of a role timed out on (`--pending-claim-timeout`).
+    passed_over: Vec<(Role, crate::api::PoolRef)>,
     /// The resourceVersions our last reconcile's Cluster patches replaced (one per write that changed something).
     patched_from: Vec<String>,
     /// IPAddress name → the resourceVersion our finalizer patch replaced (until the cache shows a newer one).
@@ -73,6 +75,20 @@ impl Memory {
             m.failures.insert(kind, n.saturating_add(1));
             n
         })
+    }
+
+    /// Remembers that `pool` did not answer a claim of `role` in time.
+    pub fn pass_over(&self, uid: &str, role: Role, pool: &crate::api::PoolRef) {
+        self.with(uid, |m| {
+            if !m.passed_over.iter().any(|(r, p)| *r == role && p == pool) {
+                m.passed_over.push((role, pool.clone()));
+            }
+        })
+    }
+
+    /// The pools passed over for the Cluster `uid`.
+    pub fn passed_over(&self, uid: &str) -> Vec<(Role, crate::api::PoolRef)> {
+        self.with(uid, |m| m.passed_over.clone())
     }
 
     /// Resets the failure counts.

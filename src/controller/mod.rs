@@ -86,6 +86,8 @@ pub struct Settings {
     pub max_concurrent_reconciles: u16,
     /// `--vip-probe=tcp`: probe a freshly bound VIP before its first write.
     pub vip_probe: bool,
+    /// `--pending-claim-timeout`.
+    pub pending_claim_timeout: Duration,
 }
 
 /// Everything reconcile needs, shared by `Arc`.
@@ -187,10 +189,11 @@ async fn reconcile_cluster(
         tracing::debug!("cache behind our own write; waiting for it");
         return Ok((None, Some(OWN_WRITE_WAIT)));
     }
-    let snapshot = ctx
+    let uid = cluster.uid.clone();
+    let mut snapshot = ctx
         .stores
         .snapshot(cluster, ctx.settings.default_port, ctx.clock.now());
-    let mut snapshot = snapshot;
+    snapshot.pending_claims.passed_over = ctx.memory.passed_over(&uid);
     let mut plan = plan::plan(&snapshot);
     if ctx.settings.vip_probe && !plan.allocations.is_empty() {
         // Facts for the rules: which of the VIPs about to be written answer already (a machine the IPAM does not
@@ -330,7 +333,9 @@ pub async fn run(
         clock,
     } = rt;
     let (stores, writers) = Stores::new(&shapes);
-    let stores = stores.with_pool_allowlist(&settings.pool_allowlist);
+    let stores = stores
+        .with_pool_allowlist(&settings.pool_allowlist)
+        .with_pending_claim_timeout(settings.pending_claim_timeout);
     if let Ok(mut slot) = gauge_stores.lock() {
         *slot = Some(stores.clone());
     }
@@ -353,6 +358,7 @@ pub async fn run(
     let (relisted, relists) = futures::channel::mpsc::unbounded();
     let tracker = Arc::new(triggers::SyncTracker {
         seen: Default::default(),
+        watches: triggers::WATCHES + u8::try_from(shapes.extra_pools.len()).unwrap_or(u8::MAX),
         health: health.clone(),
         relisted,
         trimmer: ctx.trimmer.clone(),

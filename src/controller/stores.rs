@@ -59,6 +59,12 @@ pub fn pool_addresses_problem(pool: &DynamicObject) -> Option<String> {
     crate::plan::ranges::AddressSet::of_pool_spec(spec).err()
 }
 
+fn parse_pool(ar: &ApiResource, p: &DynamicObject) -> Option<PoolView> {
+    PoolView::parse(&ar.group, &ar.kind, p)
+        .map_err(|e| tracing::debug!(error = %e, "skipping malformed pool"))
+        .ok()
+}
+
 /// Read handles of every cache.
 #[derive(Clone)]
 pub struct Stores {
@@ -74,12 +80,16 @@ pub struct Stores {
     pub pools: Store<DynamicObject>,
     /// InClusterIPPools (namespaced).
     pub ns_pools: Store<DynamicObject>,
+    /// The `--pool-kinds` pools, one cache per kind (metadata and `status.ipAddresses` only).
+    pub extra_pools: Vec<(crate::api::PoolKind, Store<DynamicObject>)>,
     /// Which Clusters share a control-plane host (kept by the Cluster watch).
     pub hosts: super::hosts::HostIndex,
     /// The API shapes the caches hold.
     pub shapes: ApiShapes,
     /// `--pool-allowlist`: when set, only these pools exist for the operator.
     pool_allowlist: Option<Arc<BTreeSet<String>>>,
+    /// `--pending-claim-timeout`.
+    pending_claim_timeout: std::time::Duration,
     /// Invalid pools already warned about (`name@resourceVersion`), so the warning is logged once per version.
     warned_pools: Arc<std::sync::Mutex<BTreeSet<String>>>,
 }
@@ -98,6 +108,8 @@ pub struct Writers {
     pub pools: Writer<DynamicObject>,
     /// Namespaced pools.
     pub ns_pools: Writer<DynamicObject>,
+    /// `--pool-kinds` pools, in `shapes.extra_pools` order.
+    pub extra_pools: Vec<Writer<DynamicObject>>,
 }
 
 impl Stores {
@@ -111,6 +123,7 @@ impl Stores {
             addresses: ViewCache::new(parse_address).with_index(address_ip),
             pools: w(&shapes.global_pool),
             ns_pools: w(&shapes.pool),
+            extra_pools: shapes.extra_pools.iter().map(|k| w(&k.resource)).collect(),
         };
         let stores = Self {
             clusters: writers.clusters.as_reader(),
@@ -119,9 +132,16 @@ impl Stores {
             addresses: writers.addresses.clone(),
             pools: writers.pools.as_reader(),
             ns_pools: writers.ns_pools.as_reader(),
+            extra_pools: shapes
+                .extra_pools
+                .iter()
+                .cloned()
+                .zip(writers.extra_pools.iter().map(Writer::as_reader))
+                .collect(),
             hosts: Default::default(),
             shapes: shapes.clone(),
             pool_allowlist: None,
+            pending_claim_timeout: crate::plan::DEFAULT_PENDING_CLAIM_TIMEOUT,
             warned_pools: Arc::default(),
         };
         (stores, writers)
@@ -132,6 +152,12 @@ impl Stores {
     pub fn with_pool_allowlist(mut self, names: &[String]) -> Self {
         self.pool_allowlist =
             (!names.is_empty()).then(|| Arc::new(names.iter().cloned().collect()));
+        self
+    }
+
+    /// Sets `--pending-claim-timeout` for the snapshots.
+    pub fn with_pending_claim_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.pending_claim_timeout = timeout;
         self
     }
 
@@ -168,46 +194,60 @@ impl Stores {
     /// Malformed ones, including pools whose `spec.addresses` the IPAM provider could never allocate from, are
     /// logged and skipped, so a Cluster is not left waiting on them.
     pub fn pool_views_in(&self, namespace: Option<&str>) -> Vec<PoolView> {
+        let in_namespace = |p: &&Arc<DynamicObject>| {
+            namespace.is_none_or(|ns| p.metadata.namespace.as_deref() == Some(ns))
+        };
         let global = self.pools.state();
         let namespaced = self.ns_pools.state();
-        let namespaced = namespaced
+        let mut views: Vec<PoolView> = global
             .iter()
-            .filter(|p| namespace.is_none_or(|ns| p.metadata.namespace.as_deref() == Some(ns)));
-        global
-            .iter()
-            .map(|p| (&self.shapes.global_pool.kind, p))
-            .chain(namespaced.map(|p| (&self.shapes.pool.kind, p)))
+            .map(|p| (&self.shapes.global_pool, p))
+            .chain(
+                namespaced
+                    .iter()
+                    .filter(in_namespace)
+                    .map(|p| (&self.shapes.pool, p)),
+            )
             .filter(|(_, p)| self.pool_allowed(p))
-            .filter(|(_, p)| match pool_addresses_problem(p) {
-                None => true,
-                Some(problem) => {
-                    let name = p.metadata.name.as_deref().unwrap_or_default();
-                    let version = p.metadata.resource_version.as_deref().unwrap_or_default();
-                    let first = self
-                        .warned_pools
-                        .lock()
-                        .map(|mut w| {
-                            w.insert(format!(
-                                "{}/{name}@{version}",
-                                p.metadata.namespace.as_deref().unwrap_or_default()
-                            ))
-                        })
-                        .unwrap_or(false);
-                    if first {
-                        tracing::warn!(pool = name, namespace = p.metadata.namespace.as_deref(), %problem,
-                            "pool ignored: its spec.addresses cannot be allocated from");
-                    }
-                    false
-                }
+            .filter(|(_, p)| self.allocatable(p))
+            .filter_map(|(ar, p)| parse_pool(ar, p))
+            .collect();
+        // `--pool-kinds` pools: their spec is not cached (nor read: each provider has its own shape).
+        for (kind, store) in &self.extra_pools {
+            let state = store.state();
+            views.extend(
+                state
+                    .iter()
+                    .filter(|p| !kind.namespaced || in_namespace(p))
+                    .filter(|p| self.pool_allowed(p))
+                    .filter_map(|p| parse_pool(&kind.resource, p)),
+            );
+        }
+        views
+    }
+
+    /// Whether an in-cluster pool's `spec.addresses` can be allocated from (else warned about once per version).
+    fn allocatable(&self, p: &DynamicObject) -> bool {
+        let Some(problem) = pool_addresses_problem(p) else {
+            return true;
+        };
+        let name = p.metadata.name.as_deref().unwrap_or_default();
+        let version = p.metadata.resource_version.as_deref().unwrap_or_default();
+        let first = self
+            .warned_pools
+            .lock()
+            .map(|mut w| {
+                w.insert(format!(
+                    "{}/{name}@{version}",
+                    p.metadata.namespace.as_deref().unwrap_or_default()
+                ))
             })
-            .filter_map(|(kind, p)| match PoolView::parse(kind, p) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    tracing::debug!(error = %e, "skipping malformed pool");
-                    None
-                }
-            })
-            .collect()
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(pool = name, namespace = p.metadata.namespace.as_deref(), %problem,
+                "pool ignored: its spec.addresses cannot be allocated from");
+        }
+        false
     }
 
     /// Every pool, global and namespaced.
@@ -288,6 +328,10 @@ impl Stores {
             now,
             answering: Default::default(),
             caches_synced: self.secondary_caches_synced(),
+            pending_claims: crate::plan::PendingClaims {
+                timeout: self.pending_claim_timeout,
+                passed_over: Vec::new(),
+            },
         }
     }
 
@@ -297,7 +341,8 @@ impl Stores {
         self.claims.ready()
             && self.addresses.ready()
             && [&self.classes, &self.pools, &self.ns_pools]
-                .iter()
+                .into_iter()
+                .chain(self.extra_pools.iter().map(|(_, s)| s))
                 .all(|s| matches!(s.wait_until_ready().now_or_never(), Some(Ok(()))))
     }
 
@@ -323,10 +368,9 @@ impl Stores {
             .iter()
             .filter(|c| {
                 c.address_ref.is_none()
-                    && pool.namespace.as_ref().is_none_or(|ns| *ns == c.namespace)
                     && c.pool_ref
                         .as_ref()
-                        .is_some_and(|r| r.name == pool.name && r.kind == pool.kind)
+                        .is_some_and(|r| pool.is_referenced_by(r, &c.namespace))
             })
             .filter_map(|c| cluster_of_claim_name(&c.name).map(|n| (c.namespace.clone(), n)))
             .collect()
@@ -543,6 +587,7 @@ mod tests {
     #[test]
     fn pool_signature_ignores_counters_but_not_exhaustion_or_labels() {
         let mut p = PoolView {
+            group: crate::names::IPAM_GROUP.into(),
             kind: "GlobalInClusterIPPool".into(),
             name: "p".into(),
             namespace: None,

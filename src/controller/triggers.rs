@@ -37,7 +37,9 @@ pub(super) type Trigger =
 /// (Awaiting `Store::wait_until_ready` from a second task is not reliable: the applier awaits the Cluster store
 /// too, and its single-waker readiness future wakes only the last poller.)
 pub(super) struct SyncTracker {
-    pub(super) seen: std::sync::atomic::AtomicU8,
+    pub(super) seen: std::sync::atomic::AtomicU64,
+    /// How many watches there are: [`WATCHES`] plus one per `--pool-kinds` kind.
+    pub(super) watches: u8,
     pub(super) health: Arc<Health>,
     /// Signalled when every cache has synced, and whenever a watch relists after a gap: every Cluster is looked at
     /// again (objects deleted meanwhile produced no event; Clusters listed into the store's buffer had their
@@ -47,12 +49,15 @@ pub(super) struct SyncTracker {
     pub(super) trimmer: super::trim::Trimmer,
 }
 
-const WATCHES: u8 = 6;
+/// The watches of the core kinds; the `--pool-kinds` watches follow (at most `api::MAX_POOL_KINDS`, so every
+/// watch has a bit of the sync mask).
+pub(super) const WATCHES: u8 = 6;
 const CLUSTER_BIT: u8 = 0;
+const _: () = assert!(WATCHES as usize + crate::api::MAX_POOL_KINDS <= 64);
 
 impl SyncTracker {
     fn mark(&self, bit: u8) {
-        let all = (1u8 << WATCHES) - 1;
+        let all = u64::MAX >> (64 - u32::from(self.watches));
         let before = self.seen.fetch_or(1 << bit, Ordering::SeqCst);
         self.health
             .watch(usize::from(bit), super::health::WatchSignal::ListDone);
@@ -106,6 +111,8 @@ fn watch_into(
         .modify(move |obj| {
             if bit == CLUSTER_BIT {
                 slim_cluster(obj);
+            } else if bit >= WATCHES {
+                slim_extra_pool(obj);
             } else {
                 slim(obj);
             }
@@ -189,6 +196,25 @@ fn slim_cluster(obj: &mut DynamicObject) {
         if let Some(topology) = spec.get_mut("topology").and_then(Value::as_object_mut) {
             topology.retain(|k, _| TOPOLOGY.contains(&k.as_str()));
         }
+    }
+}
+
+/// A `--pool-kinds` pool keeps its metadata (name, namespace, labels, annotations, deletion) and
+/// `status.ipAddresses` (the in-cluster counters, when a provider reports them): its spec (address ranges, and for
+/// metal3 pre-allocations) and the rest of its status (metal3: one entry per allocated address) are never read.
+/// kube-rs cannot watch "metadata and status" only (a metadata watch drops the status), so the whole object is
+/// received and trimmed here before it enters the cache.
+fn slim_extra_pool(obj: &mut DynamicObject) {
+    slim(obj);
+    obj.metadata.managed_fields = None;
+    obj.metadata.owner_references = None;
+    obj.metadata.finalizers = None;
+    let Some(top) = obj.data.as_object_mut() else {
+        return;
+    };
+    top.retain(|k, _| k == "status");
+    if let Some(status) = top.get_mut("status").and_then(Value::as_object_mut) {
+        status.retain(|k, _| k == "ipAddresses");
     }
 }
 
@@ -379,13 +405,32 @@ pub(super) fn triggers(
         ctx,
         &cluster_ar,
     );
+    let extra_pools: Vec<Trigger> = shapes
+        .extra_pools
+        .iter()
+        .zip(writers.extra_pools)
+        .zip(WATCHES..)
+        .map(|((kind, writer), bit)| {
+            pool_trigger(
+                client,
+                &kind.resource,
+                writer,
+                tracker,
+                bit,
+                ctx,
+                &cluster_ar,
+            )
+        })
+        .collect();
 
     let ar = cluster_ar_for_peers;
     let peers = peers_rx
         .map(move |(ns, name)| Ok(ReconcileRequest::from(cluster_ref(&ar, &ns, &name))))
         .boxed();
 
-    vec![clusters, claims, addresses, classes, pools, ns_pools, peers]
+    let mut all = vec![clusters, claims, addresses, classes, pools, ns_pools, peers];
+    all.extend(extra_pools);
+    all
 }
 
 /// The watch of one pool kind, as reconcile requests (see `triggers`).
@@ -400,7 +445,7 @@ fn pool_trigger(
 ) -> Trigger {
     let ar = cluster_ar.clone();
     let st = ctx.stores.clone();
-    let kind = pool_ar.kind.clone();
+    let (group, kind) = (pool_ar.group.clone(), pool_ar.kind.clone());
     type Key = (Option<String>, String);
     let signatures: Arc<Mutex<HashMap<Key, stores::PoolSignature>>> = Arc::default();
     let pools = watch(client, pool_ar, writer, tracker, bit)
@@ -419,7 +464,7 @@ fn pool_trigger(
     trigger_with(pools, move |(o, deleted): (DynamicObject, bool)| {
         // Any change (addresses included) may make or end an overlap.
         pool_check.poke();
-        let Ok(pool) = PoolView::parse(&kind, &o) else {
+        let Ok(pool) = PoolView::parse(&group, &kind, &o) else {
             return Vec::new();
         };
         let key = (pool.namespace.clone(), pool.name.clone());
@@ -465,6 +510,7 @@ mod tests {
         let health = Arc::new(Health::default());
         let t = SyncTracker {
             seen: Default::default(),
+            watches: WATCHES,
             health: health.clone(),
             relisted: tx,
             trimmer: Default::default(),
@@ -546,5 +592,31 @@ mod tests {
         assert!(pool.data.pointer("/status/phase").is_some());
         assert!(pool.data.pointer("/spec/clusterNetwork").is_some());
         assert!(pool.metadata.owner_references.is_some());
+    }
+
+    #[test]
+    fn extra_kind_pools_keep_metadata_and_the_in_cluster_counters_only() {
+        let mut obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ipam.metal3.io/v1alpha1", "kind": "IPPool",
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u", "labels": {"a": "b"},
+                "annotations": {"vip.capi.gorizond.io/priority": "3", LAST_APPLIED: "{}"},
+                "managedFields": [{"manager": "kubectl"}], "finalizers": ["ipam.metal3.io"]},
+            "spec": {"pools": [{"start": "10.0.0.1", "end": "10.0.0.9"}], "prefix": 24},
+            "status": {"indexes": {"c1": "10.0.0.1"}, "ipAddresses": {"free": 3}}
+        }))
+        .unwrap();
+        let before = PoolView::parse("ipam.metal3.io", "IPPool", &obj).unwrap();
+        slim_extra_pool(&mut obj);
+        let after = PoolView::parse("ipam.metal3.io", "IPPool", &obj).unwrap();
+        assert_eq!(after.labels, before.labels);
+        assert_eq!(after.free, Some(3));
+        assert_eq!(
+            after.annotations.len(),
+            1,
+            "last-applied dropped, ours kept"
+        );
+        assert!(obj.data.get("spec").is_none());
+        assert!(obj.data.pointer("/status/indexes").is_none());
+        assert!(obj.metadata.finalizers.is_none() && obj.metadata.managed_fields.is_none());
     }
 }

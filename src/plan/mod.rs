@@ -155,7 +155,42 @@ pub struct Snapshot {
     /// Whether the caches of ClusterClasses, claims, addresses and pools hold their initial lists. Until then an
     /// absent claim or class may just not be cached yet (right after a restart), so nothing is decided.
     pub caches_synced: bool,
+    /// `--pending-claim-timeout`, and the pools this Cluster's claims already timed out on.
+    pub pending_claims: PendingClaims,
 }
+
+/// Claims pending on pools of unknown capacity (see `pools::after_timeout`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingClaims {
+    /// How long such a claim may stay unbound before it moves to the next candidate.
+    pub timeout: std::time::Duration,
+    /// Pools a claim of this Cluster timed out on, per role (remembered by this process only): a new claim
+    /// avoids them while another candidate is left.
+    pub passed_over: Vec<(Role, PoolRef)>,
+}
+
+impl Default for PendingClaims {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_PENDING_CLAIM_TIMEOUT,
+            passed_over: Vec::new(),
+        }
+    }
+}
+
+impl PendingClaims {
+    /// The pools passed over for `role`.
+    pub fn passed_over(&self, role: Role) -> Vec<&PoolRef> {
+        self.passed_over
+            .iter()
+            .filter(|(r, _)| *r == role)
+            .map(|(_, p)| p)
+            .collect()
+    }
+}
+
+/// Default of `--pending-claim-timeout`.
+pub const DEFAULT_PENDING_CLAIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Snapshot {
     /// The inputs of a role.
@@ -194,6 +229,14 @@ pub enum Step {
         name: String,
         /// Claim uid.
         uid: String,
+    },
+    /// Remember that `pool` did not answer this Cluster's claim of `role` in time (after the claim is deleted, its
+    /// replacement goes to another candidate). No API request.
+    PassOverPool {
+        /// Role.
+        role: Role,
+        /// The pool.
+        pool: PoolRef,
     },
     /// Create an IPAddress carrying our finalizer (see [`NewAddress`]).
     CreateAddress {

@@ -8,10 +8,10 @@
 //! on watch order. A new claim goes to the first candidate not known to be exhausted (or the first one when all
 //! are).
 
-use std::cmp::Reverse;
+use std::{cmp::Reverse, time::Duration};
 
 use crate::{
-    api::PoolView,
+    api::{PoolRef, PoolView},
     names::{ANNOTATION_POOL_FALLTHROUGH, ANNOTATION_POOL_PRIORITY},
 };
 
@@ -83,6 +83,53 @@ pub fn choose_pool<'a>(
     all.iter().find(|p| !p.exhausted()).or(all.first()).copied()
 }
 
+/// [`choose_pool`] for a new claim, avoiding the pools a claim of this Cluster already timed out on
+/// (`passed_over`) while another candidate is left.
+pub fn choose_pool_avoiding<'a>(
+    pools: &'a [PoolView],
+    namespace: &str,
+    class: &str,
+    role: &str,
+    passed_over: &[&PoolRef],
+) -> Option<&'a PoolView> {
+    let all = candidates(pools, namespace, class, role);
+    let fresh: Vec<&PoolView> = all
+        .iter()
+        .copied()
+        .filter(|p| !passed_over.iter().any(|r| p.reference() == **r))
+        .collect();
+    let from = if fresh.is_empty() { &all } else { &fresh };
+    from.iter()
+        .find(|p| !p.exhausted())
+        .or(from.first())
+        .copied()
+}
+
+/// What becomes of a claim pending for `age` on `current`, a candidate of unknown capacity: `Some(Ok(next))` once
+/// `timeout` has passed — the first other candidate (in order) not known to be exhausted and not passed over;
+/// `Some(Err(remaining))` while the timeout runs and such a candidate exists; `None` when there is none (the claim
+/// stays: nowhere else to go).
+pub fn after_timeout<'a>(
+    candidates: &[&'a PoolView],
+    current: &PoolView,
+    passed_over: &[&PoolRef],
+    age: Duration,
+    timeout: Duration,
+) -> Option<Result<&'a PoolView, Duration>> {
+    let here = current.reference();
+    let next = candidates.iter().copied().find(|p| {
+        let r = p.reference();
+        let is_current = r == here && p.namespace == current.namespace;
+        let tried = passed_over.iter().any(|o| **o == r);
+        !is_current && !tried && !p.exhausted()
+    })?;
+    Some(if age >= timeout {
+        Ok(next)
+    } else {
+        Err(timeout - age)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +137,7 @@ mod tests {
 
     pub(crate) fn pool(name: &str, classes: &str, roles: &str, free: Option<i64>) -> PoolView {
         PoolView {
+            group: crate::names::IPAM_GROUP.into(),
             kind: "GlobalInClusterIPPool".into(),
             name: name.into(),
             namespace: None,
@@ -295,5 +343,110 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    fn metal3(name: &str) -> PoolView {
+        let mut p = pool(name, "gold", "control-plane", None);
+        p.group = "ipam.metal3.io".into();
+        p.kind = "IPPool".into();
+        p.total = None;
+        p.used = None;
+        p
+    }
+
+    #[test]
+    fn extra_kinds_take_part_in_the_tiers_and_unknown_capacity_is_room() {
+        let pools = vec![
+            in_ns(pool("b-local", "gold", "control-plane", Some(0)), "ns"),
+            {
+                let mut m = metal3("m-local");
+                m.namespace = Some("ns".into());
+                m
+            },
+            metal3("a-global"),
+        ];
+        assert_eq!(
+            order(&pools, "ns"),
+            vec!["ns/m-local", "ns/b-local", "a-global"]
+        );
+        assert_eq!(
+            choose_pool(&pools, "ns", "gold", "control-plane").map(|p| p.group.as_str()),
+            Some("ipam.metal3.io")
+        );
+    }
+
+    #[test]
+    fn a_timed_out_claim_moves_to_the_next_untried_candidate_with_room() {
+        let s = Duration::from_secs;
+        let pools = vec![
+            metal3("a"),
+            metal3("b"),
+            pool("c", "gold", "control-plane", Some(0)),
+            metal3("d"),
+        ];
+        let all = candidates(&pools, "ns", "gold", "control-plane");
+        let names = |r: Option<Result<&PoolView, Duration>>| r.map(|r| r.map(|p| p.name.clone()));
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Vec<&'a str>,
+            u64,
+            Option<Result<String, Duration>>,
+        );
+        let cases: Vec<Case> = vec![
+            ("waits out the timeout", "a", vec![], 30, Some(Err(s(90)))),
+            (
+                "then the next in order",
+                "a",
+                vec![],
+                120,
+                Some(Ok("b".into())),
+            ),
+            (
+                "skips exhausted and tried pools",
+                "b",
+                vec!["a"],
+                121,
+                Some(Ok("d".into())),
+            ),
+            (
+                "an earlier untried pool counts",
+                "b",
+                vec![],
+                121,
+                Some(Ok("a".into())),
+            ),
+            ("nowhere left: stays", "d", vec!["a", "b"], 500, None),
+        ];
+        for (what, current, tried, age, want) in cases {
+            let current = pools.iter().find(|p| p.name == current).unwrap();
+            let tried: Vec<PoolRef> = tried
+                .iter()
+                .map(|n| pools.iter().find(|p| p.name == *n).unwrap().reference())
+                .collect();
+            let tried: Vec<&PoolRef> = tried.iter().collect();
+            let got = after_timeout(&all, current, &tried, s(age), s(120));
+            assert_eq!(names(got), want, "{what}");
+        }
+        let a = pools[0].reference();
+        let b = pools[1].reference();
+        let chosen = |tried: &[&PoolRef]| {
+            choose_pool_avoiding(&pools, "ns", "gold", "control-plane", tried)
+                .map(|p| p.name.clone())
+        };
+        assert_eq!(chosen(&[]).as_deref(), Some("a"));
+        assert_eq!(
+            chosen(&[&a]).as_deref(),
+            Some("b"),
+            "a new claim avoids a pool passed over"
+        );
+        assert_eq!(chosen(&[&a, &b]).as_deref(), Some("d"));
+        let d = pools[3].reference();
+        let c = pools[2].reference();
+        assert_eq!(
+            chosen(&[&a, &b, &c, &d]).as_deref(),
+            Some("a"),
+            "every candidate tried: back to the normal choice"
+        );
     }
 }

@@ -316,6 +316,7 @@ mod tests {
                 );
             }
             crate::api::PoolView {
+                group: crate::names::IPAM_GROUP.into(),
                 kind: "GlobalInClusterIPPool".into(),
                 name: name.into(),
                 namespace: None,

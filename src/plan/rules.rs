@@ -4,14 +4,14 @@ use serde_json::{json, Value};
 
 use super::{
     labels::is_label_value,
-    pools::{candidates, choose_pool},
+    pools::{after_timeout, candidates, choose_pool_avoiding},
     Allocation, Plan, Report, Role, Severity, Skip, Snapshot, Step,
 };
 use crate::{
     api::{AddressView, ClaimView, PoolRef, PoolView},
     names::{
         reasons, ANNOTATION_DELETE_FOR_MOVE, ANNOTATION_INGRESS_ENABLED, ANNOTATION_INGRESS_VIP,
-        FINALIZER_ADDRESS_PROTECTION, IPAM_GROUP,
+        FINALIZER_ADDRESS_PROTECTION,
     },
 };
 
@@ -590,7 +590,14 @@ fn claimed_vip(
 ) -> Option<(String, Option<jiff::Timestamp>)> {
     let name = role.claim_name(&snap.cluster.name);
     let candidates = candidates(&snap.pools, &snap.cluster.namespace, class, role.label());
-    let choice = choose_pool(&snap.pools, &snap.cluster.namespace, class, role.label());
+    let passed_over = snap.pending_claims.passed_over(role);
+    let choice = choose_pool_avoiding(
+        &snap.pools,
+        &snap.cluster.namespace,
+        class,
+        role.label(),
+        &passed_over,
+    );
     let claim = match snap.inputs(role).claim.as_ref().map(|c| ownership(snap, c)) {
         None => {
             if super::requested::first_claim(snap, role, &candidates, out) {
@@ -665,25 +672,71 @@ fn claimed_vip(
     let better = choice.filter(|c| !current.is_some_and(|p| std::ptr::eq(*c, p)));
     // A claim made for an address the Cluster asked for stays where that address is.
     let asked = super::requested::asked(snap, role).is_some();
-    let replace = !asked
+    let mut replace = !asked
         && match (fits, current, better) {
             (false, _, Some(_)) => true,
             (true, Some(p), Some(b)) => p.exhausted() && !b.exhausted(),
             _ => false,
         };
+    let mut to = better.map(|b| b.name.clone()).unwrap_or_default();
+    let mut timed_out = None;
+    // A pool of unknown capacity (a `--pool-kinds` kind) never says it is exhausted: a claim it has not answered
+    // within the timeout moves on to the next candidate, and the pool is remembered as passed over.
+    if let Some(p) = current.filter(|p| !asked && !replace && fits && p.capacity_unknown()) {
+        let answered = snap
+            .inputs(role)
+            .address
+            .as_ref()
+            .is_some_and(|a| a.claim_name.as_deref() == Some(claim.name.as_str()));
+        // `creationTimestamp` is truncated to the second: count from the latest instant it may stand for.
+        let age = claim
+            .created
+            .map(|c| {
+                let age = snap.now.duration_since(c).unsigned_abs();
+                match c.subsec_nanosecond() {
+                    0 => age.saturating_sub(std::time::Duration::from_secs(1)),
+                    _ => age,
+                }
+            })
+            .unwrap_or(snap.pending_claims.timeout);
+        let timeout = snap.pending_claims.timeout;
+        match after_timeout(&candidates, p, &passed_over, age, timeout).filter(|_| !answered) {
+            Some(Ok(next)) => {
+                replace = true;
+                to = next.name.clone();
+                timed_out = Some(p);
+            }
+            Some(Err(remaining)) => {
+                out.requeue_after = Some(out.requeue_after.map_or(remaining, |r| r.min(remaining)));
+            }
+            None => {}
+        }
+    }
     if replace {
-        let to = better.map(|b| b.name.as_str()).unwrap_or_default();
+        if let Some(p) = timed_out {
+            out.steps.push(Step::PassOverPool {
+                role,
+                pool: p.reference(),
+            });
+        }
         out.steps.push(Step::DeleteClaim {
             role,
             name: claim.name.clone(),
             uid: claim.uid.clone(),
         });
+        let why = match timed_out {
+            Some(p) => format!(
+                " (pool {} did not answer it within {:?})",
+                p.name, snap.pending_claims.timeout
+            ),
+            None => String::new(),
+        };
         out.reports.push(Report {
             role,
             severity: Severity::Normal,
             reason: reasons::CLAIM_REPLACED,
             note: format!(
-                "pending IPAddressClaim {} is recreated on pool {to}",
+                "pending IPAddressClaim {} is recreated on pool {to}{why}",
                 claim.name
             ),
             is_error: false,
@@ -730,14 +783,9 @@ fn claimed_vip(
     None
 }
 
-/// The pool `r` names for a claim in `namespace`: a namespaced kind resolves in the claim's own namespace.
+/// The pool `r` names for a claim in `namespace` (group, kind, name; a namespaced kind in the claim's namespace).
 fn find_pool<'a>(pools: &'a [PoolView], r: &PoolRef, namespace: &str) -> Option<&'a PoolView> {
-    pools.iter().find(|p| {
-        p.kind == r.kind
-            && p.name == r.name
-            && p.namespace.as_deref().is_none_or(|ns| ns == namespace)
-            && (r.api_group.is_empty() || r.api_group == IPAM_GROUP)
-    })
+    pools.iter().find(|p| p.is_referenced_by(r, namespace))
 }
 
 /// `a, b and c` for Event notes (pools as `namespace/name` when namespaced).
@@ -753,11 +801,7 @@ fn pool_names(pools: &[&PoolView]) -> String {
 }
 
 fn pool_ref(pool: &PoolView) -> PoolRef {
-    PoolRef {
-        api_group: IPAM_GROUP.to_owned(),
-        kind: pool.kind.clone(),
-        name: pool.name.clone(),
-    }
+    pool.reference()
 }
 
 fn pool_not_found(role: Role, class: &str, required: bool) -> Report {

@@ -41,6 +41,7 @@ pub(crate) fn class(vars: &[&str]) -> ClassView {
 
 pub(crate) fn pool(name: &str, roles: &str, free: Option<i64>) -> PoolView {
     PoolView {
+        group: crate::names::IPAM_GROUP.into(),
         kind: "GlobalInClusterIPPool".into(),
         name: name.into(),
         namespace: None,
@@ -135,6 +136,7 @@ pub(crate) fn snap(c: Value) -> Snapshot {
         caches_synced: true,
         same_host: Vec::new(),
         answering: Default::default(),
+        pending_claims: Default::default(),
     }
 }
 
@@ -1607,4 +1609,96 @@ fn a_requested_address_changed_after_allocation_is_refused() {
         p.writes_nothing() && p.steps.is_empty(),
         "the written VIP stays"
     );
+}
+
+/// A metal3-like pool (unknown capacity) named to come first, and the in-cluster `cp-pool` after it.
+fn with_metal3_pool() -> (Snapshot, PoolRef) {
+    let mut s = snap(cluster_json());
+    let mut m = pool("a-metal3", "control-plane", None);
+    m.group = "ipam.metal3.io".into();
+    m.kind = "IPPool".into();
+    let r = m.reference();
+    s.pools.push(m);
+    (s, r)
+}
+
+#[test]
+fn new_claim_on_an_extra_kind_pool_names_its_group() {
+    let (s, r) = with_metal3_pool();
+    let p = plan(&s);
+    assert!(
+        p.steps.iter().any(|st| matches!(st, Step::CreateClaim { role: Role::ControlPlane, pool, .. } if *pool == r)),
+        "{:?}",
+        p.steps
+    );
+}
+
+#[test]
+fn claim_on_a_pool_of_unknown_capacity_moves_on_after_the_pending_claim_timeout() {
+    let (mut s, r) = with_metal3_pool();
+    let mut c = claim(Role::ControlPlane, Some("uid-1"), "a-metal3", false);
+    c.pool_ref = Some(r.clone());
+    s.control_plane.claim = Some(c.clone());
+    // 60 s old (59 s counting from the end of its creationTimestamp's second), timeout 2 m: wait the rest.
+    let cp_steps = |p: &Plan| -> Vec<Step> {
+        p.steps
+            .iter()
+            .filter(|st| {
+                !matches!(
+                    st,
+                    Step::CreateClaim {
+                        role: Role::Ingress,
+                        ..
+                    }
+                )
+            })
+            .cloned()
+            .collect()
+    };
+    let p = plan(&s);
+    assert!(cp_steps(&p).is_empty(), "{:?}", p.steps);
+    assert_eq!(p.requeue_after, Some(std::time::Duration::from_secs(61)));
+    // Past the timeout: passed over, deleted (uid precondition), ClaimReplaced names the next candidate.
+    s.pending_claims.timeout = std::time::Duration::from_secs(30);
+    let p = plan(&s);
+    assert_eq!(
+        cp_steps(&p),
+        vec![
+            Step::PassOverPool {
+                role: Role::ControlPlane,
+                pool: r.clone()
+            },
+            Step::DeleteClaim {
+                role: Role::ControlPlane,
+                name: c.name.clone(),
+                uid: c.uid.clone()
+            }
+        ]
+    );
+    let note = &p
+        .reports
+        .iter()
+        .find(|r| r.reason == "ClaimReplaced")
+        .unwrap()
+        .note;
+    assert!(
+        note.contains("cp-pool") && note.contains("a-metal3"),
+        "{note}"
+    );
+    // The replacement avoids the pool passed over.
+    let mut after = s.clone();
+    after.control_plane.claim = None;
+    after.pending_claims.passed_over = vec![(Role::ControlPlane, r.clone())];
+    assert!(plan(&after)
+        .steps
+        .iter()
+        .any(|st| matches!(st, Step::CreateClaim { pool, .. } if pool.name == "cp-pool")));
+    // A bound claim never moves.
+    let mut bound_claim = c;
+    bound_claim.address_ref = Some(bound_claim.name.clone());
+    s.control_plane.claim = Some(bound_claim);
+    assert!(!plan(&s)
+        .steps
+        .iter()
+        .any(|st| matches!(st, Step::DeleteClaim { .. })));
 }

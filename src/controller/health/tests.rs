@@ -175,6 +175,7 @@ fn runtime_without_server(health: Arc<Health>) -> super::super::Runtime {
             pool_allowlist: Vec::new(),
             max_concurrent_reconciles: 2,
             vip_probe: false,
+            pending_claim_timeout: std::time::Duration::from_secs(120),
         },
         metrics: Arc::new(crate::telemetry::Metrics::new().unwrap()),
         health,

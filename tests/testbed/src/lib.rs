@@ -139,6 +139,11 @@ pub fn topology_crd_dirs() -> Vec<PathBuf> {
     vec![crds.join("runtime-sdk"), crds.join("test")]
 }
 
+/// `crds/test`: the test-only kinds (`TestInfraCluster`, the metal3-like `IPPool` of `ipam::metal3`).
+pub fn test_crd_dir() -> PathBuf {
+    repo_root().join("crds").join("test")
+}
+
 impl TestbedOptions {
     /// Defaults plus the CRD directory of a profile.
     pub fn profile(p: Profile) -> Self {
@@ -226,6 +231,7 @@ impl Testbed {
         ];
         if opts.ipam {
             tasks.push(tokio::spawn(ipam::run(shared.clone(), opts.ipam_delay)));
+            tasks.push(tokio::spawn(ipam::metal3::run(shared.clone())));
         }
         let topology = opts
             .topology

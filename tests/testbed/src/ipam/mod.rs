@@ -4,6 +4,7 @@ mod address;
 pub mod alloc;
 mod controller;
 mod index;
+pub mod metal3;
 mod pools;
 mod webhook;
 

@@ -10,6 +10,7 @@ mod gc;
 mod ipam;
 mod ipam_upstream;
 mod measure;
+mod metal3;
 mod schema;
 mod watch;
 mod writes;
