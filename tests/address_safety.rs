@@ -25,13 +25,7 @@ fn address_of(o: &DynamicObject) -> String {
 
 /// A Cluster of class `gold` without ingress VIP.
 async fn cp_only_cluster(env: &Env, ns: &str, name: &str) -> String {
-    env.cluster_with(
-        ns,
-        name,
-        json!({"annotations": {"vip.capi.gorizond.io/ingress-enabled": "false"}}),
-        json!({"topology": env.topology("gold", None, None)}),
-    )
-    .await;
+    env.gold_cp_only_cluster(ns, name, json!({})).await;
     env.wait_cp_vip(ns, name).await
 }
 
@@ -330,13 +324,7 @@ async fn the_tcp_probe_keeps_an_answering_vip_off_the_cluster() {
     env.class(&ns, "gold", &[]).await;
     env.pool("loop-pool", &["127.0.33.10-127.0.33.20"], 24, "gold", CP)
         .await;
-    env.cluster_with(
-        &ns,
-        "squatted",
-        json!({"annotations": {"vip.capi.gorizond.io/ingress-enabled": "false"}}),
-        json!({"topology": env.topology("gold", None, None)}),
-    )
-    .await;
+    env.gold_cp_only_cluster(&ns, "squatted", json!({})).await;
     let e = env.wait_event(&ns, "squatted", "VIPInUse").await;
     assert!(
         e.note

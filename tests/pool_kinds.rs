@@ -46,13 +46,7 @@ async fn metal3_pool(env: &Env, ns: &str, name: &str, range: (&str, &str), annot
 }
 
 async fn cp_only(env: &Env, ns: &str, name: &str) {
-    env.cluster_with(
-        ns,
-        name,
-        json!({"annotations": {"vip.capi.gorizond.io/ingress-enabled": "false"}}),
-        json!({"topology": env.topology("gold", None, None)}),
-    )
-    .await;
+    env.gold_cp_only_cluster(ns, name, json!({})).await;
 }
 
 #[tokio::test]

@@ -16,13 +16,7 @@ async fn cp_only(env: &Env, ns: &str, name: &str) -> String {
 }
 
 async fn create_cp_only(env: &Env, ns: &str, name: &str) {
-    env.cluster_with(
-        ns,
-        name,
-        json!({"annotations": {"vip.capi.gorizond.io/ingress-enabled": "false"}}),
-        json!({"topology": env.topology("gold", None, None)}),
-    )
-    .await;
+    env.gold_cp_only_cluster(ns, name, json!({})).await;
 }
 
 #[tokio::test]

@@ -11,13 +11,7 @@ const CP: &str = "control-plane";
 const ASK: &str = "vip.capi.gorizond.io/control-plane-address";
 
 async fn asking(env: &Env, ns: &str, name: &str, ip: &str) {
-    env.cluster_with(
-        ns,
-        name,
-        json!({"annotations": {"vip.capi.gorizond.io/ingress-enabled": "false", ASK: ip}}),
-        json!({"topology": env.topology("gold", None, None)}),
-    )
-    .await;
+    env.gold_cp_only_cluster(ns, name, json!({ ASK: ip })).await;
 }
 
 #[tokio::test]
@@ -37,13 +31,7 @@ async fn a_requested_address_is_reserved_exactly_and_never_handed_to_another() {
     );
     env.wait_protected(&ns, "vip-cp-exact").await;
     // First fit, lowest free: without the reservation the next Cluster would get .10.
-    env.cluster_with(
-        &ns,
-        "next",
-        json!({"annotations": {"vip.capi.gorizond.io/ingress-enabled": "false"}}),
-        json!({"topology": env.topology("gold", None, None)}),
-    )
-    .await;
+    env.gold_cp_only_cluster(&ns, "next", json!({})).await;
     assert_eq!(env.wait_cp_vip(&ns, "next").await, "10.74.0.11");
 
     // Taken (by "exact"), outside every pool: Warning, no claim.

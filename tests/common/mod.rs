@@ -564,6 +564,22 @@ impl Env {
             .expect("object exists")
     }
 
+    /// Creates a Cluster of class `gold` (in its own namespace) with the ingress VIP turned off, plus the extra
+    /// `annotations`.
+    pub async fn gold_cp_only_cluster(&self, ns: &str, name: &str, annotations: Value) {
+        let mut a = json!({"vip.capi.gorizond.io/ingress-enabled": "false"});
+        if let (Some(map), Some(extra)) = (a.as_object_mut(), annotations.as_object()) {
+            map.extend(extra.clone());
+        }
+        self.cluster_with(
+            ns,
+            name,
+            json!({ "annotations": a }),
+            json!({"topology": self.topology("gold", None, None)}),
+        )
+        .await;
+    }
+
     /// Waits until the IPAddress named `name` (our claim's) carries the operator's protection finalizer and is not
     /// being deleted: the last write of an allocation.
     pub async fn wait_protected(&self, ns: &str, name: &str) -> DynamicObject {
